@@ -1,0 +1,5 @@
+import sys
+
+from mmrbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""The one interface every model speaks, in the spirit of inspect_ai's ``ModelAPI``.
+
+A model gets a batch of :class:`Request` (chat messages whose content mixes text and images, plus
+generation settings) and returns one :class:`Response` per request: text, a stop status read from
+the provider's own enums, token usage, latency, and the size of every image as it was sent so boxes
+can be mapped back. Providers raise nothing for a failed request: they return status ``error`` with
+a message, and the runner decides what is retried.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence, Union
+
+from PIL import Image
+
+Status = Literal["ok", "refused", "truncated", "error"]
+
+
+@dataclass
+class TextPart:
+    text: str
+    type: Literal["text"] = "text"
+
+
+@dataclass
+class ImagePart:
+    """An image to send; ``image`` is loaded RGB. Adapters may resize it and must report the sent size."""
+
+    image: Image.Image
+    path: str | None = None
+    type: Literal["image"] = "image"
+
+
+Part = Union[TextPart, ImagePart]
+
+
+@dataclass
+class Message:
+    role: Literal["system", "user", "assistant"]
+    content: list[Part] | str
+
+    @property
+    def parts(self) -> list[Part]:
+        return [TextPart(self.content)] if isinstance(self.content, str) else list(self.content)
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [p.image for p in self.parts if isinstance(p, ImagePart)]
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling settings. ``None`` means the provider's default. ``min_p`` and ``top_k`` are
+    honoured by local engines; API providers that lack them ignore them and say so in the card."""
+
+    max_new_tokens: int = 512
+    temperature: float | None = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return not self.temperature
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
+class Request:
+    id: str
+    messages: list[Message]
+    config: GenerationConfig = field(default_factory=GenerationConfig)
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [im for m in self.messages for im in m.images]
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
+@dataclass
+class Response:
+    text: str | None
+    status: Status = "ok"
+    error: str | None = None
+    usage: Usage | None = None
+    latency_s: float | None = None
+    image_sizes: list[list[int]] | None = None
+    #: transient failures (rate limit, 5xx, timeout) may be retried; others are final
+    retryable: bool = False
+    retry_after_s: float | None = None
+
+
+class ModelAPI(abc.ABC):
+    """Base class of providers.
+
+    ``convention`` names how the model writes boxes (see :mod:`mmrbench.coords`). ``max_concurrency``
+    bounds parallel requests for API providers; ``batch_size`` is how many requests a local engine
+    takes per :meth:`generate` call.
+    """
+
+    provider: str = ""
+    convention: str = "pixel"
+    max_concurrency: int = 1
+    batch_size: int = 1
+
+    def __init__(self, model: str, **kwargs: Any):
+        self.model = model
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        """Answer every request, in order, never raising for a single failed request."""
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into result.json's model card: never secrets."""
+        return {"provider": self.provider, "model_id": self.model, "convention": self.convention}
+
+    def close(self) -> None:
+        pass

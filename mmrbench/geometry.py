@@ -1,0 +1,97 @@
+"""Box geometry shared by the scorer, the GRPO reward and text verification.
+
+Boxes are ``(x1, y1, x2, y2)`` in pixels with x2/y2 exclusive, so area is ``(x2-x1)*(y2-y1)``.
+One implementation of IoU and of one-to-one matching keeps the scorer, the reward and the
+verifier in exact agreement.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+BoxLike = Sequence[float]
+
+
+def box_area(box: BoxLike) -> float:
+    return max(0.0, float(box[2]) - float(box[0])) * max(0.0, float(box[3]) - float(box[1]))
+
+
+def iou(a: BoxLike, b: BoxLike) -> float:
+    """Intersection over union; 0 when the union is empty (degenerate boxes never match)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = float(iw) * float(ih)
+    union = box_area(a) + box_area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iou_matrix(preds: Sequence[BoxLike], gts: Sequence[BoxLike]) -> np.ndarray:
+    """Pairwise IoU, shape (len(preds), len(gts)), vectorised for many boxes."""
+    if len(preds) == 0 or len(gts) == 0:
+        return np.zeros((len(preds), len(gts)), dtype=np.float64)
+    p = np.asarray(preds, dtype=np.float64).reshape(-1, 4)
+    g = np.asarray(gts, dtype=np.float64).reshape(-1, 4)
+    ix1 = np.maximum(p[:, None, 0], g[None, :, 0])
+    iy1 = np.maximum(p[:, None, 1], g[None, :, 1])
+    ix2 = np.minimum(p[:, None, 2], g[None, :, 2])
+    iy2 = np.minimum(p[:, None, 3], g[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    pa = np.clip(p[:, 2] - p[:, 0], 0, None) * np.clip(p[:, 3] - p[:, 1], 0, None)
+    ga = np.clip(g[:, 2] - g[:, 0], 0, None) * np.clip(g[:, 3] - g[:, 1], 0, None)
+    union = pa[:, None] + ga[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return out
+
+
+def match_boxes(
+    preds: Sequence[BoxLike], gts: Sequence[BoxLike], threshold: float, *, strict: bool = False
+) -> list[tuple[int, int, float]]:
+    """One-to-one greedy matching by IoU.
+
+    Candidate pairs with IoU >= ``threshold`` (> when ``strict``) are taken in order of decreasing
+    IoU, ties broken by prediction then ground-truth index so results are deterministic; each box
+    is used at most once. Returns ``(pred_index, gt_index, iou)`` triples.
+    """
+    if not preds or not gts:
+        return []
+    if len(preds) * len(gts) <= 64:  # the common case: a few boxes; numpy overhead would dominate
+        cands = []
+        for p, pb in enumerate(preds):
+            for g, gb in enumerate(gts):
+                v = iou(pb, gb)
+                if v > 0 and (v > threshold if strict else v >= threshold):
+                    cands.append((-v, p, g))
+        cands.sort()
+        used_p: set[int] = set()
+        used_g: set[int] = set()
+        out = []
+        for nv, p, g in cands:
+            if p in used_p or g in used_g:
+                continue
+            used_p.add(p)
+            used_g.add(g)
+            out.append((p, g, -nv))
+        return out
+    m = iou_matrix(preds, gts)
+    ok = m > threshold if strict else m >= threshold
+    ok &= m > 0  # a zero-overlap pair never matches, even at threshold 0
+    pi, gi = np.nonzero(ok)
+    if len(pi) == 0:
+        return []
+    vals = m[pi, gi]
+    order = np.lexsort((gi, pi, -vals))
+    used_p = set()
+    used_g = set()
+    out = []
+    for k in order:
+        p, g = int(pi[k]), int(gi[k])
+        if p in used_p or g in used_g:
+            continue
+        used_p.add(p)
+        used_g.add(g)
+        out.append((p, g, float(vals[k])))
+    return out
