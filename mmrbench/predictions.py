@@ -60,6 +60,17 @@ _FIELDS = {"id", "response", "status", "error", "image_sizes", "convention", "la
            "score", "boxes_by_threshold"}
 
 
+def _valid_sizes(sizes: Any) -> bool:
+    if type(sizes) is not list:
+        return False
+    for wh in sizes:
+        # type() is not int also rejects bools; this check runs once per line of large files
+        if type(wh) is not list or len(wh) != 2 or type(wh[0]) is not int or type(wh[1]) is not int \
+                or wh[0] <= 0 or wh[1] <= 0:
+            return False
+    return True
+
+
 def parse_prediction(d: Any, where: str) -> Prediction:
     if not isinstance(d, dict):
         raise PredictionsError(f"{where}: expected a JSON object")
@@ -73,11 +84,8 @@ def parse_prediction(d: Any, where: str) -> Prediction:
     if status not in STATUSES:
         raise PredictionsError(f"{where}: field 'status' must be one of {', '.join(STATUSES)}")
     sizes = d.get("image_sizes")
-    if sizes is not None:
-        if (not isinstance(sizes, list) or not all(
-                isinstance(s, list) and len(s) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s)
-                for s in sizes)):
-            raise PredictionsError(f"{where}: field 'image_sizes' must be a list of [width, height]")
+    if sizes is not None and not _valid_sizes(sizes):
+        raise PredictionsError(f"{where}: field 'image_sizes' must be a list of [width, height]")
     score = d.get("score")
     if score is not None and (not isinstance(score, (int, float)) or isinstance(score, bool)):
         raise PredictionsError(f"{where}: field 'score' must be a number")

@@ -113,8 +113,7 @@ def parse_sample(d: Any, *, path: str = "<manifest>", line: int = 0) -> Sample:
     boxes = []
     for i, (b, lab) in enumerate(zip(raw_boxes, raw_labels)):
         fld = f"boxes[{i}]"
-        if (not isinstance(b, list) or len(b) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)):
+        if type(b) is not list or len(b) != 4 or not all(type(v) is int or type(v) is float for v in b):
             raise ManifestError(f"expected [x1, y1, x2, y2] numbers, got {b!r}", path=path, line=line, field=fld)
         x1, y1, x2, y2 = (float(v) for v in b)
         if x2 <= x1 or y2 <= y1:
