@@ -1,0 +1,278 @@
+"""Strict validation of ``result.json`` files (schema version 1).
+
+A leaderboard takes result files from strangers, so the checks are stricter than what
+:func:`mmrbench.results.Result.from_json` needs to load a file: types, required keys, the schema
+version, provenance, metric ranges, sha256 formats and size limits. Every problem names the JSON
+path of the bad field (``$.metrics.subdatasets.VisA.det.recall``) so a submitter can fix it from one
+line. JSON is parsed without NaN/Infinity (``json`` accepts them by default) and never evaluated.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmrbench.errors import MMRBenchError
+from mmrbench.results import PROVENANCES, SCHEMA_VERSION
+
+#: largest result.json a leaderboard reads (a full per-category report is a few hundred KB)
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+#: longest free-text field (model name, notes) kept in a result
+MAX_NAME_CHARS = 200
+MAX_NOTES_CHARS = 20_000
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+METRIC_NAMES = ("accuracy", "recall", "precision")
+KNOWN_KEYS = {"schema_version", "protocol", "model", "dataset", "metrics", "predictions_sha256", "harness",
+              "date", "provenance", "notes"}
+#: top-level extension keys this module knows and checks; others are allowed (Result keeps them) but warned
+KNOWN_EXTRA = {"detector", "reference", "variant", "statistics"}
+
+
+class ResultValidationError(MMRBenchError):
+    """A result file breaks the schema; ``issues`` holds every problem found."""
+
+    def __init__(self, where: str, issues: list["Issue"]):
+        self.issues = issues
+        first = issues[0]
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        super().__init__(f"{where}: {first.path}: {first.message}{more}")
+
+
+@dataclass(frozen=True)
+class Issue:
+    path: str
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        kind = "warning" if self.warning else "error"
+        return f"{kind}: {self.path}: {self.message}"
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` that refuses NaN/Infinity (which would slip past range checks)."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def load_result_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a result file with a size limit; a folder means its ``result.json``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "result.json"
+    if not p.is_file():
+        raise MMRBenchError(f"result not found: {p}")
+    size = p.stat().st_size
+    if size > MAX_RESULT_BYTES:
+        raise MMRBenchError(f"{p}: {size} bytes is over the {MAX_RESULT_BYTES}-byte limit for a result file")
+    try:
+        d = loads_strict(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MMRBenchError(f"{p}: not valid JSON ({exc})") from None
+    return d
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+
+    def err(self, path: str, msg: str) -> None:
+        self.issues.append(Issue(path, msg))
+
+    def warn(self, path: str, msg: str) -> None:
+        self.issues.append(Issue(path, msg, warning=True))
+
+    def obj(self, d: Any, path: str) -> bool:
+        if not isinstance(d, dict):
+            self.err(path, f"must be an object (got {_typename(d)})")
+            return False
+        return True
+
+    def string(self, d: dict, key: str, path: str, *, required: bool = True, nullable: bool = False,
+               max_len: int = MAX_NAME_CHARS, nonempty: bool = True) -> None:
+        p = f"{path}.{key}"
+        if key not in d:
+            if required:
+                self.err(p, "is required")
+            return
+        v = d[key]
+        if v is None:
+            if not nullable:
+                self.err(p, "must be a string (got null)")
+            return
+        if not isinstance(v, str):
+            self.err(p, f"must be a string (got {_typename(v)})")
+        elif nonempty and not v.strip():
+            self.err(p, "must not be empty")
+        elif len(v) > max_len:
+            self.err(p, f"is longer than {max_len} characters")
+
+    def sha(self, d: dict, key: str, path: str, *, required: bool) -> None:
+        p = f"{path}.{key}"
+        v = d.get(key)
+        if v is None:
+            if required:
+                self.err(p, "is required (64 lowercase hex digits)" if key not in d else
+                         "must be a sha256 (64 lowercase hex digits), not null")
+            return
+        if not isinstance(v, str) or not SHA256_RE.match(v):
+            self.err(p, f"must be a sha256: 64 lowercase hex digits (got {_short(v)})")
+
+    def fraction(self, v: Any, path: str, *, nullable: bool) -> None:
+        if v is None:
+            if not nullable:
+                self.err(path, "must be a number in [0, 1] (got null)")
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            self.err(path, f"must be a number in [0, 1] (got {_typename(v)})")
+        elif not 0.0 <= float(v) <= 1.0:
+            self.err(path, f"must be a number in [0, 1] (metrics are fractions, got {v!r})")
+
+    def count(self, d: dict, key: str, path: str) -> None:
+        if key not in d:
+            return
+        v = d[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            self.err(f"{path}.{key}", f"must be a non-negative integer (got {_short(v)})")
+
+
+def _typename(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+            int: "integer", float: "number"}.get(type(v), type(v).__name__)
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _check_metric_block(c: _Checker, block: Any, path: str, *, nullable: bool) -> None:
+    if not c.obj(block, path):
+        return
+    for part in ("det", "loc"):
+        pp = f"{path}.{part}"
+        if part not in block:
+            c.err(pp, "is required")
+            continue
+        m = block[part]
+        if m is None and nullable:
+            continue
+        if not c.obj(m, pp):
+            continue
+        for name in METRIC_NAMES:
+            if name not in m:
+                c.err(f"{pp}.{name}", "is required")
+            else:
+                c.fraction(m[name], f"{pp}.{name}", nullable=nullable)
+    for key in ("n", "invalid", "missing"):
+        c.count(block, key, path)
+    if "invalid_rate" in block:
+        c.fraction(block["invalid_rate"], f"{path}.invalid_rate", nullable=False)
+
+
+def validate_result(d: Any) -> list[Issue]:
+    """Every schema problem of a parsed result (errors and warnings); empty when the file is clean."""
+    c = _Checker()
+    if not c.obj(d, "$"):
+        return c.issues
+    sv = d.get("schema_version")
+    if "schema_version" not in d:
+        c.err("$.schema_version", "is required")
+    elif isinstance(sv, bool) or not isinstance(sv, int):
+        c.err("$.schema_version", f"must be an integer (got {_typename(sv)})")
+    elif sv != SCHEMA_VERSION:
+        c.err("$.schema_version", f"unsupported schema version {sv} (this mmrbench reads {SCHEMA_VERSION})")
+
+    prov = d.get("provenance")
+    if prov not in PROVENANCES:
+        c.err("$.provenance", f"must be one of {', '.join(PROVENANCES)} (got {_short(prov)})")
+    reported = prov == "reported"
+
+    proto = d.get("protocol")
+    if "protocol" not in d:
+        c.err("$.protocol", "is required")
+    elif c.obj(proto, "$.protocol"):
+        c.string(proto, "name", "$.protocol")
+        c.string(proto, "prompt_variant", "$.protocol", required=False, nullable=True)
+
+    model = d.get("model")
+    if "model" not in d:
+        c.err("$.model", "is required")
+    elif c.obj(model, "$.model"):
+        c.string(model, "name", "$.model")
+        for k in ("provider", "model_id", "convention", "kind"):
+            c.string(model, k, "$.model", required=False, nullable=True)
+
+    ds = d.get("dataset")
+    if "dataset" not in d:
+        c.err("$.dataset", "is required")
+    elif c.obj(ds, "$.dataset"):
+        c.string(ds, "name", "$.dataset")
+        c.sha(ds, "manifest_sha256", "$.dataset", required=not reported)
+        c.string(ds, "split", "$.dataset", required=False, nullable=True)
+        subs = ds.get("subdatasets")
+        if subs is not None and (not isinstance(subs, list) or not all(isinstance(s, str) and s for s in subs)):
+            c.err("$.dataset.subdatasets", "must be a list of subdataset names")
+
+    metrics = d.get("metrics")
+    if "metrics" not in d:
+        c.err("$.metrics", "is required")
+    elif c.obj(metrics, "$.metrics"):
+        subs_m = metrics.get("subdatasets")
+        if not isinstance(subs_m, dict) or not subs_m:
+            c.err("$.metrics.subdatasets", "must be a non-empty object of subdataset -> metrics")
+        else:
+            for name, block in subs_m.items():
+                path = f"$.metrics.subdatasets.{name}"
+                _check_metric_block(c, block, path, nullable=reported)
+                if isinstance(block, dict) and "categories" in block:
+                    cats = block["categories"]
+                    if not isinstance(cats, list):
+                        c.err(f"{path}.categories", "must be an array")
+                        continue
+                    for i, cat in enumerate(cats):
+                        cp = f"{path}.categories[{i}]"
+                        if c.obj(cat, cp):
+                            c.string(cat, "category", cp)
+                            _check_metric_block(c, cat, cp, nullable=False)
+        if "iou_threshold" in metrics:
+            c.fraction(metrics["iou_threshold"], "$.metrics.iou_threshold", nullable=False)
+
+    c.sha(d, "predictions_sha256", "$", required=not reported)
+    if "harness" in d and d["harness"] is not None:
+        c.obj(d["harness"], "$.harness")
+    c.string(d, "date", "$", required=False, nullable=True, max_len=64)
+    c.string(d, "notes", "$", required=False, nullable=True, max_len=MAX_NOTES_CHARS, nonempty=False)
+
+    det = d.get("detector")
+    if det is not None and c.obj(det, "$.detector"):
+        for key in ("threshold_oracle", "threshold_fair"):
+            if key not in det or det[key] is None:
+                continue
+            t = det[key]
+            if isinstance(t, dict):
+                for sub, v in t.items():
+                    c.fraction(v, f"$.detector.{key}.{sub}", nullable=False)
+            else:
+                c.fraction(t, f"$.detector.{key}", nullable=False)
+    if "variant" in d and d["variant"] is not None:
+        c.string(d, "variant", "$", max_len=64)
+    for k in d:
+        if k not in KNOWN_KEYS and k not in KNOWN_EXTRA:
+            c.warn(f"$.{k}", "unknown key (kept, not checked)")
+    return c.issues
+
+
+def check_result(d: Any, where: str = "result") -> list[Issue]:
+    """Raise :class:`ResultValidationError` on any error; return the warnings otherwise."""
+    issues = validate_result(d)
+    errors = [i for i in issues if not i.warning]
+    if errors:
+        raise ResultValidationError(where, errors)
+    return issues

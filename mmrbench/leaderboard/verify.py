@@ -1,0 +1,292 @@
+"""Re-score a submission and decide whether its claimed metrics can be trusted.
+
+A submission is ``result.json`` + ``predictions.jsonl`` (or ``.jsonl.gz``) + the manifest the result
+names by sha256. An entry is ``verified`` only when all three agree: the predictions hash to the
+claimed ``predictions_sha256``, the manifest hashes to the claimed ``dataset.manifest_sha256``, and
+scoring the predictions with :mod:`mmrbench.scoring` on the same split and subdatasets reproduces every
+claimed metric to 1e-9. Anything else is ``unverified`` with every reason spelled out. Entries copied
+from a paper are ``reported``: they have nothing to re-score.
+
+Predictions are untrusted: read with size limits, parsed as JSON only, never evaluated.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from mmrbench.data.manifest import Manifest, read_manifest
+from mmrbench.errors import MMRBenchError
+from mmrbench.leaderboard.schema import check_result, load_result_json, loads_strict
+from mmrbench.predictions import Prediction, PredictionsError, parse_prediction
+
+TOLERANCE = 1e-9
+#: largest predictions file (decompressed) the leaderboard reads
+MAX_PREDICTIONS_BYTES = 512 * 1024 * 1024
+#: longest single line of a predictions file
+MAX_LINE_BYTES = 4 * 1024 * 1024
+PREDICTION_NAMES = ("predictions.jsonl", "predictions.jsonl.gz")
+METRICS = ("accuracy", "recall", "precision")
+
+VERIFIED, UNVERIFIED, REPORTED = "verified", "unverified", "reported"
+
+
+@dataclass
+class Verification:
+    """Outcome of checking one entry. ``reasons`` is empty exactly when ``status`` is verified."""
+
+    status: str
+    reasons: list[str] = field(default_factory=list)
+    predictions_sha256: str | None = None
+    manifest_sha256: str | None = None
+    recomputed: dict[str, Any] | None = None  # ScoreReport.to_json() of the re-scoring
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "reasons": list(self.reasons),
+                "predictions_sha256": self.predictions_sha256, "manifest_sha256": self.manifest_sha256}
+
+
+def find_predictions(run_dir: str | os.PathLike) -> Path | None:
+    d = Path(run_dir)
+    for name in PREDICTION_NAMES:
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def read_predictions_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of ``predictions.jsonl`` (decompressed when gzipped), refusing oversized files."""
+    p = Path(path)
+    if p.suffix == ".gz":
+        with gzip.open(p, "rb") as f:
+            raw = f.read(MAX_PREDICTIONS_BYTES + 1)
+    else:
+        if p.stat().st_size > MAX_PREDICTIONS_BYTES:
+            raise PredictionsError(f"{p}: larger than the {MAX_PREDICTIONS_BYTES}-byte limit for predictions")
+        raw = p.read_bytes()
+    if len(raw) > MAX_PREDICTIONS_BYTES:
+        raise PredictionsError(f"{p}: larger than the {MAX_PREDICTIONS_BYTES}-byte limit for predictions")
+    return raw
+
+
+def parse_predictions_bytes(raw: bytes, where: str) -> list[Prediction]:
+    """Strict reader for submitted predictions: every line must parse, ids must be unique."""
+    out: list[Prediction] = []
+    seen: set[str] = set()
+    for i, bline in enumerate(raw.split(b"\n"), start=1):
+        if not bline.strip():
+            continue
+        if len(bline) > MAX_LINE_BYTES:
+            raise PredictionsError(f"{where}:{i}: line longer than {MAX_LINE_BYTES} bytes")
+        try:
+            d = loads_strict(bline.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise PredictionsError(f"{where}:{i}: not valid JSON ({exc})") from None
+        pred = parse_prediction(d, f"{where}:{i}")
+        if pred.id in seen:
+            raise PredictionsError(f"{where}:{i}: duplicate id '{pred.id}'")
+        seen.add(pred.id)
+        out.append(pred)
+    return out
+
+
+def load_predictions(path: str | os.PathLike) -> tuple[list[Prediction], str]:
+    """Predictions and the sha256 of the (decompressed) ``predictions.jsonl`` bytes."""
+    raw = read_predictions_bytes(path)
+    return parse_predictions_bytes(raw, str(path)), hashlib.sha256(raw).hexdigest()
+
+
+def _manifest_candidates(store: Path) -> Iterable[Path]:
+    if store.is_file():
+        yield store
+        return
+    if not store.is_dir():
+        return
+    yield from sorted(store.rglob("*.jsonl"))
+
+
+def find_manifest(sha256: str, *, manifest: str | os.PathLike | None = None,
+                  stores: Iterable[str | os.PathLike] = ()) -> Path | None:
+    """The manifest file whose bytes hash to ``sha256``: the given path first, then the stores.
+
+    A given path that does not match is still returned (the caller reports the mismatch); stores
+    are searched for ``*.jsonl`` files (prediction files never match a manifest hash).
+    """
+    if manifest is not None:
+        p = Path(manifest)
+        return p / "manifest.jsonl" if p.is_dir() else p
+    for store in stores:
+        for cand in _manifest_candidates(Path(store)):
+            if cand.name.startswith("predictions"):
+                continue
+            try:
+                if _sha256_file(cand) == sha256:
+                    return cand
+            except OSError:
+                continue
+    return None
+
+
+def _sha256_file(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def detector_threshold(result: dict[str, Any], subdataset: str) -> float | None:
+    """Threshold a classical-detector result was scored at (the oracle one by protocol), if any."""
+    det = result.get("detector")
+    if not isinstance(det, dict):
+        return None
+    t = det.get("threshold_oracle")
+    if isinstance(t, dict):
+        t = t.get(subdataset)
+    return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+
+def rescore(result: dict[str, Any], manifest: Manifest, preds: list[Prediction]) -> dict[str, Any]:
+    """Score ``preds`` exactly as the result says it was scored; returns ``ScoreReport.to_json()``.
+
+    Same split and subdatasets as ``result['dataset']``; a detector result with one oracle threshold
+    per subdataset is scored subdataset by subdataset.
+    """
+    from mmrbench.scoring import score_predictions
+
+    ds = result.get("dataset") or {}
+    split = ds.get("split") or "test"
+    claimed_subs = list((result.get("metrics") or {}).get("subdatasets") or {})
+    subs = ds.get("subdatasets") or claimed_subs or None
+    det = result.get("detector") if isinstance(result.get("detector"), dict) else {}
+    per_sub = isinstance(det.get("threshold_oracle"), dict)
+    iou = (result.get("metrics") or {}).get("iou_threshold")
+    kw = {"iou_threshold": float(iou)} if isinstance(iou, (int, float)) and not isinstance(iou, bool) else {}
+    if not per_sub:
+        t = detector_threshold(result, "")
+        samples = manifest.select(split=split, subdatasets=subs)
+        if not samples:
+            raise MMRBenchError(f"manifest {manifest.path} has no '{split}' samples for subdatasets {subs}")
+        return score_predictions(samples, preds, threshold=t, **kw).to_json()
+    out: dict[str, Any] = {"iou_threshold": None, "subdatasets": {}}
+    for sub in subs or manifest.subdatasets:
+        samples = manifest.select(split=split, subdatasets=[sub])
+        rep = score_predictions(samples, preds, threshold=detector_threshold(result, sub), **kw).to_json()
+        out["iou_threshold"] = rep["iou_threshold"]
+        out["subdatasets"].update(rep["subdatasets"])
+    return out
+
+
+def compare_metrics(claimed: dict[str, Any], recomputed: dict[str, Any], tol: float = TOLERANCE) -> list[str]:
+    """Human-readable differences between claimed and recomputed metrics (empty when they agree)."""
+    diffs: list[str] = []
+    c_subs = claimed.get("subdatasets") or {}
+    r_subs = recomputed.get("subdatasets") or {}
+    if set(c_subs) != set(r_subs):
+        diffs.append(f"subdatasets claimed {sorted(c_subs)} but the predictions score {sorted(r_subs)}")
+    for sub in sorted(set(c_subs) & set(r_subs)):
+        cb, rb = c_subs[sub], r_subs[sub]
+        for part in ("det", "loc"):
+            for m in METRICS:
+                cv = (cb.get(part) or {}).get(m)
+                rv = rb[part][m]
+                if not isinstance(cv, (int, float)) or abs(float(cv) - rv) > tol:
+                    diffs.append(f"{sub} {part}.{m} claimed {_fmt(cv)} but recomputes to {_fmt(rv)}")
+        c_cats = {c.get("category"): c for c in cb.get("categories") or [] if isinstance(c, dict)}
+        if c_cats:
+            r_cats = {c["category"]: c for c in rb.get("categories", [])}
+            if set(c_cats) != set(r_cats):
+                diffs.append(f"{sub} categories claimed {sorted(map(str, c_cats))} but score {sorted(r_cats)}")
+            for name in sorted(set(c_cats) & set(r_cats), key=str):
+                for part in ("det", "loc"):
+                    for m in METRICS:
+                        cv = (c_cats[name].get(part) or {}).get(m)
+                        rv = r_cats[name][part][m]
+                        if not isinstance(cv, (int, float)) or abs(float(cv) - rv) > tol:
+                            diffs.append(f"{sub}/{name} {part}.{m} claimed {_fmt(cv)} but recomputes to {_fmt(rv)}")
+    return diffs
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v)
+
+
+def verify_entry(result: dict[str, Any], *, predictions: str | os.PathLike | None,
+                 manifest: str | os.PathLike | None = None,
+                 manifest_stores: Iterable[str | os.PathLike] = ()) -> Verification:
+    """Check one parsed, schema-valid result against its predictions and manifest."""
+    if result.get("provenance") == "reported":
+        return Verification(REPORTED, [])
+    reasons: list[str] = []
+    v = Verification(UNVERIFIED, reasons)
+    claimed_pred_sha = result.get("predictions_sha256")
+    claimed_man_sha = (result.get("dataset") or {}).get("manifest_sha256")
+
+    preds: list[Prediction] | None = None
+    if predictions is None or not Path(predictions).is_file():
+        reasons.append("missing predictions: no predictions.jsonl to re-score")
+    else:
+        try:
+            preds, v.predictions_sha256 = load_predictions(predictions)
+        except (PredictionsError, OSError, EOFError, gzip.BadGzipFile) as exc:
+            reasons.append(f"unreadable predictions: {exc}")
+        else:
+            if v.predictions_sha256 != claimed_pred_sha:
+                reasons.append(f"predictions edited: predictions.jsonl hashes to {v.predictions_sha256[:12]}..., "
+                               f"the result claims {str(claimed_pred_sha)[:12]}...")
+
+    man_path = find_manifest(claimed_man_sha or "", manifest=manifest, stores=manifest_stores)
+    man: Manifest | None = None
+    if man_path is None:
+        reasons.append(f"manifest not found: no manifest with sha256 {str(claimed_man_sha)[:12]}... was given "
+                       "or found in the manifest store")
+    elif not man_path.is_file():
+        reasons.append(f"manifest not found: {man_path}")
+    else:
+        try:
+            man = read_manifest(man_path, check_files=False)
+        except MMRBenchError as exc:
+            reasons.append(f"unreadable manifest: {exc}")
+        else:
+            v.manifest_sha256 = man.sha256
+            if man.sha256 != claimed_man_sha:
+                reasons.append(f"manifest hash mismatch: {man_path.name} hashes to {man.sha256[:12]}..., "
+                               f"the result claims {str(claimed_man_sha)[:12]}...")
+
+    if preds is not None and man is not None:
+        try:
+            v.recomputed = rescore(result, man, preds)
+        except MMRBenchError as exc:
+            reasons.append(f"cannot re-score: {exc}")
+        else:
+            diffs = compare_metrics(result.get("metrics") or {}, v.recomputed)
+            if diffs:
+                more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+                reasons.append("metrics edited: " + "; ".join(diffs[:3]) + more)
+    if not reasons:
+        v.status = VERIFIED
+    return v
+
+
+def verify_run_dir(run_dir: str | os.PathLike, *, manifest: str | os.PathLike | None = None,
+                   manifest_stores: Iterable[str | os.PathLike] = ()) -> tuple[dict[str, Any], Verification]:
+    """Load, schema-check and verify a run folder (``result.json`` + predictions)."""
+    d = Path(run_dir)
+    result = load_result_json(d)
+    check_result(result, str(d / "result.json") if d.is_dir() else str(d))
+    base = d if d.is_dir() else d.parent
+    return result, verify_entry(result, predictions=find_predictions(base), manifest=manifest,
+                                manifest_stores=manifest_stores)
+
+
+def gzip_bytes(raw: bytes) -> bytes:
+    """Deterministic gzip (mtime 0) so re-submitting the same run gives the same file."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=9) as f:
+        f.write(raw)
+    return buf.getvalue()
