@@ -37,8 +37,10 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = DE
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200")
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
+    # no lower clamp here: a side that rounds to 0 leaves an area below min_pixels and is scaled up
+    # below, exactly as transformers' image processor does (the sent size must match it)
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
     if h * w > max_pixels:
         scale = math.sqrt(height * width / max_pixels)
         h = max(factor, math.floor(height / scale / factor) * factor)
