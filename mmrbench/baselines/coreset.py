@@ -1,0 +1,72 @@
+"""Greedy k-center coreset (PatchCore, Sec. 3.2) without ever building an n x n matrix.
+
+Features are first projected to ``proj_dim`` dimensions with a seeded Gaussian random matrix
+(Johnson-Lindenstrauss: distances are kept up to a small factor, and every later step touches
+``proj_dim`` floats per patch instead of D). The selection then keeps one running vector of each
+point's squared distance to its nearest selected centre; each step picks the farthest point and
+updates that vector with one matrix-vector product. Memory: the input, the (n, proj_dim) projection
+and a few n-vectors -- 200,000 x 1,536 float32 features (1.2 GB) peak well under 4 GiB.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from mmrbench.baselines.features import chunks, seeded_generator
+
+
+def random_projection(features: torch.Tensor, proj_dim: int, seed: int = 0, chunk: int = 16384) -> torch.Tensor:
+    """(n, D) -> (n, proj_dim) through a seeded N(0, 1/proj_dim) matrix, computed in row chunks."""
+    n, dim = features.shape
+    if proj_dim <= 0 or proj_dim >= dim:
+        return features
+    w = torch.randn(dim, proj_dim, generator=seeded_generator(seed)) / math.sqrt(proj_dim)
+    w = w.to(features.dtype)
+    out = torch.empty(n, proj_dim, dtype=features.dtype)
+    for i, j in chunks(n, chunk):
+        torch.mm(features[i:j], w, out=out[i:j])
+    return out
+
+
+def greedy_coreset(features: torch.Tensor | np.ndarray, ratio: float = 0.1, *, proj_dim: int = 128,
+                   seed: int = 0, progress: bool = False, max_size: int | None = None) -> np.ndarray:
+    """Indices (int64, selection order) of a k-center coreset of ``ceil(ratio * n)`` rows.
+
+    The first centre is a seeded random row (the paper's choice); each next one is the row farthest
+    from all centres chosen so far.
+    """
+    x = torch.from_numpy(features) if isinstance(features, np.ndarray) else features
+    if x.ndim != 2:
+        raise ValueError(f"features must be (n, D), got shape {tuple(x.shape)}")
+    x = x.float() if x.dtype != torch.float32 else x
+    n = x.shape[0]
+    if not 0 < ratio <= 1:
+        raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
+    k = max(1, int(math.ceil(ratio * n)))
+    if max_size is not None:
+        k = min(k, int(max_size))
+    if k >= n:
+        return np.arange(n, dtype=np.int64)
+    with torch.no_grad():
+        z = random_projection(x, proj_dim, seed)
+        sq = (z * z).sum(1) if z.shape[1] <= 256 else torch.einsum("ij,ij->i", z, z)
+        min_d = torch.full((n,), float("inf"), dtype=torch.float32)
+        d = torch.empty(n, dtype=torch.float32)
+        selected = np.empty(k, dtype=np.int64)
+        idx = int(torch.randint(n, (1,), generator=seeded_generator(seed + 1)).item())
+        it = range(k)
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="coreset", unit="centre", mininterval=1.0, leave=False)
+        for step in it:
+            selected[step] = idx
+            c = z[idx]
+            # ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2, one matrix-vector product, no (n, n) anything
+            torch.mv(z, c, out=d)
+            d.mul_(-2.0).add_(sq).add_(sq[idx])
+            torch.minimum(min_d, d, out=min_d)
+            min_d[idx] = -1.0  # never pick a chosen row again (rounding can leave it slightly > 0)
+            idx = int(torch.argmax(min_d).item())
+    return selected
