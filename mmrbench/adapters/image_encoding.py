@@ -1,0 +1,91 @@
+"""Preparing images for remote APIs: optional resizing, encoding, and the size actually sent.
+
+The harness maps boxes back through the size of the image *as sent*, so every resize happens here,
+client-side, where it is recorded. ``smart_resize`` reproduces Qwen2.5-VL's resize rule (both sides
+multiples of 28, pixel count within [min_pixels, max_pixels]) so a Qwen-family model served behind an
+API receives an image already in its own frame and its absolute-pixel boxes map back exactly.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass
+
+from PIL import Image
+
+from mmrbench.errors import ConfigError
+
+FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg")}
+
+
+@dataclass(frozen=True)
+class ImagePrep:
+    """How to prepare an image: ``resize`` is ``none``, ``max_side`` or ``smart`` (Qwen2.5-VL rule)."""
+
+    resize: str = "none"
+    max_side: int | None = None
+    min_pixels: int = 4 * 28 * 28
+    max_pixels: int = 1280 * 28 * 28
+    factor: int = 28
+    format: str = "png"
+    jpeg_quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("none", "max_side", "smart"):
+            raise ConfigError(f"unknown image resize mode '{self.resize}' (none, max_side, smart)")
+        if self.resize == "max_side" and not (self.max_side and self.max_side > 0):
+            raise ConfigError("image resize 'max_side' needs a positive max_side")
+        if self.format not in FORMATS:
+            raise ConfigError(f"unknown image format '{self.format}' (png, jpeg)")
+
+
+def smart_resize(width: int, height: int, factor: int = 28, min_pixels: int = 4 * 28 * 28,
+                 max_pixels: int = 1280 * 28 * 28) -> tuple[int, int]:
+    """Qwen2.5-VL's target size: sides rounded to multiples of ``factor``, area kept in bounds,
+    aspect ratio kept as far as the rounding allows. Returns ``(width, height)``."""
+    if width <= 0 or height <= 0:
+        raise ValueError("image sides must be positive")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return w, h
+
+
+def target_size(size: tuple[int, int], prep: ImagePrep) -> tuple[int, int]:
+    w, h = size
+    if prep.resize == "max_side":
+        side = max(w, h)
+        if side <= prep.max_side:  # type: ignore[operator]
+            return w, h
+        s = prep.max_side / side  # type: ignore[operator]
+        return max(1, round(w * s)), max(1, round(h * s))
+    if prep.resize == "smart":
+        return smart_resize(w, h, prep.factor, prep.min_pixels, prep.max_pixels)
+    return w, h
+
+
+def prepare(image: Image.Image, prep: ImagePrep) -> tuple[bytes, str, tuple[int, int]]:
+    """Resize as configured and encode; returns ``(bytes, mime_type, (width, height) sent)``."""
+    size = target_size(image.size, prep)
+    im = image if size == image.size else image.resize(size, Image.BICUBIC)
+    if im.mode not in ("RGB", "L"):
+        im = im.convert("RGB")
+    fmt, mime = FORMATS[prep.format]
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        im.save(buf, format=fmt, quality=prep.jpeg_quality)
+    else:
+        im.save(buf, format=fmt, compress_level=1)  # fast; lossless either way
+    return buf.getvalue(), mime, im.size
+
+
+def data_url(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")

@@ -1,0 +1,281 @@
+"""``openai`` provider: OpenAI and every OpenAI-compatible chat-completions server.
+
+One class serves api.openai.com, a local ``vllm serve`` / LMDeploy ``api_server`` / SGLang, and
+DashScope's compatible mode (Qwen QVQ-Max), selected by ``base_url``. Images travel as base64 data
+URLs in the order the prompt lists them (reference first, query second). Stop status comes from the
+SDK's fields (``finish_reason``, ``message.refusal``), failures from the SDK's exception classes,
+never from error strings. The SDK's own retry loop is switched off (``max_retries=0``) so every
+attempt goes through :mod:`mmrbench.adapters.retry`, which honours Retry-After.
+
+The API key is read from the environment (``OPENAI_API_KEY`` or the card's ``api_key_env``) and is
+never logged or returned by :meth:`describe`. A custom server that needs no key gets a dummy one.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart,
+                                    Usage)
+from mmrbench.adapters.image_encoding import ImagePrep, data_url, prepare
+from mmrbench.adapters.retry import RetryPolicy, call_with_retry, parse_retry_after
+from mmrbench.errors import ConfigError, require
+
+OFFICIAL_HOST = "api.openai.com"
+DUMMY_KEY = "EMPTY"  # what vLLM / LMDeploy / SGLang accept when started without --api-key
+
+
+def is_official(base_url: str | None) -> bool:
+    if not base_url:
+        return True
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host == OFFICIAL_HOST or host.endswith("." + OFFICIAL_HOST)
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop user:password@ from a URL before it goes into a result or log."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return url
+
+
+def resolve_api_key(api_key_env: str | None, base_url: str | None, require_key: bool | None = None) -> str:
+    """The key from the environment; a clear error when the endpoint needs one and it is unset."""
+    env = api_key_env or "OPENAI_API_KEY"
+    key = os.environ.get(env, "").strip()
+    if key:
+        return key
+    needed = is_official(base_url) if require_key is None else require_key
+    if needed:
+        where = base_url or f"https://{OFFICIAL_HOST}/v1"
+        raise ConfigError(f"environment variable {env} is not set: it holds the API key for {where}")
+    return DUMMY_KEY
+
+
+class OpenAIModel(ModelAPI):
+    provider = "openai"
+    convention = "pixel"
+    max_concurrency = 8
+    batch_size = 1
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key_env: str | None = None,
+                 require_key: bool | None = None, reasoning: bool = False, reasoning_effort: str | None = None,
+                 convention: str | None = None, concurrency: int | None = None, timeout_s: float = 300.0,
+                 retry: RetryPolicy | None = None, image_prep: ImagePrep | None = None,
+                 image_detail: str | None = None, stream: bool = False, extra_body: dict | None = None,
+                 client: Any = None, **_ignored: Any):
+        super().__init__(model)
+        self.base_url = base_url
+        self.api_key_env = api_key_env or "OPENAI_API_KEY"
+        self.reasoning = bool(reasoning)
+        self.reasoning_effort = reasoning_effort
+        if convention:
+            from mmrbench.coords import check_convention
+            self.convention = check_convention(convention)
+        if concurrency:
+            self.max_concurrency = int(concurrency)
+        self.timeout_s = float(timeout_s)
+        self.retry = retry or RetryPolicy()
+        self.image_prep = image_prep or ImagePrep()
+        self.image_detail = image_detail
+        self.stream = bool(stream)
+        self.extra_body = dict(extra_body or {})
+        if client is not None:
+            self._client = client
+        else:
+            openai = require("openai", "api", "the openai provider")
+            key = resolve_api_key(api_key_env, base_url, require_key)
+            self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout_s)
+        self._openai = require("openai", "api", "the openai provider")
+
+    # -- request mapping -------------------------------------------------------------------------
+    def build_messages(self, request: Request) -> tuple[list[dict], list[list[int]]]:
+        """Chat messages in the OpenAI wire format plus the (width, height) of each image sent."""
+        out: list[dict] = []
+        sizes: list[list[int]] = []
+        for m in request.messages:
+            if isinstance(m.content, str):
+                out.append({"role": m.role, "content": m.content})
+                continue
+            if m.role != "user" and all(isinstance(p, TextPart) for p in m.content):
+                out.append({"role": m.role, "content": m.text})
+                continue
+            parts: list[dict] = []
+            for p in m.content:
+                if isinstance(p, ImagePart):
+                    data, mime, size = prepare(p.image, self.image_prep)
+                    sizes.append([int(size[0]), int(size[1])])
+                    image_url: dict[str, Any] = {"url": data_url(data, mime)}
+                    if self.image_detail:
+                        image_url["detail"] = self.image_detail
+                    parts.append({"type": "image_url", "image_url": image_url})
+                else:
+                    parts.append({"type": "text", "text": p.text})
+            out.append({"role": m.role, "content": parts})
+        return out, sizes
+
+    def request_kwargs(self, request: Request, messages: list[dict]) -> dict[str, Any]:
+        cfg: GenerationConfig = request.config
+        kw: dict[str, Any] = {"model": self.model, "messages": messages}
+        if self.reasoning:
+            # o-series / GPT-5: the budget covers hidden reasoning too; sampling knobs are rejected
+            kw["max_completion_tokens"] = cfg.max_new_tokens
+            if self.reasoning_effort:
+                kw["reasoning_effort"] = self.reasoning_effort
+        else:
+            kw["max_tokens"] = cfg.max_new_tokens
+            if cfg.temperature is not None:
+                kw["temperature"] = cfg.temperature
+            if cfg.top_p is not None:
+                kw["top_p"] = cfg.top_p
+        if cfg.seed is not None:
+            kw["seed"] = cfg.seed
+        extra = dict(self.extra_body)
+        if not is_official(self.base_url):
+            # vLLM / SGLang / LMDeploy accept these sampling extensions; OpenAI rejects them
+            if cfg.min_p is not None and not self.reasoning:
+                extra.setdefault("min_p", cfg.min_p)
+            if cfg.top_k is not None and not self.reasoning:
+                extra.setdefault("top_k", cfg.top_k)
+        if extra:
+            kw["extra_body"] = extra
+        if self.stream:
+            kw["stream"] = True
+            kw["stream_options"] = {"include_usage": True}
+        return kw
+
+    # -- response mapping ------------------------------------------------------------------------
+    @staticmethod
+    def map_completion(completion: Any) -> tuple[str | None, str, str | None, Usage | None]:
+        """(text, status, error, usage) from a ChatCompletion; a body without choices is an error."""
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            return None, "error", "malformed response: no choices", None
+        choice = choices[0]
+        msg = getattr(choice, "message", None)
+        if msg is None:
+            return None, "error", "malformed response: choice has no message", None
+        text = getattr(msg, "content", None)
+        if text is not None and not isinstance(text, str):
+            return None, "error", "malformed response: message content is not text", None
+        refusal = getattr(msg, "refusal", None)
+        usage = _usage(getattr(completion, "usage", None))
+        status, err = _status(getattr(choice, "finish_reason", None), refusal)
+        if status == "ok" and text is None:
+            return None, "error", "malformed response: no message content", usage
+        if status == "refused" and text is None and refusal:
+            text = None
+        return text, status, err, usage
+
+    def _collect_stream(self, stream: Any) -> tuple[str | None, str, str | None, Usage | None]:
+        texts: list[str] = []
+        refusal: list[str] = []
+        finish = None
+        usage = None
+        for chunk in stream:
+            if getattr(chunk, "usage", None):
+                usage = _usage(chunk.usage)
+            for ch in getattr(chunk, "choices", None) or []:
+                delta = getattr(ch, "delta", None)
+                if delta is not None:
+                    if getattr(delta, "content", None):
+                        texts.append(delta.content)
+                    if getattr(delta, "refusal", None):
+                        refusal.append(delta.refusal)
+                if getattr(ch, "finish_reason", None):
+                    finish = ch.finish_reason
+        status, err = _status(finish, "".join(refusal) or None)
+        text = "".join(texts) if texts else None
+        if status == "ok" and text is None:
+            return None, "error", "malformed response: stream carried no content", usage
+        return text, status, err, usage
+
+    def _call(self, request: Request) -> Response:
+        oa = self._openai
+        t0 = time.perf_counter()
+        try:
+            messages, sizes = self.build_messages(request)
+        except Exception as exc:  # an image that cannot be encoded is this sample's problem only
+            return Response(None, "error", f"cannot encode image: {exc}")
+        try:
+            result = self._client.chat.completions.create(**self.request_kwargs(request, messages))
+            if self.stream:
+                text, status, err, usage = self._collect_stream(result)
+            else:
+                text, status, err, usage = self.map_completion(result)
+            return Response(text, status, err, usage, time.perf_counter() - t0, sizes)
+        except oa.APITimeoutError:
+            return Response(None, "error", f"timeout after {self.timeout_s:g} s", None,
+                            time.perf_counter() - t0, sizes, retryable=True)
+        except oa.APIConnectionError as exc:
+            return Response(None, "error", f"connection error: {_short(exc)}", None,
+                            time.perf_counter() - t0, sizes, retryable=True)
+        except oa.APIStatusError as exc:
+            code = int(getattr(exc, "status_code", 0) or 0)
+            headers = getattr(getattr(exc, "response", None), "headers", None)
+            transient = code in (408, 409, 429) or code >= 500
+            return Response(None, "error", f"HTTP {code} {type(exc).__name__}: {_short(exc)}", None,
+                            time.perf_counter() - t0, sizes, retryable=transient,
+                            retry_after_s=parse_retry_after(headers) if transient else None)
+        except Exception as exc:  # malformed bodies, validation errors: final for this attempt
+            return Response(None, "error", f"malformed response ({type(exc).__name__}: {_short(exc)})", None,
+                            time.perf_counter() - t0, sizes)
+
+    def generate_one(self, request: Request) -> Response:
+        return call_with_retry(lambda: self._call(request), self.retry)
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        if len(requests) <= 1 or self.max_concurrency <= 1:
+            return [self.generate_one(r) for r in requests]
+        with ThreadPoolExecutor(min(self.max_concurrency, len(requests))) as pool:
+            return list(pool.map(self.generate_one, requests))
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update({"base_url": redact_url(self.base_url) or f"https://{OFFICIAL_HOST}/v1",
+                  "api_key_env": self.api_key_env, "reasoning": self.reasoning})
+        if self.reasoning_effort:
+            d["reasoning_effort"] = self.reasoning_effort
+        if self.image_prep.resize != "none":
+            d["image_resize"] = {"mode": self.image_prep.resize, "max_side": self.image_prep.max_side,
+                                 "min_pixels": self.image_prep.min_pixels, "max_pixels": self.image_prep.max_pixels}
+        return d
+
+    def close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if callable(close):
+            close()
+
+
+def _status(finish_reason: Any, refusal: Any) -> tuple[str, str | None]:
+    fr = getattr(finish_reason, "value", finish_reason)
+    if refusal:
+        return "refused", f"refusal: {str(refusal)[:200]}"
+    if fr == "length":
+        return "truncated", None
+    if fr == "content_filter":
+        return "refused", "content_filter"
+    return "ok", None
+
+
+def _usage(u: Any) -> Usage | None:
+    if u is None:
+        return None
+    try:
+        return Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    msg = " ".join(str(exc).split())
+    return msg[:limit]

@@ -1,0 +1,115 @@
+"""Retry policy for remote providers: exponential backoff with jitter, Retry-After honoured.
+
+Providers never raise for a failed request: they return a :class:`~mmrbench.adapters.base.Response`
+whose ``retryable`` flag says whether the failure is transient (429, 5xx, timeouts, dropped
+connections) and whose ``retry_after_s`` carries the server's Retry-After. This module re-issues a
+request while the answer is retryable and attempts remain, so the same policy serves every provider
+(and the SDKs' own retry loops are switched off, so attempts are counted in one place).
+"""
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from mmrbench.errors import require
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``max_attempts`` counts the first try. Waits grow ``initial_s * multiplier**k`` up to
+    ``max_wait_s`` with full jitter; a server's Retry-After overrides the backoff when longer (but is
+    capped at ``max_retry_after_s`` so a hostile header cannot stall a run for hours)."""
+
+    max_attempts: int = 6
+    initial_s: float = 1.0
+    multiplier: float = 2.0
+    max_wait_s: float = 60.0
+    jitter: bool = True
+    max_retry_after_s: float = 300.0
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Wait before retry number ``attempt`` (1 = first retry)."""
+        base = min(self.max_wait_s, self.initial_s * self.multiplier ** (attempt - 1))
+        if self.jitter:
+            # "equal jitter": at least half the backoff, so retries never stampede at ~0 s
+            r = (rng or random).random()
+            return base / 2 + r * base / 2
+        return base
+
+    def wait_for(self, attempt: int, retry_after_s: float | None, rng: random.Random | None = None) -> float:
+        wait = self.backoff(attempt, rng)
+        if retry_after_s is not None and retry_after_s >= 0:
+            wait = max(wait, min(retry_after_s, self.max_retry_after_s))
+        return wait
+
+
+#: a policy for tests: tiny waits, still bounded
+FAST = RetryPolicy(max_attempts=4, initial_s=0.01, multiplier=2.0, max_wait_s=0.05, jitter=False)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds from ``retry-after-ms`` (OpenAI), ``retry-after`` in seconds or as an HTTP date."""
+    if not headers:
+        return None
+    lower = {str(k).lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except (TypeError, ValueError):
+            pass
+    ra = lower.get("retry-after")
+    if ra is None:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(ra))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    import datetime as _dt
+    now = _dt.datetime.now(when.tzinfo or _dt.timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,
+                    sleep: Callable[[float], None] = time.sleep):
+    """Call ``fn`` until it returns a non-retryable response or attempts run out.
+
+    Returns the last response with ``attempts`` recorded in its ``extra`` dict when present.
+    Built on tenacity so the stop/wait logic is the well-tested one.
+    """
+    tenacity = require("tenacity", "api", "retrying API requests")
+
+    def _wait(state) -> float:
+        resp = state.outcome.result()
+        return policy.wait_for(state.attempt_number, getattr(resp, "retry_after_s", None))
+
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(max(1, policy.max_attempts)),
+        wait=_wait,
+        retry=tenacity.retry_if_result(lambda r: bool(getattr(r, "retryable", False))),
+        retry_error_callback=lambda state: state.outcome.result(),
+        sleep=sleep,
+        reraise=True,
+    )
+    attempts = 0
+
+    def _once():
+        nonlocal attempts
+        attempts += 1
+        return fn()
+
+    resp = retrying(_once)
+    try:
+        resp.attempts = attempts  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - frozen response types
+        pass
+    return resp

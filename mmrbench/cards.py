@@ -1,0 +1,289 @@
+"""Model cards: one small TOML per model, and the spec strings that select a model on the command line.
+
+A card says everything the result must record to be reproducible and fair: provider, model id,
+sampling, how the model writes boxes (``convention``) and where that convention is documented,
+which environment variable holds the key (never the key), concurrency, and the paper row it
+reproduces. Spec strings accepted by ``--model``:
+
+- ``PROVIDER:MODEL``  e.g. ``openai:gpt-4o``, ``gemini:gemini-2.5-pro``, ``hf:Qwen/Qwen2.5-VL-7B-Instruct``,
+  ``vllm:...``, ``lmdeploy:...``, ``anomalygpt:...``, ``scripted:answers.jsonl``
+- ``patchcore`` / ``padim``  the classical detectors
+- a card name (file stem in the cards folder, e.g. ``gpt-4o``) or a path to a card TOML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmrbench.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DETECTORS = ("patchcore", "padim")
+
+#: how each provider's models write boxes when a spec string names no card
+DEFAULT_CONVENTIONS = {"openai": "pixel", "gemini": "gemini", "hf": "pixel", "vllm": "pixel", "lmdeploy": "pixel",
+                       "anomalygpt": "pixel", "scripted": "pixel", "detector": "pixel"}
+
+SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "seed")
+IMAGE_KEYS = ("resize", "max_side", "min_pixels", "max_pixels", "factor", "format", "detail")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    provider: str
+    model_id: str
+    display_name: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    require_key: bool | None = None
+    convention: str = "pixel"
+    convention_source: str | None = None
+    reasoning: bool = False
+    reasoning_effort: str | None = None
+    stream: bool = False
+    concurrency: int | None = None
+    batch_size: int | None = None
+    timeout_s: float | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    image: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    paper: str | None = None
+    notes: str | None = None
+    path: str | None = None
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+    def generation_config(self):
+        from mmrbench.adapters.base import GenerationConfig
+        s = {k: v for k, v in self.sampling.items() if k in SAMPLING_KEYS}
+        if self.reasoning and "temperature" not in s:
+            s["temperature"] = None  # reasoning APIs take no temperature: record none
+        return dataclasses.replace(GenerationConfig(), **s)
+
+    def to_result_json(self) -> dict[str, Any]:
+        """The card as recorded in result.json: no secrets (only the *name* of the key variable)."""
+        from mmrbench.adapters.openai_api import redact_url
+        d: dict[str, Any] = {
+            "name": self.name, "display_name": self.title, "provider": self.provider, "model_id": self.model_id,
+            "convention": self.convention, "sampling": self.generation_config().to_json(),
+        }
+        if self.base_url:
+            d["base_url"] = redact_url(self.base_url)
+        if self.api_key_env:
+            d["api_key_env"] = self.api_key_env
+        if self.reasoning:
+            d["reasoning"] = True
+        if self.reasoning_effort:
+            d["reasoning_effort"] = self.reasoning_effort
+        if self.image:
+            d["image"] = dict(self.image)
+        if self.options:
+            d["options"] = {k: v for k, v in self.options.items() if not _secretish(k)}
+        for k in ("convention_source", "paper"):
+            if getattr(self, k):
+                d[k] = getattr(self, k)
+        return d
+
+
+def _secretish(key: str) -> bool:
+    return bool(re.search(r"(key|token|secret|password)", key, re.I))
+
+
+_FIELDS = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
+
+
+def cards_dir() -> Path:
+    """``$MMRBENCH_CARDS_DIR`` or the repository's ``adapters/`` folder."""
+    env = os.environ.get("MMRBENCH_CARDS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "adapters"
+
+
+def card_from_dict(d: dict[str, Any], where: str = "<card>") -> ModelCard:
+    from mmrbench.adapters.registry import _PROVIDERS
+    from mmrbench.coords import CONVENTIONS
+    unknown = sorted(set(d) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_FIELDS))})")
+    for k in ("name", "provider", "model_id"):
+        if not isinstance(d.get(k), str) or not d[k]:
+            raise ConfigError(f"{where}: '{k}' must be a non-empty string")
+    if d["provider"] not in _PROVIDERS:
+        raise ConfigError(f"{where}: unknown provider '{d['provider']}' (known: {', '.join(sorted(_PROVIDERS))})")
+    conv = d.get("convention", DEFAULT_CONVENTIONS.get(d["provider"], "pixel"))
+    if conv not in CONVENTIONS:
+        raise ConfigError(f"{where}: unknown convention '{conv}' (known: {', '.join(CONVENTIONS)})")
+    for k in ("sampling", "image", "options"):
+        if k in d and not isinstance(d[k], dict):
+            raise ConfigError(f"{where}: '{k}' must be a table")
+    bad = sorted(set(d.get("sampling", {})) - set(SAMPLING_KEYS))
+    if bad:
+        raise ConfigError(f"{where}: unknown sampling key(s) {', '.join(bad)} (known: {', '.join(SAMPLING_KEYS)})")
+    bad = sorted(set(d.get("image", {})) - set(IMAGE_KEYS))
+    if bad:
+        raise ConfigError(f"{where}: unknown image key(s) {', '.join(bad)} (known: {', '.join(IMAGE_KEYS)})")
+    for k in ("concurrency", "batch_size"):
+        if d.get(k) is not None and (not isinstance(d[k], int) or d[k] < 1):
+            raise ConfigError(f"{where}: '{k}' must be a positive integer")
+    return ModelCard(**{**d, "convention": conv})
+
+
+def load_card(path: str | os.PathLike) -> ModelCard:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"model card not found: {p}")
+    try:
+        d = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    card = card_from_dict(d, str(p))
+    return dataclasses.replace(card, path=str(p))
+
+
+def list_cards(directory: str | os.PathLike | None = None) -> list[ModelCard]:
+    d = Path(directory) if directory else cards_dir()
+    if not d.is_dir():
+        return []
+    return [load_card(p) for p in sorted(d.glob("*.toml"))]
+
+
+def parse_spec(spec: str, directory: str | os.PathLike | None = None) -> ModelCard:
+    """Turn a ``--model`` value into a card (see the module docstring for the accepted forms)."""
+    from mmrbench.adapters.registry import _PROVIDERS
+    spec = (spec or "").strip()
+    if not spec:
+        raise ConfigError("empty model spec")
+    if spec.endswith(".toml") or (os.sep in spec and Path(spec).is_file() and ":" not in spec):
+        return load_card(spec)
+    low = spec.lower()
+    if low in DETECTORS:
+        return ModelCard(name=low, provider="detector", model_id=low, display_name={"patchcore": "PatchCore", "padim": "PaDiM"}[low],
+                         convention="pixel", convention_source="boxes in original pixels from the score-map contours")
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in _PROVIDERS:
+        if not rest:
+            raise ConfigError(f"model spec '{spec}' names no model after '{prefix}:'")
+        if prefix == "detector":
+            return parse_spec(rest, directory)
+        name = rest.rstrip("/").split("/")[-1] or rest
+        return ModelCard(name=name, provider=prefix, model_id=rest,
+                         convention=DEFAULT_CONVENTIONS.get(prefix, "pixel"),
+                         convention_source=f"default of the '{prefix}' provider (no card)")
+    d = Path(directory) if directory else cards_dir()
+    cand = d / f"{spec}.toml"
+    if cand.is_file():
+        return load_card(cand)
+    if d.is_dir():
+        for p in d.glob("*.toml"):
+            if p.stem.lower() == low:
+                return load_card(p)
+    known = sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
+    raise ConfigError(f"unknown model '{spec}': use PROVIDER:MODEL ({', '.join(sorted(_PROVIDERS))}), "
+                      f"patchcore, padim, a card TOML path, or a card name ({', '.join(known) or 'none found in ' + str(d)})")
+
+
+def with_overrides(card: ModelCard, *, base_url: str | None = None, concurrency: int | None = None,
+                   batch_size: int | None = None, timeout_s: float | None = None, convention: str | None = None,
+                   sampling: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
+                   image: dict[str, Any] | None = None) -> ModelCard:
+    """Command-line values win over the card's."""
+    changes: dict[str, Any] = {}
+    if base_url:
+        changes["base_url"] = base_url
+    if concurrency:
+        changes["concurrency"] = concurrency
+    if batch_size:
+        changes["batch_size"] = batch_size
+    if timeout_s:
+        changes["timeout_s"] = timeout_s
+    if convention:
+        from mmrbench.coords import check_convention
+        changes["convention"] = check_convention(convention)
+    if sampling:
+        s = {k: v for k, v in sampling.items() if v is not None}
+        bad = sorted(set(s) - set(SAMPLING_KEYS))
+        if bad:
+            raise ConfigError(f"unknown sampling key(s) {', '.join(bad)}")
+        changes["sampling"] = {**card.sampling, **s}
+    if image:
+        changes["image"] = {**card.image, **{k: v for k, v in image.items() if v is not None}}
+    if options:
+        changes["options"] = {**card.options, **options}
+    return dataclasses.replace(card, **changes) if changes else card
+
+
+def model_kwargs(card: ModelCard, *, retry=None) -> dict[str, Any]:
+    """Keyword arguments for the provider class, built from the card."""
+    kw: dict[str, Any] = dict(card.options)
+    kw["convention"] = card.convention
+    for k in ("base_url", "api_key_env", "require_key", "reasoning_effort", "concurrency", "batch_size", "timeout_s"):
+        v = getattr(card, k)
+        if v is not None:
+            kw[k] = v
+    if card.reasoning:
+        kw["reasoning"] = True
+    if card.stream:
+        kw["stream"] = True
+    if card.image:
+        from mmrbench.adapters.image_encoding import ImagePrep
+        img = dict(card.image)
+        detail = img.pop("detail", None)
+        if img:
+            kw["image_prep"] = ImagePrep(**img)
+        if detail:
+            kw["image_detail"] = detail
+    if retry is not None:
+        kw["retry"] = retry
+    kw["sampling"] = card.generation_config()
+    return kw
+
+
+def create_model(card: ModelCard, *, retry=None):
+    """Instantiate the card's provider, passing only the keyword arguments its constructor takes
+    (providers written by different people need not accept every card field)."""
+    from mmrbench.adapters.registry import provider_class
+    from mmrbench.errors import MissingExtraError
+    try:
+        cls = provider_class(card.provider)
+    except ImportError as exc:
+        from mmrbench.adapters.registry import _PROVIDERS
+        info = _PROVIDERS[card.provider]
+        if info.extra:
+            raise MissingExtraError(getattr(exc, "name", None) or card.provider, info.extra,
+                                    f"the '{card.provider}' provider") from exc
+        raise ConfigError(f"provider '{card.provider}' is not available: {exc}") from exc
+    kw = model_kwargs(card, retry=retry)
+    sig = inspect.signature(cls.__init__)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        kw = {k: v for k, v in kw.items() if k in sig.parameters}
+    else:
+        # providers with **kwargs get the options they know by name; still drop our bookkeeping keys
+        named = {k for k in sig.parameters}
+        kw = {k: v for k, v in kw.items() if k in named or k in card.options or k in ("convention",)}
+    model = cls(card.model_id, **kw)
+    # a card's declared convention wins; a bare spec keeps whatever the provider itself worked out
+    declared = not (card.convention_source or "").startswith("default of")
+    if declared and getattr(model, "convention", None) != card.convention and card.provider != "detector":
+        try:
+            model.convention = card.convention
+        except AttributeError:  # pragma: no cover
+            pass
+    if card.concurrency and hasattr(model, "max_concurrency"):
+        model.max_concurrency = card.concurrency
+    if card.batch_size and hasattr(model, "batch_size"):
+        model.batch_size = card.batch_size
+    return model

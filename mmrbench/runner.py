@@ -1,0 +1,553 @@
+"""The evaluation runner: manifest + model card -> predictions.jsonl -> result.json.
+
+Durability is the design centre. Every answer is appended to ``predictions.jsonl`` (flushed and
+fsynced) the moment it arrives, so a crash, Ctrl-C or SIGKILL loses at most the answers in flight.
+A re-run with the same ``--out`` skips every id already answered with a non-error status and asks
+again for the rest: failures are never cached. A re-asked id appends a new line; the file is
+rewritten compactly (one line per id, the latest winning, manifest order) when the run completes,
+and every reader here also lets the latest line win, so a half-finished run is scored correctly too.
+
+API providers run in a pool of daemon threads (bounded concurrency, requests built inside the
+workers so image loading overlaps network waits); local engines get batches of ``batch_size``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from mmrbench import PROTOCOL
+from mmrbench.cards import ModelCard
+from mmrbench.data.manifest import Manifest, file_sha256, read_manifest
+from mmrbench.data.schema import Sample
+from mmrbench.errors import ConfigError, MMRBenchError
+from mmrbench.predictions import Prediction, PredictionsError, PredictionWriter, parse_prediction
+
+PREDICTIONS = "predictions.jsonl"
+RESULT = "result.json"
+RUN = "run.json"
+
+
+@dataclass
+class EvalOptions:
+    split: str = "test"
+    subdatasets: list[str] | None = None
+    limit: int | None = None
+    variant: str = "default"
+    shard: tuple[int, int] | None = None
+    concurrency: int | None = None
+    progress: bool = True
+    retry: Any = None  # RetryPolicy; None = the provider's default
+    command: list[str] | None = None
+    device: str = "cpu"
+    weights: str | None = None
+    recipe: str | None = None
+    quiet: bool = False
+
+
+# -- selection -------------------------------------------------------------------------------------
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` with 0 <= I < N."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not m:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/4), got '{text}'")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def shard_of(sample_id: str, n: int) -> int:
+    """Stable shard of an id (same on every machine and Python version, unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256(sample_id.encode("utf-8")).digest()[:8], "big") % n
+
+
+def select_samples(manifest: Manifest, *, split: str | None = "test", subdatasets: Sequence[str] | None = None,
+                   limit: int | None = None, shard: tuple[int, int] | None = None) -> list[Sample]:
+    """Manifest order; ``limit`` takes the first N of the selection, then ``shard`` splits those."""
+    if subdatasets:
+        unknown = sorted(set(subdatasets) - set(manifest.subdatasets))
+        if unknown:
+            raise ConfigError(f"unknown subdataset(s) {', '.join(unknown)} (manifest has: {', '.join(manifest.subdatasets)})")
+    samples = manifest.select(split=split, subdatasets=subdatasets)
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError("--limit must be positive")
+        samples = samples[:limit]
+    if shard is not None:
+        i, n = shard
+        samples = [s for s in samples if shard_of(s.id, n) == i]
+    return samples
+
+
+# -- the predictions file --------------------------------------------------------------------------
+def load_latest(path: str | os.PathLike) -> dict[str, Prediction]:
+    """Every id's latest line (a retry after an error appends a new line that replaces it).
+
+    A torn last line (the run was killed mid-write) is ignored; any other bad line is an error.
+    """
+    p = Path(path)
+    if not p.exists():
+        return {}
+    raw = p.read_bytes()
+    lines = raw.split(b"\n")
+    out: dict[str, Prediction] = {}
+    for i, bline in enumerate(lines, start=1):
+        if not bline.strip():
+            continue
+        try:
+            d = json.loads(bline.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if i == len(lines):  # no newline after it: torn tail
+                break
+            raise PredictionsError(f"{p}:{i}: not valid JSON ({exc})") from None
+        pred = parse_prediction(d, f"{p}:{i}")
+        out.pop(pred.id, None)  # re-insert so dict order follows the latest line
+        out[pred.id] = pred
+    return out
+
+
+def write_compact(path: str | os.PathLike, preds: dict[str, Prediction], order: Sequence[str]) -> list[Prediction]:
+    """Rewrite the file atomically with one line per id: ``order`` first, any other ids after."""
+    p = Path(path)
+    seen = set()
+    rows: list[Prediction] = []
+    for sid in order:
+        if sid in preds and sid not in seen:
+            rows.append(preds[sid])
+            seen.add(sid)
+    rows.extend(pr for sid, pr in preds.items() if sid not in seen)
+    tmp = p.with_name(p.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for pr in rows:
+            f.write(json.dumps(pr.to_json(), ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+    return rows
+
+
+def prediction_from_response(sample_id: str, resp: Any, convention: str, attempts: int | None = None) -> Prediction:
+    usage = resp.usage.to_json() if getattr(resp, "usage", None) is not None else None
+    extra: dict[str, Any] = {}
+    if attempts and attempts > 1:
+        extra["attempts"] = attempts
+    status = resp.status if resp.status in ("ok", "refused", "truncated", "error") else "error"
+    return Prediction(id=sample_id, response=resp.text, status=status, error=resp.error,
+                      image_sizes=resp.image_sizes or None, convention=convention,
+                      latency_s=round(resp.latency_s, 4) if resp.latency_s is not None else None,
+                      usage=usage, extra=extra)
+
+
+# -- provenance -----------------------------------------------------------------------------------
+_SECRET_FLAG = re.compile(r"(key|token|secret|password)", re.I)
+
+
+def scrub_argv(argv: Sequence[str]) -> list[str]:
+    """The command line for run.json with anything secret-looking blanked (we take no key flags, but
+    a user may pass ``--option api_key=...`` or a URL with credentials)."""
+    out: list[str] = []
+    hide_next = False
+    for a in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        if a.startswith("--") and _SECRET_FLAG.search(a):
+            if "=" in a:
+                out.append(a.split("=", 1)[0] + "=***")
+            else:
+                out.append(a)
+                hide_next = True
+            continue
+        if "=" in a and _SECRET_FLAG.search(a.split("=", 1)[0]):
+            out.append(a.split("=", 1)[0] + "=***")
+            continue
+        out.append(re.sub(r"(https?://)[^/@\s]+@", r"\1***@", a))
+    return out
+
+
+def fingerprint(card_json: dict, manifest_sha: str, variant: str, shard: tuple[int, int] | None) -> dict:
+    """What must match for two runs to share a predictions file."""
+    return {"manifest_sha256": manifest_sha, "provider": card_json.get("provider"),
+            "model_id": card_json.get("model_id"), "convention": card_json.get("convention"),
+            "sampling": card_json.get("sampling"), "prompt_variant": variant,
+            "prompt_version": _prompt_version(), "shard": f"{shard[0]}/{shard[1]}" if shard else None}
+
+
+def _prompt_version() -> str:
+    from mmrbench.prompts import PROMPT_VERSION
+    return PROMPT_VERSION
+
+
+def protocol_json(variant: str) -> dict:
+    from mmrbench.requests_build import prompt_template_sha256
+    from mmrbench.scoring import LOC_IOU
+    return {"name": PROTOCOL, "prompt_variant": variant, "prompt_version": _prompt_version(),
+            "prompt_sha256": prompt_template_sha256(variant), "iou_threshold": LOC_IOU}
+
+
+def dataset_json(manifest: Manifest, samples: Sequence[Sample], split: str | None, limit: int | None,
+                 shard: tuple[int, int] | None) -> dict:
+    d: dict[str, Any] = {"name": manifest.root.name or manifest.path.stem, "manifest": manifest.path.name,
+                         "manifest_sha256": manifest.sha256, "split": split,
+                         "subdatasets": sorted({s.subdataset for s in samples}), "n_samples": len(samples)}
+    if limit is not None:
+        d["limit"] = limit
+    if shard is not None:
+        d["shard"] = f"{shard[0]}/{shard[1]}"
+    return d
+
+
+def finalize(out_dir: Path, *, card_json: dict, manifest: Manifest, samples: Sequence[Sample],
+             preds: dict[str, Prediction], variant: str, split: str | None, limit: int | None,
+             shard: tuple[int, int] | None, notes: str | None = None):
+    """Compact predictions, score them, write result.json; returns (Result, ScoreReport)."""
+    from mmrbench.provenance import harness_info, now_iso
+    from mmrbench.results import Result, write_result
+    from mmrbench.scoring import score_predictions
+
+    pred_path = out_dir / PREDICTIONS
+    order = [s.id for s in manifest.samples]
+    rows = write_compact(pred_path, preds, order)
+    report = score_predictions(samples, rows)
+    result = Result(model=card_json, dataset=dataset_json(manifest, samples, split, limit, shard),
+                    metrics=report.to_json(), protocol=protocol_json(variant),
+                    predictions_sha256=file_sha256(pred_path), harness=harness_info(), date=now_iso(),
+                    provenance="run", notes=notes)
+    write_result(out_dir / RESULT, result)
+    return result, report
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _check_run_dir(out_dir: Path, fp: dict) -> None:
+    run_path = out_dir / RUN
+    if not run_path.exists():
+        return
+    try:
+        prev = json.loads(run_path.read_text(encoding="utf-8")).get("fingerprint")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return
+    if isinstance(prev, dict) and prev != fp:
+        diff = sorted(k for k in set(prev) | set(fp) if prev.get(k) != fp.get(k))
+        raise ConfigError(f"{out_dir} holds a run with different {', '.join(diff)}: resume needs the same "
+                          f"settings; use another --out")
+
+
+# -- dispatch ---------------------------------------------------------------------------------------
+class _DaemonPool:
+    """K daemon worker threads: unlike ThreadPoolExecutor, Ctrl-C never waits for requests in flight
+    (their answers are simply not written, and the next run asks again)."""
+
+    _STOP = object()
+
+    def __init__(self, fn: Callable[[Any], Any], k: int):
+        self.fn = fn
+        self.inq: queue.Queue = queue.Queue()
+        self.outq: queue.Queue = queue.Queue()
+        self.threads = [threading.Thread(target=self._loop, daemon=True, name=f"mmrbench-worker-{i}") for i in range(k)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.inq.get()
+            if item is self._STOP:
+                return
+            try:
+                self.outq.put((item, self.fn(item), None))
+            except BaseException as exc:  # a provider bug must not kill the worker
+                self.outq.put((item, None, exc))
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.inq.put(self._STOP)
+
+
+def run_eval(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
+             opts: EvalOptions | None = None, *, model: Any = None):
+    """Evaluate one model; returns the :class:`~mmrbench.results.Result` (also written to disk)."""
+    from mmrbench.prompts import VARIANTS, category_anomaly_labels
+    from mmrbench.provenance import now_iso
+
+    opts = opts or EvalOptions()
+    if opts.variant not in VARIANTS:
+        raise ConfigError(f"unknown prompt variant '{opts.variant}' (known: {', '.join(VARIANTS)})")
+    out = Path(out_dir)
+    manifest = read_manifest(manifest_path, check_files=False)
+    samples = select_samples(manifest, split=opts.split, subdatasets=opts.subdatasets, limit=opts.limit,
+                             shard=opts.shard)
+    if not samples:
+        raise MMRBenchError(f"no '{opts.split}' samples selected from {manifest.path}"
+                            + (f" (shard {opts.shard[0]}/{opts.shard[1]})" if opts.shard else ""))
+    if card.provider == "detector":
+        return _run_detector(card, manifest, samples, out, opts)
+
+    out.mkdir(parents=True, exist_ok=True)
+    from mmrbench.cards import create_model
+    if model is None:
+        model = create_model(card, retry=opts.retry)
+    convention = getattr(model, "convention", card.convention) or card.convention
+    card_json = card.to_result_json()
+    card_json["convention"] = convention
+    for k, v in (model.describe() or {}).items():
+        card_json.setdefault(k, v)
+    fp = fingerprint(card_json, manifest.sha256, opts.variant, opts.shard)
+    _check_run_dir(out, fp)
+
+    pred_path = out / PREDICTIONS
+    existing = load_latest(pred_path)
+    done = {sid for sid, p in existing.items() if p.status != "error"}
+    todo = [s for s in samples if s.id not in done]
+    domain = category_anomaly_labels(manifest.samples) if opts.variant == "domain_knowledge" else None
+    config = card.generation_config()
+    root = manifest.root
+
+    started = now_iso()
+    t0 = time.perf_counter()
+    run_info: dict[str, Any] = {
+        "command": scrub_argv(opts.command if opts.command is not None else sys.argv),
+        "fingerprint": fp, "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,
+        "model": card_json, "selection": {"split": opts.split, "subdatasets": opts.subdatasets, "limit": opts.limit,
+                                          "shard": fp["shard"]},
+        "prompt_variant": opts.variant, "started": started, "n_selected": len(samples),
+        "n_done_before": len(samples) - len(todo), "n_todo": len(todo), "state": "running",
+    }
+    _write_json(out / RUN, run_info)
+
+    from mmrbench.requests_build import build_request
+
+    def answer(sample: Sample) -> Prediction:
+        try:
+            req = build_request(sample, root, variant=opts.variant, domain_labels=domain, config=config)
+        except MMRBenchError as exc:
+            return Prediction(sample.id, None, "error", str(exc), convention=convention)
+        resps = model.generate([req])
+        if not resps:
+            return Prediction(sample.id, None, "error", "provider returned no response", convention=convention)
+        return prediction_from_response(sample.id, resps[0], convention, getattr(resps[0], "attempts", None))
+
+    counts = {"ok": 0, "refused": 0, "truncated": 0, "error": 0}
+    bar = _progress(len(todo), card.name, opts.progress and not opts.quiet)
+    writer = PredictionWriter(pred_path)
+    interrupted = False
+    try:
+        def record(pred: Prediction) -> None:
+            writer.write(pred)
+            existing[pred.id] = pred
+            counts[pred.status] = counts.get(pred.status, 0) + 1
+            bar.update(1)
+            if counts["error"]:
+                bar.set_postfix(errors=counts["error"], refresh=False)
+
+        batch = max(1, int(getattr(model, "batch_size", 1) or 1))
+        if batch == 1:
+            k = max(1, int(opts.concurrency or card.concurrency or getattr(model, "max_concurrency", 1) or 1))
+            _dispatch_threads(todo, answer, record, k, convention)
+        else:
+            _dispatch_batches(todo, model, record, batch, convention, lambda s: build_request(
+                s, root, variant=opts.variant, domain_labels=domain, config=config))
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        writer.close()
+        bar.close()
+        wall = time.perf_counter() - t0
+        run_info.update({"n_answered": sum(counts.values()), "status_counts": counts, "wall_s": round(wall, 3),
+                         "throughput_per_s": round(sum(counts.values()) / wall, 3) if wall > 0 else None,
+                         "state": "interrupted" if interrupted else "finishing"})
+        _write_json(out / RUN, run_info)
+        try:
+            model.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    result, report = finalize(out, card_json=card_json, manifest=manifest, samples=samples, preds=existing,
+                              variant=opts.variant, split=opts.split, limit=opts.limit, shard=opts.shard)
+    run_info.update({"state": "complete", "finished": now_iso(), "predictions_sha256": result.predictions_sha256})
+    _write_json(out / RUN, run_info)
+    if not opts.quiet:
+        n_err = sum(1 for s in samples if existing.get(s.id) is not None and existing[s.id].status == "error")
+        print(f"{card.title} ({opts.variant}) on {manifest.path.name}: {len(samples)} samples, "
+              f"{len(todo)} asked this run, {n_err} errors (re-run the same command to retry them)")
+        print(report.render("table"))
+        print(f"wrote {out / RESULT}")
+    return result
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="sample", disable=not enabled, dynamic_ncols=True,
+                smoothing=0.1, file=sys.stderr)
+
+
+def _dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Prediction],
+                      record: Callable[[Prediction], None], k: int, convention: str) -> None:
+    if not todo:
+        return
+    pool = _DaemonPool(answer, k)
+    try:
+        it = iter(todo)
+        inflight = 0
+        exhausted = False
+        while True:
+            while not exhausted and inflight < 2 * k:
+                s = next(it, None)
+                if s is None:
+                    exhausted = True
+                    break
+                pool.inq.put(s)
+                inflight += 1
+            if inflight == 0:
+                break
+            try:
+                sample, pred, exc = pool.outq.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            inflight -= 1
+            if exc is not None:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise exc
+                pred = Prediction(sample.id, None, "error", f"{type(exc).__name__}: {exc}", convention=convention)
+            record(pred)
+    finally:
+        pool.close()
+
+
+def _dispatch_batches(todo: Sequence[Sample], model: Any, record: Callable[[Prediction], None], batch: int,
+                      convention: str, build: Callable[[Sample], Any]) -> None:
+    for i in range(0, len(todo), batch):
+        chunk = todo[i:i + batch]
+        reqs, ids = [], []
+        for s in chunk:
+            try:
+                reqs.append(build(s))
+                ids.append(s.id)
+            except MMRBenchError as exc:
+                record(Prediction(s.id, None, "error", str(exc), convention=convention))
+        if not reqs:
+            continue
+        try:
+            resps = model.generate(reqs)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # the whole batch failed: record each, the next run retries them
+            for sid in ids:
+                record(Prediction(sid, None, "error", f"{type(exc).__name__}: {exc}", convention=convention))
+            continue
+        if len(resps) != len(reqs):
+            for sid in ids:
+                record(Prediction(sid, None, "error", f"provider returned {len(resps)} answers for {len(reqs)} requests",
+                                  convention=convention))
+            continue
+        for sid, r in zip(ids, resps):
+            record(prediction_from_response(sid, r, getattr(model, "convention", convention) or convention,
+                                            getattr(r, "attempts", None)))
+
+
+def _run_detector(card: ModelCard, manifest: Manifest, samples: list[Sample], out: Path, opts: EvalOptions):
+    try:
+        from mmrbench.baselines.evaluate import evaluate_detector
+    except ImportError as exc:
+        raise ConfigError(f"the classical detectors are not available in this build ({exc})") from None
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = opts.recipe or card.options.get("recipe")
+    weights = opts.weights or card.options.get("weights")
+    return evaluate_detector(card.model_id, manifest, samples, out, recipe=recipe, weights=weights,
+                             device=opts.device, progress=opts.progress and not opts.quiet)
+
+
+# -- merging shards ---------------------------------------------------------------------------------
+def merge_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+               manifest_path: str | os.PathLike | None = None, quiet: bool = False):
+    """Combine the run folders of ``--shard I/N`` runs into one scored run.
+
+    Checks that all runs share the manifest, model, sampling, prompt and selection, that shards are
+    distinct and that no id was answered by two runs; the merged result is scored on the unsharded
+    selection, so it equals an unsharded run's result (missing shards show up as missing samples).
+    """
+    from mmrbench.provenance import now_iso
+
+    if not run_dirs:
+        raise ConfigError("merge needs at least one run folder")
+    infos = []
+    for d in run_dirs:
+        p = Path(d) / RUN
+        if not p.is_file():
+            raise ConfigError(f"{d}: no {RUN} (not a run folder written by 'mmrbench eval')")
+        try:
+            infos.append((Path(d), json.loads(p.read_text(encoding="utf-8"))))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid JSON ({exc})") from None
+    first = infos[0][1]
+    keys = ("manifest_sha256", "provider", "model_id", "convention", "sampling", "prompt_variant", "prompt_version")
+    for d, info in infos[1:]:
+        for k in keys:
+            if info["fingerprint"].get(k) != first["fingerprint"].get(k):
+                raise ConfigError(f"cannot merge: {d} differs from {infos[0][0]} in {k}")
+        for k in ("split", "subdatasets", "limit"):
+            if info["selection"].get(k) != first["selection"].get(k):
+                raise ConfigError(f"cannot merge: {d} differs from {infos[0][0]} in --{k}")
+    shards = [info["selection"].get("shard") for _, info in infos]
+    if len(infos) > 1 and len(set(shards)) != len(shards):
+        raise ConfigError(f"cannot merge: the same shard appears twice ({', '.join(str(s) for s in shards)})")
+    ns = {int(s.split("/")[1]) for s in shards if s}
+    if len(ns) > 1:
+        raise ConfigError(f"cannot merge shards of different splits: {', '.join(str(s) for s in shards)}")
+
+    mpath = Path(manifest_path) if manifest_path else Path(first["manifest_path"])
+    manifest = read_manifest(mpath, check_files=False)
+    if manifest.sha256 != first["fingerprint"]["manifest_sha256"]:
+        raise ConfigError(f"{mpath} is not the manifest the runs used (sha256 differs)")
+    sel = first["selection"]
+    samples = select_samples(manifest, split=sel.get("split"), subdatasets=sel.get("subdatasets"),
+                             limit=sel.get("limit"))
+    wanted = {s.id for s in samples}
+    merged: dict[str, Prediction] = {}
+    owner: dict[str, Path] = {}
+    for d, _ in infos:
+        for sid, pred in load_latest(d / PREDICTIONS).items():
+            if sid not in wanted:
+                continue
+            if sid in merged:
+                raise ConfigError(f"cannot merge: sample '{sid}' was answered in both {owner[sid]} and {d}")
+            merged[sid] = pred
+            owner[sid] = d
+    out = Path(out_dir)
+    if out.resolve() in {d.resolve() for d, _ in infos}:
+        raise ConfigError("merge --out must be a new folder, not one of the inputs")
+    out.mkdir(parents=True, exist_ok=True)
+    card_json = first["model"]
+    result, report = finalize(out, card_json=card_json, manifest=manifest, samples=samples, preds=merged,
+                              variant=first["prompt_variant"], split=sel.get("split"), limit=sel.get("limit"),
+                              shard=None)
+    fp = dict(first["fingerprint"], shard=None)
+    missing = len(wanted) - len(merged)
+    _write_json(out / RUN, {"command": scrub_argv(sys.argv), "fingerprint": fp,
+                            "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,
+                            "model": card_json, "selection": {**sel, "shard": None},
+                            "prompt_variant": first["prompt_variant"], "merged_from": [str(d) for d, _ in infos],
+                            "n_selected": len(samples), "n_missing": missing, "state": "complete",
+                            "finished": now_iso(), "predictions_sha256": result.predictions_sha256})
+    if not quiet:
+        if missing:
+            print(f"warning: {missing} of {len(samples)} samples have no prediction in these runs "
+                  f"(a shard is missing or unfinished); they are scored as missing", file=sys.stderr)
+        print(report.render("table"))
+        print(f"wrote {out / RESULT}")
+    return result
