@@ -1,0 +1,204 @@
+/* mmrbench leaderboard page.
+ * Reads the board from <script type="application/json" id="lb-data">; builds every element with
+ * createElement + textContent (never innerHTML with data), so model names and responses stay text.
+ * Works from file:// with no server and no network.
+ */
+(function () {
+  'use strict';
+  var data = JSON.parse(document.getElementById('lb-data').textContent);
+  var METRIC_TITLES = { accuracy: 'Acc', recall: 'Recall', precision: 'Precision' };
+  var SVG_NS = 'http://www.w3.org/2000/svg';
+  var state = { sub: 'all', metric: 'all', status: 'all', part: 'det', sortSub: null, sortMetric: null, sortDir: -1 };
+
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    if (attrs) { Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); }); }
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    return e;
+  }
+  function svgEl(tag, attrs) {
+    var e = document.createElementNS(SVG_NS, tag);
+    Object.keys(attrs).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    return e;
+  }
+  function pct(v) { return (v === null || v === undefined) ? '\u2013' : (100 * v).toFixed(1); }
+  function cellText(c) {
+    if (!c || (c.det == null && c.loc == null)) { return ''; }
+    return pct(c.det) + '/' + (c.loc == null ? '-' : pct(c.loc));
+  }
+  function isImageUrl(u) { return typeof u === 'string' && u.indexOf('data:image/') === 0; }
+  function columns() {
+    var subs = state.sub === 'all' ? data.subdatasets : [state.sub];
+    var metrics = state.metric === 'all' ? data.metrics : [state.metric];
+    var cols = [];
+    subs.forEach(function (s) { metrics.forEach(function (m) { cols.push({ sub: s, metric: m }); }); });
+    return cols;
+  }
+  function value(entry, sub, metric) {
+    var c = (entry.cells[sub] || {})[metric];
+    return c ? c[state.part] : null;
+  }
+  function visibleEntries() {
+    return data.entries.map(function (e, i) { return { e: e, i: i }; }).filter(function (x) {
+      return state.status === 'all' || x.e.status === state.status;
+    });
+  }
+  function sortedEntries() {
+    var list = visibleEntries();
+    if (state.sortSub === null) { return list; }
+    return list.slice().sort(function (a, b) {
+      var va = value(a.e, state.sortSub, state.sortMetric), vb = value(b.e, state.sortSub, state.sortMetric);
+      if (va == null && vb == null) { return a.i - b.i; }
+      if (va == null) { return 1; }
+      if (vb == null) { return -1; }
+      return va === vb ? a.i - b.i : state.sortDir * (va - vb);
+    });
+  }
+
+  function renderTable() {
+    var table = document.getElementById('lb-table');
+    while (table.firstChild) { table.removeChild(table.firstChild); }
+    var cols = columns();
+    var thead = el('thead'), hr = el('tr');
+    hr.appendChild(el('th', { 'class': 'model' }, 'Model'));
+    hr.appendChild(el('th', null, 'Status'));
+    cols.forEach(function (c) {
+      var th = el('th', { 'class': 'sortable', 'data-sub': c.sub, 'data-metric': c.metric },
+        c.sub + ' ' + METRIC_TITLES[c.metric]);
+      if (state.sortSub === c.sub && state.sortMetric === c.metric) {
+        th.classList.add(state.sortDir < 0 ? 'sorted-desc' : 'sorted-asc');
+      }
+      th.addEventListener('click', function () { sortBy(c.sub, c.metric); });
+      hr.appendChild(th);
+    });
+    hr.appendChild(el('th', null, 'Samples'));
+    thead.appendChild(hr);
+    table.appendChild(thead);
+    var tbody = el('tbody');
+    var grouped = state.sortSub === null;
+    var lastKind = null;
+    sortedEntries().forEach(function (x) {
+      var e = x.e;
+      if (grouped && e.kind !== lastKind) {
+        var title = (data.groups.filter(function (g) { return g.kind === e.kind; })[0] || { title: e.kind }).title;
+        var gr = el('tr', { 'class': 'group' });
+        gr.appendChild(el('td', { colspan: String(cols.length + 3) }, title));
+        tbody.appendChild(gr);
+        lastKind = e.kind;
+      }
+      var tr = el('tr', { 'class': 'entry', 'data-index': String(x.i) });
+      var name = el('td', { 'class': 'model' });
+      name.appendChild(el('span', { 'class': 'name' }, e.name + (e.variant && e.variant !== 'default' ? ' [' + e.variant + ']' : '')));
+      name.appendChild(el('span', { 'class': 'kind' }, e.kind + (e.source ? ' \u00b7 ' + e.source : '')));
+      tr.appendChild(name);
+      var st = el('td');
+      st.appendChild(el('span', { 'class': 'badge badge-' + (e.status === 'verified' || e.status === 'reported' ? e.status : 'unverified') }, e.status));
+      if (e.reasons && e.reasons.length) { st.appendChild(el('span', { 'class': 'reasons' }, e.reasons.join('; '))); }
+      tr.appendChild(st);
+      cols.forEach(function (c) {
+        var cell = (e.cells[c.sub] || {})[c.metric];
+        var td = el('td', { 'class': 'cell', 'data-sub': c.sub, 'data-metric': c.metric }, cellText(cell));
+        var ci = e.ci && e.ci.subdatasets && e.ci.subdatasets[c.sub];
+        if (ci) {
+          var d = ci.det[c.metric], l = ci.loc[c.metric];
+          td.setAttribute('title', '95% CI det [' + pct(d.low) + ', ' + pct(d.high) + '] loc [' + pct(l.low) + ', ' + pct(l.high) + ']');
+        }
+        tr.appendChild(td);
+      });
+      var sv = el('td');
+      if (e.samples && e.samples.length) {
+        var b = el('button', { 'class': 'view-samples', type: 'button' }, 'view ' + e.samples.length);
+        b.addEventListener('click', function () { openViewer(x.i); });
+        sv.appendChild(b);
+      }
+      tr.appendChild(sv);
+      tbody.appendChild(tr);
+    });
+    table.appendChild(tbody);
+  }
+
+  function sortBy(sub, metric) {
+    if (state.sortSub === sub && state.sortMetric === metric) { state.sortDir = -state.sortDir; }
+    else { state.sortSub = sub; state.sortMetric = metric; state.sortDir = -1; }
+    renderTable();
+  }
+
+  function openViewer(index) {
+    var e = data.entries[index];
+    var viewer = document.getElementById('viewer');
+    viewer.hidden = false;
+    viewer.setAttribute('data-index', String(index));
+    document.getElementById('viewer-title').textContent = e.name + ' \u2014 ' + e.samples.length + ' samples';
+    var list = document.getElementById('sample-list');
+    while (list.firstChild) { list.removeChild(list.firstChild); }
+    e.samples.forEach(function (s, j) {
+      var b = el('button', { 'class': 'sample-link', type: 'button', 'data-sample': s.id },
+        s.id + ' (' + s.category + ', ' + s.label + ')');
+      b.addEventListener('click', function () { showSample(index, j); });
+      list.appendChild(b);
+    });
+    if (e.samples.length) { showSample(index, 0); }
+    viewer.scrollIntoView();
+  }
+
+  function drawBoxes(svg, boxes, cls) {
+    boxes.forEach(function (b) {
+      var r = svgEl('rect', { 'class': cls, x: String(b[0]), y: String(b[1]),
+        width: String(Math.max(0, b[2] - b[0])), height: String(Math.max(0, b[3] - b[1])) });
+      if (b.length > 4 && b[4]) {
+        var t = svgEl('title', {});
+        t.textContent = String(b[4]);
+        r.appendChild(t);
+      }
+      svg.appendChild(r);
+    });
+  }
+
+  function showSample(index, j) {
+    var e = data.entries[index], s = e.samples[j];
+    Array.prototype.forEach.call(document.querySelectorAll('#sample-list button'), function (b, k) {
+      b.classList.toggle('active', k === j);
+    });
+    var pair = document.getElementById('sample-pair');
+    while (pair.firstChild) { pair.removeChild(pair.firstChild); }
+    var f1 = el('figure');
+    if (isImageUrl(s.reference)) { f1.appendChild(el('img', { 'class': 'ref', src: s.reference, alt: 'reference' })); }
+    f1.appendChild(el('figcaption', null, 'normal reference'));
+    pair.appendChild(f1);
+    var f2 = el('figure');
+    var svg = svgEl('svg', { id: 'query-svg', viewBox: '0 0 ' + s.width + ' ' + s.height,
+      'data-width': String(s.width), 'data-height': String(s.height) });
+    if (isImageUrl(s.image)) {
+      svg.appendChild(svgEl('image', { href: s.image, x: '0', y: '0', width: String(s.width), height: String(s.height),
+        preserveAspectRatio: 'none' }));
+    }
+    drawBoxes(svg, s.gt, 'gt-box');
+    drawBoxes(svg, s.pred, 'pred-box');
+    f2.appendChild(svg);
+    var verdict = s.missing ? 'no prediction' : (s.decision === true ? 'answer: Yes' : s.decision === false ? 'answer: No' : 'answer: invalid');
+    f2.appendChild(el('figcaption', null, 'query ' + s.id + ' \u00b7 ' + s.label + ' \u00b7 ' + verdict +
+      ' \u00b7 ' + s.gt.length + ' ground-truth, ' + s.pred.length + ' predicted boxes'));
+    pair.appendChild(f2);
+    document.getElementById('sample-response').textContent = s.response;
+  }
+
+  function fillSelect(id, values, current, onChange) {
+    var sel = document.getElementById(id);
+    values.forEach(function (v) {
+      var o = el('option', { value: v[0] }, v[1]);
+      if (v[0] === current) { o.selected = true; }
+      sel.appendChild(o);
+    });
+    sel.addEventListener('change', function () { onChange(sel.value); renderTable(); });
+  }
+
+  fillSelect('filter-sub', [['all', 'all']].concat(data.subdatasets.map(function (s) { return [s, s]; })), 'all',
+    function (v) { state.sub = v; });
+  fillSelect('filter-metric', [['all', 'all']].concat(data.metrics.map(function (m) { return [m, METRIC_TITLES[m]]; })), 'all',
+    function (v) { state.metric = v; });
+  fillSelect('sort-part', [['det', 'detection'], ['loc', 'localization']], 'det', function (v) { state.part = v; });
+  fillSelect('filter-status', [['all', 'all'], ['verified', 'verified'], ['reported', 'reported'], ['unverified', 'unverified']],
+    'all', function (v) { state.status = v; });
+  renderTable();
+  document.body.setAttribute('data-ready', '1');
+}());
