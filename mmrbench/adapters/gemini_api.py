@@ -1,0 +1,211 @@
+"""``gemini`` provider: Google Gemini through the official ``google-genai`` SDK.
+
+``client.models.generate_content`` with the images as inline parts (``types.Part.from_bytes``) in
+prompt order, then the instruction; the system prompt goes in ``system_instruction``. Stop status is
+read from the SDK's enums: ``prompt_feedback.block_reason`` (prompt blocked) and the candidate's
+``finish_reason`` (MAX_TOKENS -> truncated, SAFETY / PROHIBITED_CONTENT / BLOCKLIST / SPII / ... ->
+refused). Thought parts (``part.thought``) are never taken as the answer. ``errors.APIError`` codes
+429 and 5xx, and transport timeouts, are retryable; the SDK's own retries are off
+(``HttpRetryOptions(attempts=1)``) so :mod:`mmrbench.adapters.retry` counts every attempt.
+
+Gemini writes boxes as ``box_2d`` [ymin, xmin, ymax, xmax] normalised to 0-1000 (convention
+``gemini``), independent of the image size sent.
+"""
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+from mmrbench.adapters.base import ImagePart, ModelAPI, Request, Response, TextPart, Usage
+from mmrbench.adapters.image_encoding import ImagePrep, prepare
+from mmrbench.adapters.retry import RetryPolicy, call_with_retry, parse_retry_after
+from mmrbench.errors import ConfigError, require
+
+#: finish reasons that mean the model (or its filters) declined to answer
+REFUSED = {"SAFETY", "RECITATION", "LANGUAGE", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+           "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR"}
+OK = {"STOP", "FINISH_REASON_UNSPECIFIED"}
+TRUNCATED = {"MAX_TOKENS"}
+
+
+def _name(enum_value: Any) -> str | None:
+    if enum_value is None:
+        return None
+    return str(getattr(enum_value, "name", None) or getattr(enum_value, "value", enum_value)).upper()
+
+
+def resolve_gemini_key(api_key_env: str | None, base_url: str | None = None) -> str:
+    envs = [api_key_env] if api_key_env else []
+    envs += [e for e in ("GEMINI_API_KEY", "GOOGLE_API_KEY") if e not in envs]
+    for env in envs:
+        key = os.environ.get(env or "", "").strip()
+        if key:
+            return key
+    if base_url:
+        return "EMPTY"  # a local stand-in or proxy
+    raise ConfigError(f"environment variable {envs[0]} is not set: it holds the Gemini API key")
+
+
+class GeminiModel(ModelAPI):
+    provider = "gemini"
+    convention = "gemini"
+    max_concurrency = 8
+    batch_size = 1
+
+    def __init__(self, model: str, *, api_key_env: str | None = None, base_url: str | None = None,
+                 convention: str | None = None, concurrency: int | None = None, timeout_s: float = 300.0,
+                 retry: RetryPolicy | None = None, image_prep: ImagePrep | None = None,
+                 thinking_budget: int | None = None, include_thoughts: bool = False, client: Any = None,
+                 **_ignored: Any):
+        super().__init__(model)
+        self.api_key_env = api_key_env or "GEMINI_API_KEY"
+        self.base_url = base_url
+        if convention:
+            from mmrbench.coords import check_convention
+            self.convention = check_convention(convention)
+        if concurrency:
+            self.max_concurrency = int(concurrency)
+        self.timeout_s = float(timeout_s)
+        self.retry = retry or RetryPolicy()
+        self.image_prep = image_prep or ImagePrep()
+        self.thinking_budget = thinking_budget
+        self.include_thoughts = include_thoughts
+        genai = require("google.genai", "api", "the gemini provider")
+        self._types = genai.types
+        self._errors = require("google.genai.errors", "api", "the gemini provider")
+        if client is not None:
+            self._client = client
+        else:
+            key = resolve_gemini_key(api_key_env, base_url)
+            http = self._types.HttpOptions(timeout=int(self.timeout_s * 1000), base_url=base_url,
+                                           retry_options=self._types.HttpRetryOptions(attempts=1))
+            self._client = genai.Client(api_key=key, http_options=http)
+
+    # -- request mapping -------------------------------------------------------------------------
+    def build_contents(self, request: Request) -> tuple[list[Any], str | None, list[list[int]]]:
+        """(parts of the user turn, system instruction, sizes of the images sent)."""
+        types = self._types
+        system: list[str] = []
+        parts: list[Any] = []
+        sizes: list[list[int]] = []
+        for m in request.messages:
+            if m.role == "system":
+                system.append(m.text)
+                continue
+            for p in m.parts:
+                if isinstance(p, ImagePart):
+                    data, mime, size = prepare(p.image, self.image_prep)
+                    sizes.append([int(size[0]), int(size[1])])
+                    parts.append(types.Part.from_bytes(data=data, mime_type=mime))
+                elif isinstance(p, TextPart):
+                    parts.append(types.Part.from_text(text=p.text))
+        return parts, ("\n\n".join(system) if system else None), sizes
+
+    def build_config(self, request: Request, system: str | None):
+        types = self._types
+        cfg = request.config
+        kw: dict[str, Any] = {"max_output_tokens": cfg.max_new_tokens}
+        if system:
+            kw["system_instruction"] = system
+        if cfg.temperature is not None:
+            kw["temperature"] = cfg.temperature
+        if cfg.top_p is not None:
+            kw["top_p"] = cfg.top_p
+        if cfg.top_k is not None:
+            kw["top_k"] = cfg.top_k
+        if cfg.seed is not None:
+            kw["seed"] = cfg.seed
+        if self.thinking_budget is not None or self.include_thoughts:
+            kw["thinking_config"] = types.ThinkingConfig(thinking_budget=self.thinking_budget,
+                                                         include_thoughts=self.include_thoughts or None)
+        return types.GenerateContentConfig(**kw)
+
+    # -- response mapping ------------------------------------------------------------------------
+    @staticmethod
+    def map_response(resp: Any) -> tuple[str | None, str, str | None, Usage | None]:
+        usage = None
+        um = getattr(resp, "usage_metadata", None)
+        if um is not None:
+            usage = Usage(int(um.prompt_token_count or 0),
+                          int(um.candidates_token_count or 0) + int(getattr(um, "thoughts_token_count", 0) or 0))
+        pf = getattr(resp, "prompt_feedback", None)
+        block = _name(getattr(pf, "block_reason", None)) if pf is not None else None
+        if block and block != "BLOCKED_REASON_UNSPECIFIED":
+            return None, "refused", f"prompt blocked: {block}", usage
+        cands = getattr(resp, "candidates", None) or []
+        if not cands:
+            return None, "error", "malformed response: no candidates", usage
+        cand = cands[0]
+        content = getattr(cand, "content", None)
+        texts = [p.text for p in (getattr(content, "parts", None) or [])
+                 if getattr(p, "text", None) and not getattr(p, "thought", False)]
+        text = "".join(texts) if texts else None
+        fr = _name(getattr(cand, "finish_reason", None))
+        if fr is None or fr in OK:
+            if text is None:
+                return None, "error", "malformed response: candidate has no text", usage
+            return text, "ok", None, usage
+        if fr in TRUNCATED:
+            return text, "truncated", None, usage
+        if fr in REFUSED:
+            return text, "refused", f"finish_reason {fr}", usage
+        return text, "error", f"finish_reason {fr}", usage
+
+    def _call(self, request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            parts, system, sizes = self.build_contents(request)
+        except Exception as exc:
+            return Response(None, "error", f"cannot encode image: {exc}")
+        try:
+            resp = self._client.models.generate_content(model=self.model, contents=parts,
+                                                        config=self.build_config(request, system))
+            text, status, err, usage = self.map_response(resp)
+            return Response(text, status, err, usage, time.perf_counter() - t0, sizes)
+        except self._errors.APIError as exc:
+            code = int(getattr(exc, "code", 0) or 0)
+            transient = code in (408, 429) or code >= 500
+            headers = getattr(getattr(exc, "response", None), "headers", None)
+            msg = " ".join(str(getattr(exc, "message", None) or exc).split())[:300]
+            return Response(None, "error", f"HTTP {code} {getattr(exc, 'status', '') or ''}: {msg}".strip(), None,
+                            time.perf_counter() - t0, sizes, retryable=transient,
+                            retry_after_s=parse_retry_after(headers) if transient else None)
+        except Exception as exc:
+            transient = _is_transport_error(exc)
+            kind = "transport error" if transient else "malformed response"
+            return Response(None, "error", f"{kind} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})",
+                            None, time.perf_counter() - t0, sizes, retryable=transient)
+
+    def generate_one(self, request: Request) -> Response:
+        return call_with_retry(lambda: self._call(request), self.retry)
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        if len(requests) <= 1 or self.max_concurrency <= 1:
+            return [self.generate_one(r) for r in requests]
+        with ThreadPoolExecutor(min(self.max_concurrency, len(requests))) as pool:
+            return list(pool.map(self.generate_one, requests))
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["api_key_env"] = self.api_key_env
+        if self.base_url:
+            from mmrbench.adapters.openai_api import redact_url
+            d["base_url"] = redact_url(self.base_url)
+        if self.thinking_budget is not None:
+            d["thinking_budget"] = self.thinking_budget
+        return d
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """Timeouts and dropped connections from whichever HTTP library the SDK uses."""
+    for mod in ("httpx", "httpx2"):
+        try:
+            m = __import__(mod)
+        except ImportError:
+            continue
+        base = getattr(m, "TransportError", None)
+        if base is not None and isinstance(exc, base):
+            return True
+    return isinstance(exc, (TimeoutError, ConnectionError))
