@@ -52,6 +52,41 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = DE
     return h, w
 
 
+#: qwen-vl-utils' defaults (what LMDeploy's Qwen2-VL preprocessing calls before the processor)
+QWEN_VL_UTILS_MIN_PIXELS = 4 * 28 * 28
+QWEN_VL_UTILS_MAX_PIXELS = 16384 * 28 * 28
+
+
+def qwen_vl_utils_resize(height: int, width: int, factor: int = 28, min_pixels: int = QWEN_VL_UTILS_MIN_PIXELS,
+                         max_pixels: int = QWEN_VL_UTILS_MAX_PIXELS) -> tuple[int, int]:
+    """``(height, width)`` after the ``qwen-vl-utils`` package's resize, which differs from
+    transformers' in one point: a side never rounds below ``factor``."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        scale = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / scale / factor) * factor)
+        w = max(factor, math.floor(width / scale / factor) * factor)
+    elif h * w < min_pixels:
+        scale = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * scale / factor) * factor
+        w = math.ceil(width * scale / factor) * factor
+    return h, w
+
+
+def resize_params_from_config(cfg: dict[str, Any]) -> dict[str, int]:
+    """Resize parameters from a ``preprocessor_config.json`` dict (Qwen defaults where absent)."""
+    size = cfg.get("size") or {}
+    lo = cfg.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels") or DEFAULT_MIN_PIXELS
+    hi = cfg.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels") or DEFAULT_MAX_PIXELS
+    factor = int(cfg.get("patch_size", 14)) * int(cfg.get("merge_size", 2))
+    return {"factor": factor, "min_pixels": int(lo), "max_pixels": int(hi)}
+
+
 def resize_params(image_processor: Any) -> dict[str, int] | None:
     """``factor``, ``min_pixels`` and ``max_pixels`` of a Qwen-VL image processor, or None when the
     processor does not resize the Qwen way (then images are taken as sent unresized)."""

@@ -1,0 +1,241 @@
+"""``lmdeploy`` provider: LMDeploy's ``pipeline`` in-process (GPU; optional extra ``mmrbench[lmdeploy]``).
+
+Requests go to the pipeline as OpenAI-style messages (text parts and ``image_url`` parts carrying
+lossless PNG data URLs, reference first, query second), so LMDeploy applies the model's own chat
+template. ``backend`` picks TurboMind (``TurbomindEngineConfig(tp=...)``) or the PyTorch engine
+(``PytorchEngineConfig``; LMDeploy runs Qwen2-VL/Qwen2.5-VL only there, and LoRA adapters). Stop
+status comes from ``Response.finish_reason`` (``length`` -> truncated), usage from
+``input_token_len`` / ``generate_token_len``.
+
+Image frame for Qwen-VL models: LMDeploy resizes with ``qwen-vl-utils`` (using the per-image
+``min_pixels`` / ``max_pixels`` we send) and then the model's image processor resizes again with
+the limits of its ``preprocessor_config.json``; the sizes returned here compose the two, so pixel
+boxes map back. They are computed, not read from the engine: where exact frames matter most,
+the ``hf`` and ``vllm`` providers take them from the processor itself.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from mmrbench.adapters.base import GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart, Usage
+from mmrbench.errors import ConfigError, require
+
+BACKENDS = ("auto", "turbomind", "pytorch")
+
+
+def png_data_url(image) -> str:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def build_messages(request: Request, min_pixels: int | None = None, max_pixels: int | None = None) -> list[dict[str, Any]]:
+    """OpenAI-style messages for ``pipeline``; Qwen-VL pixel bounds travel inside each image part."""
+    out: list[dict[str, Any]] = []
+    for m in request.messages:
+        if isinstance(m.content, str):
+            out.append({"role": m.role, "content": m.content})
+            continue
+        parts: list[dict[str, Any]] = []
+        for p in m.content:
+            if isinstance(p, ImagePart):
+                url: dict[str, Any] = {"url": png_data_url(p.image)}
+                if min_pixels is not None:
+                    url["min_pixels"] = int(min_pixels)
+                if max_pixels is not None:
+                    url["max_pixels"] = int(max_pixels)
+                parts.append({"type": "image_url", "image_url": url})
+            elif isinstance(p, TextPart):
+                parts.append({"type": "text", "text": p.text})
+        if m.role != "user" and all(x["type"] == "text" for x in parts):
+            out.append({"role": m.role, "content": "".join(x["text"] for x in parts)})
+        else:
+            out.append({"role": m.role, "content": parts})
+    return out
+
+
+def gen_config_kwargs(cfg: GenerationConfig) -> dict[str, Any]:
+    """``lmdeploy.GenerationConfig`` keyword arguments, every knob explicit (LMDeploy's own defaults
+    are top_k=50, temperature 0.8). ``top_k=0`` means no top-k filter in LMDeploy's samplers."""
+    kw: dict[str, Any] = {"max_new_tokens": int(cfg.max_new_tokens), "repetition_penalty": 1.0,
+                          "skip_special_tokens": True, "n": 1}
+    if cfg.greedy:
+        kw.update(do_sample=False, top_k=1, top_p=1.0, min_p=0.0, temperature=1.0)
+    else:
+        if not 0 < float(cfg.temperature) <= 2:
+            raise ConfigError(f"LMDeploy accepts temperature in (0, 2], got {cfg.temperature}")
+        kw.update(do_sample=True, temperature=float(cfg.temperature),
+                  top_p=float(cfg.top_p) if cfg.top_p is not None else 1.0,
+                  top_k=int(cfg.top_k) if cfg.top_k else 0,
+                  min_p=float(cfg.min_p) if cfg.min_p else 0.0)
+    if cfg.seed is not None:
+        kw["random_seed"] = int(cfg.seed)
+    return kw
+
+
+def map_response(resp: Any, sizes: list[list[int]], latency_s: float | None) -> Response:
+    """An LMDeploy ``Response`` -> :class:`Response`."""
+    if resp is None:
+        return Response(text=None, status="error", error="LMDeploy returned no response", image_sizes=sizes)
+    reason = getattr(resp, "finish_reason", None)
+    usage = Usage(int(getattr(resp, "input_token_len", 0) or 0), int(getattr(resp, "generate_token_len", 0) or 0))
+    text = getattr(resp, "text", None)
+    if reason == "length":
+        status, err = "truncated", None
+    elif reason == "stop":
+        status, err = "ok", None
+    else:
+        status, err = "error", f"LMDeploy finish_reason={reason!r}"
+    return Response(text=text, status=status, error=err, usage=usage, latency_s=latency_s, image_sizes=sizes)
+
+
+def known_fields(cls: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """Drop keys an older LMDeploy's dataclass does not have (``do_sample``, ``min_p`` are recent;
+    greedy still holds through ``top_k=1``)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(cls):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in kw.items() if k in names}
+    return kw
+
+
+def is_qwen_vl(model: str) -> bool:
+    cfg = Path(model) / "config.json"
+    if cfg.is_file():
+        try:
+            d = json.loads(cfg.read_text())
+        except ValueError:
+            d = {}
+        return d.get("model_type") in ("qwen2_vl", "qwen2_5_vl")
+    low = model.lower()
+    return "qwen2" in low and "vl" in low
+
+
+def processor_resize(model: str) -> dict[str, int]:
+    from mmrbench.adapters.qwen_vision import resize_params_from_config
+
+    cfg = Path(model) / "preprocessor_config.json"
+    try:
+        d = json.loads(cfg.read_text()) if cfg.is_file() else {}
+    except ValueError:
+        d = {}
+    return resize_params_from_config(d)
+
+
+def sent_sizes(images, qwen: bool, min_pixels: int | None, max_pixels: int | None,
+               proc: dict[str, int] | None) -> list[list[int]]:
+    """(width, height) of each image as the model sees it (see the module docstring)."""
+    from mmrbench.adapters.qwen_vision import (QWEN_VL_UTILS_MAX_PIXELS, QWEN_VL_UTILS_MIN_PIXELS,
+                                               qwen_vl_utils_resize, smart_resize)
+
+    out = []
+    for im in images:
+        w, h = im.size
+        if qwen:
+            proc = proc or {"factor": 28, "min_pixels": 3136, "max_pixels": 1003520}
+            h, w = qwen_vl_utils_resize(h, w, 28, min_pixels or QWEN_VL_UTILS_MIN_PIXELS,
+                                        max_pixels or QWEN_VL_UTILS_MAX_PIXELS)
+            h, w = smart_resize(h, w, proc["factor"], proc["min_pixels"], proc["max_pixels"])
+        out.append([int(w), int(h)])
+    return out
+
+
+def backend_config(lmdeploy: Any, backend: str, *, tp: int, session_len: int | None,
+                   cache_max_entry_count: float | None, dtype: str, lora: str | None):
+    kw: dict[str, Any] = {"tp": int(tp), "dtype": dtype}
+    if session_len:
+        kw["session_len"] = int(session_len)
+    if cache_max_entry_count:
+        kw["cache_max_entry_count"] = float(cache_max_entry_count)
+    if backend == "pytorch":
+        if lora:
+            kw["adapters"] = {"lora": str(lora)}
+        return lmdeploy.PytorchEngineConfig(**kw)
+    if lora:
+        raise ConfigError("LoRA adapters need backend='pytorch' in LMDeploy")
+    return lmdeploy.TurbomindEngineConfig(**kw)
+
+
+class LMDeployModel(ModelAPI):
+    provider = "lmdeploy"
+    convention = "pixel"
+    max_concurrency = 1
+    batch_size = 32
+
+    def __init__(self, model: str, *, convention: str | None = None, batch_size: int | None = None,
+                 sampling: GenerationConfig | None = None, backend: str = "auto", tp: int = 1,
+                 tensor_parallel_size: int | None = None, session_len: int | None = None,
+                 cache_max_entry_count: float | None = None, dtype: str = "auto",
+                 min_pixels: int | None = None, max_pixels: int | None = None, qwen_resize: bool | None = None,
+                 lora: str | None = None, **_ignored: Any):
+        super().__init__(model)
+        lmdeploy = require("lmdeploy", "lmdeploy", "the lmdeploy provider")
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown LMDeploy backend '{backend}' (known: {', '.join(BACKENDS)})")
+        if convention:
+            from mmrbench.coords import check_convention
+            self.convention = check_convention(convention)
+        if batch_size:
+            self.batch_size = int(batch_size)
+        self.sampling = sampling or GenerationConfig()
+        self.qwen = is_qwen_vl(model) if qwen_resize is None else bool(qwen_resize)
+        if backend == "auto":
+            backend = "pytorch" if (self.qwen or lora) else "turbomind"
+        self.backend = backend
+        self.tp = int(tensor_parallel_size or tp)
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.lora = lora
+        self.proc_resize = processor_resize(model) if self.qwen else None
+        self._lmdeploy = lmdeploy
+        cfg = backend_config(lmdeploy, backend, tp=self.tp, session_len=session_len,
+                             cache_max_entry_count=cache_max_entry_count, dtype=dtype, lora=lora)
+        self.pipe = lmdeploy.pipeline(model, backend_config=cfg)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update({"backend": self.backend, "tp": self.tp})
+        if self.qwen:
+            d["image_resize"] = {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels,
+                                 "processor": self.proc_resize}
+        if self.lora:
+            d["lora"] = str(self.lora)
+        return d
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        items = []
+        for r in requests:
+            items.append((build_messages(r, self.min_pixels if self.qwen else None, self.max_pixels if self.qwen else None),
+                          sent_sizes(r.images, self.qwen, self.min_pixels, self.max_pixels, self.proc_resize),
+                          r.config))
+        return self._run(items)
+
+    def _run(self, items) -> list[Response]:
+        try:
+            configs = [self._lmdeploy.GenerationConfig(**known_fields(self._lmdeploy.GenerationConfig,
+                                                                      gen_config_kwargs(c))) for _, _, c in items]
+        except ConfigError as exc:
+            return [Response(text=None, status="error", error=str(exc), image_sizes=s) for _, s, _ in items]
+        kw: dict[str, Any] = {"gen_config": configs}
+        if self.lora:
+            kw["adapter_name"] = "lora"
+        t0 = time.perf_counter()
+        try:
+            outs = self.pipe([m for m, _, _ in items], **kw)
+        except Exception as exc:  # noqa: BLE001
+            if len(items) > 1:
+                return [r for it in items for r in self._run([it])]
+            return [Response(text=None, status="error", error=f"{type(exc).__name__}: {exc}"[:500],
+                             image_sizes=items[0][1])]
+        elapsed = time.perf_counter() - t0
+        if not isinstance(outs, list):
+            outs = [outs]
+        if len(outs) != len(items):
+            return [Response(text=None, status="error", error=f"LMDeploy returned {len(outs)} responses for "
+                             f"{len(items)} prompts", image_sizes=s) for _, s, _ in items]
+        return [map_response(o, s, elapsed) for o, (_, s, _) in zip(outs, items)]
