@@ -1,6 +1,6 @@
 /* mmrbench leaderboard page.
  * Reads the board from <script type="application/json" id="lb-data">; builds every element with
- * createElement + textContent (never innerHTML with data), so model names and responses stay text.
+ * createElement + textContent (no HTML-string assignment anywhere), so model names and responses stay text.
  * Works from file:// with no server and no network.
  */
 (function () {
