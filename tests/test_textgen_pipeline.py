@@ -296,3 +296,49 @@ def test_hint_follows_the_frame_the_adapter_sends(tmp_path, server):
     s10 = read_manifest(out).get("S1/part10/000")
     assert [b.coords for b in parse_answer(s10.reasoning).boxes] == [(20.0, 12.0, 60.0, 44.0), (70.0, 40.0, 90.0, 60.0)]
     assert rep["overall"]["kept"] == 3
+
+
+# -- the bundled synthetic benchmark ----------------------------------------------------------------
+class HintCopier(ModelAPI):
+    """A model that writes exactly what the hint says, in its own convention and frame."""
+
+    provider = "fake"
+    max_concurrency = 4
+
+    def __init__(self, convention: str, sent: tuple[int, int]):
+        super().__init__(f"copier-{convention}")
+        self.convention = convention
+        self.sent = sent
+
+    def sent_size(self, size):
+        return self.sent
+
+    def generate(self, requests):
+        out = []
+        for r in requests:
+            text = r.messages[-1].text
+            boxes = _HINT_BOX.findall(text)
+            think = "<think>The inspected sample differs from the reference at the places I list.</think>"
+            if "the image to inspect is abnormal" in text:
+                ans = ", ".join(f"{{'box_2d': [{a}, {b}, {c}, {d}], 'label': '{lab}'}}" for a, b, c, d, lab in boxes)
+                body = f"<answer>Yes. {ans}</answer>"
+            else:
+                body = "<answer>No.</answer>"
+            out.append(Response(think + body, "ok", image_sizes=[list(self.sent)] * len(r.images)))
+        return out
+
+
+@pytest.mark.parametrize("convention,sent", [("gemini", (128, 128)), ("pixel", (200, 200))])
+def test_hint_copier_passes_on_every_synthetic_sample(synth_small, tmp_path, convention, sent):
+    manifest = read_manifest(synth_small)
+    out = tmp_path / "r.jsonl"
+    rep = run_textgen(HintCopier(convention, sent), manifest, out, TextgenOptions(split="test", progress=False),
+                      similarity=fake_similarity).to_json()
+    n = len(manifest.select(split="test"))
+    assert rep["overall"] == {"total": n, "kept": n, "pass_rate": 1.0}
+    m = read_manifest(out)
+    for s in m.select(split="test"):
+        p = parse_answer(s.reasoning)
+        assert p.decision is s.is_anomalous
+        assert sorted(b.coords for b in p.boxes) == sorted(tuple(float(v) for v in b.xyxy) for b in s.boxes)
+    assert all(s.reasoning is None for s in m.select(split="train"))
