@@ -251,8 +251,14 @@ class FakeOpenAIServer:
         }
 
 
-if __name__ == "__main__":  # manual use: python tests/fake_openai_server.py
-    with FakeOpenAIServer() as srv:
+if __name__ == "__main__":  # a standalone server: python tests/fake_openai_server.py [--latency S] [--text T]
+    import argparse
+
+    ap = argparse.ArgumentParser(description="loopback OpenAI-compatible server answering a fixed text")
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--text", default="<answer>No.</answer>")
+    a = ap.parse_args()
+    with FakeOpenAIServer(lambda req: Reply(a.text), latency_s=a.latency) as srv:
         print(srv.base_url, flush=True)
         try:
             while True:
