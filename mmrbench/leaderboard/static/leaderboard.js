@@ -89,7 +89,9 @@
       var tr = el('tr', { 'class': 'entry', 'data-index': String(x.i) });
       var name = el('td', { 'class': 'model' });
       name.appendChild(el('span', { 'class': 'name' }, e.name + (e.variant && e.variant !== 'default' ? ' [' + e.variant + ']' : '')));
-      name.appendChild(el('span', { 'class': 'kind' }, e.kind + (e.source ? ' \u00b7 ' + e.source : '')));
+      var kind = el('span', { 'class': 'kind' }, e.kind + (e.source ? ' \u00b7 ' + e.source.split(' - ')[0] : ''));
+      if (e.source) { kind.setAttribute('title', e.source); }
+      name.appendChild(kind);
       tr.appendChild(name);
       var st = el('td');
       st.appendChild(el('span', { 'class': 'badge badge-' + (e.status === 'verified' || e.status === 'reported' ? e.status : 'unverified') }, e.status));
