@@ -23,7 +23,7 @@ from mmrbench.errors import MMRBenchError
 from mmrbench.leaderboard.reference import KIND_TITLES, KINDS, SUBDATASETS, TABLE4
 from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.leaderboard.verify import (REPORTED, VERIFIED, detector_threshold, find_manifest,
-                                         find_predictions, load_predictions, verify_entry)
+                                         find_predictions, load_predictions, scored_samples, verify_entry)
 
 log = logging.getLogger(__name__)
 METRICS = ("accuracy", "recall", "precision")
@@ -86,9 +86,7 @@ def viewer_samples(result: dict[str, Any], manifest, preds, limit: int) -> list[
     from mmrbench.data.images import ImageLoadError, load_rgb
     from mmrbench.scoring import decision_from_prediction
 
-    ds = result.get("dataset") or {}
-    subs = ds.get("subdatasets") or list((result.get("metrics") or {}).get("subdatasets") or {}) or None
-    samples = manifest.select(split=ds.get("split") or "test", subdatasets=subs)[:max(0, limit)]
+    samples = scored_samples(result, manifest)[:max(0, limit)]
     by_id = {p.id: p for p in preds}
     out = []
     for s in samples:
@@ -174,9 +172,7 @@ def build_board(results_dir: str | os.PathLike, *, manifest_stores: Iterable[str
                 try:
                     manifest = read_manifest(man_path, check_files=False)
                     preds, _ = load_predictions(pred_path)
-                    ds = result.get("dataset") or {}
-                    subs = ds.get("subdatasets") or list(entry["cells"]) or None
-                    samples = manifest.select(split=ds.get("split") or "test", subdatasets=subs)
+                    samples = scored_samples(result, manifest)
                     per = {}
                     for sub in {s.subdataset for s in samples}:
                         per.update(per_image_counts([s for s in samples if s.subdataset == sub], preds,

@@ -8,7 +8,8 @@ from typing import Any, Iterable
 from mmrbench.errors import MMRBenchError
 from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.leaderboard.stats import DEFAULT_RESAMPLES, PairedRow, paired_compare, per_image_counts
-from mmrbench.leaderboard.verify import detector_threshold, find_manifest, find_predictions, load_predictions
+from mmrbench.leaderboard.verify import (detector_threshold, find_manifest, find_predictions, load_predictions,
+                                         scored_samples)
 
 
 def _load_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list]:
@@ -23,9 +24,7 @@ def _load_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list]:
 
 
 def _per_image(result, manifest, preds):
-    ds = result.get("dataset") or {}
-    subs = ds.get("subdatasets") or list((result.get("metrics") or {}).get("subdatasets") or {}) or None
-    samples = manifest.select(split=ds.get("split") or "test", subdatasets=subs)
+    samples = scored_samples(result, manifest)
     out = {}
     for sub in sorted({s.subdataset for s in samples}):
         out.update(per_image_counts([s for s in samples if s.subdataset == sub], preds,

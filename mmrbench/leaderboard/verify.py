@@ -151,32 +151,40 @@ def detector_threshold(result: dict[str, Any], subdataset: str) -> float | None:
     return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
 
 
+def scored_samples(result: dict[str, Any], manifest: Manifest):
+    """The samples a result was scored on, selected exactly as the runner selected them: split
+    (``null`` = every split), subdatasets, then ``limit`` (first N) and ``shard`` ("I/N")."""
+    from mmrbench.runner import parse_shard, select_samples
+
+    ds = result.get("dataset") or {}
+    split = ds["split"] if "split" in ds else "test"
+    subs = ds.get("subdatasets") or list((result.get("metrics") or {}).get("subdatasets") or {}) or None
+    limit = ds.get("limit") if isinstance(ds.get("limit"), int) and not isinstance(ds.get("limit"), bool) else None
+    shard = parse_shard(ds["shard"]) if isinstance(ds.get("shard"), str) else None
+    samples = select_samples(manifest, split=split, subdatasets=subs, limit=limit, shard=shard)
+    if not samples:
+        raise MMRBenchError(f"manifest {manifest.path} has no '{split}' samples for subdatasets {subs}")
+    return samples
+
+
 def rescore(result: dict[str, Any], manifest: Manifest, preds: list[Prediction]) -> dict[str, Any]:
     """Score ``preds`` exactly as the result says it was scored; returns ``ScoreReport.to_json()``.
 
-    Same split and subdatasets as ``result['dataset']``; a detector result with one oracle threshold
-    per subdataset is scored subdataset by subdataset.
+    Same samples as the run (:func:`scored_samples`); a detector result with one oracle threshold per
+    subdataset is scored subdataset by subdataset.
     """
     from mmrbench.scoring import score_predictions
 
-    ds = result.get("dataset") or {}
-    split = ds.get("split") or "test"
-    claimed_subs = list((result.get("metrics") or {}).get("subdatasets") or {})
-    subs = ds.get("subdatasets") or claimed_subs or None
     det = result.get("detector") if isinstance(result.get("detector"), dict) else {}
-    per_sub = isinstance(det.get("threshold_oracle"), dict)
     iou = (result.get("metrics") or {}).get("iou_threshold")
     kw = {"iou_threshold": float(iou)} if isinstance(iou, (int, float)) and not isinstance(iou, bool) else {}
-    if not per_sub:
-        t = detector_threshold(result, "")
-        samples = manifest.select(split=split, subdatasets=subs)
-        if not samples:
-            raise MMRBenchError(f"manifest {manifest.path} has no '{split}' samples for subdatasets {subs}")
-        return score_predictions(samples, preds, threshold=t, **kw).to_json()
+    samples = scored_samples(result, manifest)
+    if not isinstance(det.get("threshold_oracle"), dict):
+        return score_predictions(samples, preds, threshold=detector_threshold(result, ""), **kw).to_json()
     out: dict[str, Any] = {"iou_threshold": None, "subdatasets": {}}
-    for sub in subs or manifest.subdatasets:
-        samples = manifest.select(split=split, subdatasets=[sub])
-        rep = score_predictions(samples, preds, threshold=detector_threshold(result, sub), **kw).to_json()
+    for sub in sorted({x.subdataset for x in samples}):
+        rep = score_predictions([x for x in samples if x.subdataset == sub], preds,
+                                threshold=detector_threshold(result, sub), **kw).to_json()
         out["iou_threshold"] = rep["iou_threshold"]
         out["subdatasets"].update(rep["subdatasets"])
     return out
