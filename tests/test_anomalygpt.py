@@ -226,3 +226,24 @@ def test_worker_script_help_and_framing(tmp_path):
     assert replies[3]["id"] == "b" and "not a readable file" in replies[3]["error"]
     assert len(replies) == 4 and n == 2
     assert seen == [(str(img), None, "Q?", {"max_new_tokens": 32, "temperature": 0.7})]
+
+
+# -- command line: the model card's id with the worker from the environment ---------------------
+def test_cli_eval_anomalygpt_card_with_stand_in_worker(synth_small, tmp_path, monkeypatch):
+    from mmrbench.cli import main
+    from mmrbench.predictions import read_predictions
+
+    monkeypatch.setenv("MMRBENCH_ANOMALYGPT_WORKER", fake_cmd())
+    run = tmp_path / "run"
+    assert main(["eval", "--model", "anomalygpt:AnomalyGPT-7B", "--data", str(synth_small), "--limit", "6",
+                 "--out", str(run), "--no-progress", "--option", "threshold=0.4"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["model"]["provider"] == "anomalygpt" and result["model"]["threshold"] == 0.4
+    assert "pid" not in result["model"]["worker_info"]
+    preds = read_predictions(run / "predictions.jsonl")
+    assert len(preds) == 6 and all(p.status == "ok" for p in preds)
+    for p in preds:
+        decision = parse_answer(p.response).decision
+        assert decision is not None and p.response.startswith("<think>")
+    subsets = result["metrics"]["subdatasets"]
+    assert sum(v["invalid"] for v in subsets.values()) == 0

@@ -216,3 +216,30 @@ def test_lora_adapter_loaded_merged_and_resolved(tiny_dir, tmp_path):
 def test_missing_model_is_config_error(tmp_path):
     with pytest.raises(ConfigError):
         create_model("hf", str(tmp_path / "nope"), local_files_only=True)
+
+
+# -- command line: mmrbench eval with the hf provider ------------------------------------------
+def test_cli_eval_hf_tiny_model(tiny_dir, synth_small, tmp_path):
+    import json
+
+    from mmrbench.cli import main
+    from mmrbench.predictions import read_predictions
+
+    run = tmp_path / "run"
+    rc = main(["eval", "--model", f"hf:{tiny_dir}", "--data", str(synth_small), "--limit", "4", "--out", str(run),
+               "--max-new-tokens", "8", "--batch-size", "2", "--no-progress"])
+    assert rc == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["model"]["provider"] == "hf" and result["model"]["model_id"] == str(tiny_dir)
+    assert result["model"]["dtype"] == "float32" and result["model"]["image_resize"]["factor"] == 8
+    assert result["dataset"]["n_samples"] == 4 and result["provenance"] == "run"
+    preds = read_predictions(run / "predictions.jsonl")
+    assert len(preds) == 4
+    for p in preds:
+        assert p.status in ("ok", "truncated") and p.convention == "pixel"
+        assert len(p.image_sizes) == 2 and all(w % 8 == 0 and h % 8 == 0 for w, h in p.image_sizes)
+        assert p.usage["completion_tokens"] <= 8
+    # random weights write no readable Yes/No: every answer is scored, and counted invalid
+    subsets = result["metrics"]["subdatasets"]
+    assert sum(v["n"] for v in subsets.values()) == 4
+    assert sum(v["invalid"] for v in subsets.values()) == 4

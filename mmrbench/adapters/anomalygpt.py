@@ -336,7 +336,7 @@ class AnomalyGPTModel(ModelAPI):
         if self.prompt_mode == "native":
             d["question"] = self.question
         if self._worker is not None:
-            d["worker_info"] = {k: v for k, v in self._worker.info.items() if k not in ("ready",)}
+            d["worker_info"] = {k: v for k, v in self._worker.info.items() if k not in ("ready", "pid")}
         return d
 
     # -- worker lifecycle ------------------------------------------------------------------------
