@@ -1,0 +1,124 @@
+"""SFT cold start: LoRA on the assistant's think-then-answer text, paper hyper-parameters by default.
+
+One optimizer step = one global batch of ``batch_size`` examples (shuffled per epoch with a seeded
+generator, so a resumed run sees exactly the batches it would have seen). Each rank takes a strided
+share, runs it in micro-batches, and the loss is the sum of token cross-entropies divided by the
+batch's global label-token count (token-mean): the summed gradient over micro-batches and ranks is
+the whole batch's gradient.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mmrbench.train import checkpoint as ck
+from mmrbench.train.collate import IGNORE_INDEX, sft_batch
+from mmrbench.train.common import load_builder, write_run_info
+from mmrbench.train.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, shard
+from mmrbench.train.policy import Policy, load_policy, make_optimizer, to_device
+from mmrbench.train.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTResult:
+    out_dir: Path
+    steps: int
+    last_loss: float
+    policy: Policy
+
+
+def sft_loss_sum(policy: Policy, batch: dict) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over label tokens and their count (no averaging: the caller normalises)."""
+    labels = batch.pop("labels")
+    out = policy.model(**batch, use_cache=False)
+    logits = out.logits[:, :-1, :].float()
+    tgt = labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
+                                             ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss, int((tgt != IGNORE_INDEX).sum())
+
+
+def batch_order(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Indices of the global batch for ``step`` (epoch-wise seeded shuffles, last batch may be short)."""
+    per_epoch = math.ceil(n / batch_size)
+    epoch, k = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_length: int | None) -> tuple[float, int]:
+    """Forward/backward of this rank's share; gradients summed over ranks. Returns (loss, tokens)."""
+    local_tokens = 0
+    batches = []
+    for i in range(0, len(examples), micro):
+        b = sft_batch(policy.processor, examples[i:i + micro], max_length)
+        local_tokens += int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+        batches.append(b)
+    total_tokens = all_reduce_sum(local_tokens, dist, policy.device)
+    loss_sum = 0.0
+    for b in batches:
+        loss, _ = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype))
+        (loss / max(total_tokens, 1.0)).backward()
+        loss_sum += float(loss.detach())
+    all_reduce_grads(policy.trainable_parameters(), dist)
+    return all_reduce_sum(loss_sum, dist, policy.device) / max(total_tokens, 1.0), int(total_tokens)
+
+
+def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, resume: bool = True,
+            progress: bool = True) -> SFTResult:
+    dist = dist or Dist()
+    cfg = recipe.train
+    out = Path(out_dir)
+    torch.manual_seed(cfg.seed + dist.rank)
+    policy = load_policy(recipe.model, recipe.lora, local_rank=dist.local_rank)
+    builder = load_builder(recipe, policy.processor)
+    n = len(builder)
+    per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+    opt, sched = make_optimizer(policy, cfg.lr, cfg.weight_decay, cfg.lr_scheduler, total, cfg.warmup_ratio)
+    logger = ck.JsonlLog(out / "sft_log.jsonl", enabled=dist.is_main)
+    start = 0
+    last = ck.latest_checkpoint(out) if resume else None
+    if last is not None:
+        state = ck.load_checkpoint(last, policy.model, opt, sched)
+        start = int(state["step"])
+        logger.truncate_after(start)
+        log.info("resumed SFT from %s (step %d of %d)", last, start, total)
+    if dist.is_main:
+        write_run_info(out, recipe, {"train_samples": n, "total_steps": total, "world_size": dist.world_size})
+    policy.model.train()
+    micro = cfg.micro_batch_size or max(1, math.ceil(cfg.batch_size / dist.world_size))
+    from tqdm import tqdm
+
+    bar = tqdm(range(start, total), desc="sft", disable=not (progress and dist.is_main), initial=start, total=total)
+    loss = float("nan")
+    for step in bar:
+        t0 = time.perf_counter()
+        idx = shard(batch_order(n, cfg.batch_size, step, cfg.seed), dist)
+        examples = [builder.example(i) for i in idx]
+        opt.zero_grad(set_to_none=True)
+        loss, tokens = train_step(policy, examples, dist, micro, cfg.max_length)
+        gn = torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
+        lr = sched.get_last_lr()[0]
+        opt.step()
+        sched.step()
+        rec = {"step": step + 1, "epoch": (step + 1) / per_epoch, "loss": loss, "lr": lr, "tokens": tokens,
+               "grad_norm": float(gn) if gn is not None else None, "time_s": round(time.perf_counter() - t0, 4)}
+        logger.write(rec)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        done = step + 1
+        if dist.is_main and ((cfg.save_steps and done % cfg.save_steps == 0) or done == total):
+            ck.save_checkpoint(out, done, policy.model, opt, sched, {"kind": "sft", "total_steps": total})
+        barrier(dist)
+    if dist.is_main:
+        ck.save_adapter(policy.model, out)
+    barrier(dist)
+    return SFTResult(out_dir=out, steps=total, last_loss=loss, policy=policy)
