@@ -87,12 +87,22 @@ def _category_indices(rng: np.random.Generator, n: int, resamples: int) -> np.nd
 
 
 def _resampled_sums(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Sum of ``arr`` rows picked by each row of ``idx``: (B, n) -> (B, k), chunked over B."""
+    """Sum of ``arr`` rows picked by each row of ``idx``: (B, n) -> (B, k).
+
+    Turns the picks into multiplicities (one ``bincount`` over offset indices) and multiplies them with
+    the count matrix (one BLAS matmul), instead of gathering a (B, n, k) array; chunked over B so the
+    multiplicity matrix stays small. Counts are small integers, so float64 products are exact.
+    """
     b, n = idx.shape
-    step = max(1, _CHUNK_ELEMS // max(1, n * arr.shape[1]))
+    step = max(1, _CHUNK_ELEMS // max(1, n))
     out = np.empty((b, arr.shape[1]), dtype=np.int64)
+    a = arr.astype(np.float64)
     for s in range(0, b, step):
-        out[s:s + step] = arr[idx[s:s + step]].sum(axis=1)
+        chunk = idx[s:s + step]
+        rows = chunk.shape[0]
+        flat = (chunk + (np.arange(rows)[:, None] * n)).ravel()
+        mult = np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(np.float64)
+        out[s:s + rows] = np.rint(mult @ a).astype(np.int64)
     return out
 
 
@@ -101,10 +111,9 @@ def macro(per: PerImage, indices: list[np.ndarray] | None = None) -> dict[str, d
     det_parts: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     loc_parts: dict[str, list[np.ndarray]] = {m: [] for m in METRICS}
     for k in range(len(per.categories)):
-        if indices is None:
-            dsum, lsum = per.det[k].sum(axis=0), per.loc[k].sum(axis=0)
-        else:
-            dsum, lsum = _resampled_sums(per.det[k], indices[k]), _resampled_sums(per.loc[k], indices[k])
+        both = np.hstack([per.det[k], per.loc[k]])  # (n, 7): one resampling pass for det and loc
+        sums = both.sum(axis=0) if indices is None else _resampled_sums(both, indices[k])
+        dsum, lsum = sums[..., :4], sums[..., 4:]
         for m, v in det_metrics(dsum).items():
             det_parts[m].append(v)
         for m, v in loc_metrics(lsum).items():
