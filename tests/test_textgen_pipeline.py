@@ -342,3 +342,29 @@ def test_hint_copier_passes_on_every_synthetic_sample(synth_small, tmp_path, con
         assert p.decision is s.is_anomalous
         assert sorted(b.coords for b in p.boxes) == sorted(tuple(float(v) for v in b.xyxy) for b in s.boxes)
     assert all(s.reasoning is None for s in m.select(split="train"))
+
+
+# -- a local engine: the hf provider on a tiny randomly initialised Qwen2.5-VL ---------------------------
+def test_hf_provider_batches_and_hint_frame(tmp_path):
+    """Local engines take the runner's batch path; the hint is written in Qwen's resized frame (what
+    the adapter publishes), and the sizes it then reports agree. The random model writes garbage, so
+    every text is rejected with a reason; the point is the plumbing and the frame."""
+    pytest.importorskip("transformers")
+    from mmrbench.cards import create_model, parse_spec
+    from mmrbench.testing.tiny_qwen import tiny_qwen25vl_dir
+    from mmrbench.textgen.hints import planned_sent_size
+
+    tiny = tiny_qwen25vl_dir()  # built once per machine, shared with the other tests
+    model = create_model(parse_spec(f"hf:{tiny}"))
+    model.batch_size = 2
+    planned = planned_sent_size(model, (W, H))
+    assert planned != (W, H)  # the tiny processor caps images at 64x64 pixels
+    manifest = read_manifest(build_manifest(tmp_path / "data"))
+    out = tmp_path / "hf" / "manifest.jsonl"
+    opts = TextgenOptions(progress=False, limit=3)
+    opts.config.max_new_tokens = 2
+    rep = run_textgen(model, manifest, out, opts, similarity=fake_similarity).to_json()
+    raw = [json.loads(x) for x in raw_path(out).read_text().splitlines()]
+    assert len(raw) == 3 and all(d["image_sizes"][-1] == list(planned) == d["planned_size"] for d in raw)
+    assert rep["frame_mismatches"] == 0 and rep["overall"]["total"] == 3
+    assert rep["overall"]["kept"] == 0 and sum(rep["reasons"].values()) == 3

@@ -224,3 +224,20 @@ def test_negative_ids_and_sampling():
     assert split_negative_id("MVTec/screw/001") is None
     c0, c1 = (negative_config(GenerationConfig(max_new_tokens=99, temperature=0.0), k) for k in (0, 1))
     assert c0.temperature == 1.0 and c0.max_new_tokens == 99 and c0.seed != c1.seed
+
+
+def test_planned_size_read_from_the_adapters_published_resize():
+    class QwenLike:  # hf / vllm providers: describe()["image_resize"] = smart-resize parameters
+        def describe(self):
+            return {"provider": "hf", "image_resize": {"factor": 28, "min_pixels": 3136, "max_pixels": 200704}}
+
+    class LMDeployLike:  # two-stage: qwen_vl_utils resize, then the processor's
+        def describe(self):
+            return {"image_resize": {"min_pixels": None, "max_pixels": None,
+                                     "processor": {"factor": 28, "min_pixels": 3136, "max_pixels": 200704}}}
+
+    from mmrbench.adapters.qwen_vision import smart_resize
+    h, w = smart_resize(300, 1000, 28, 3136, 200704)
+    assert planned_sent_size(QwenLike(), (1000, 300)) == (w, h) != (1000, 300)
+    # qwen_vl_utils first rounds 1000x300 to 1008x308, then the processor shrinks that to 784x224
+    assert planned_sent_size(LMDeployLike(), (1000, 300)) == (784, 224)

@@ -217,6 +217,7 @@ def verify_all(jobs: Sequence[Job], raw: dict[str, Prediction], similarity, opts
         if pred.status == "error" and pred.error:
             v.detail = pred.error[:300]
         if planned and pred.query_size and tuple(planned) != pred.query_size:
+            v.frame_mismatch = True
             v.detail = (v.detail + "; " if v.detail else "") + (
                 f"adapter sent {pred.query_size[0]}x{pred.query_size[1]}, hint was written for {planned[0]}x{planned[1]}")
         out[job.rid] = v

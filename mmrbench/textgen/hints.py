@@ -57,21 +57,45 @@ def draw_hint_boxes(image: Image.Image, boxes: Sequence[Box], *, color=HINT_COLO
 def planned_sent_size(model: Any, size: tuple[int, int]) -> tuple[int, int]:
     """The size at which ``model`` will send an image of ``size`` (width, height).
 
-    Adapters that resize client-side say so: a ``sent_size(size)`` method, or an ``image_prep``
-    (:class:`mmrbench.adapters.image_encoding.ImagePrep`) as the openai provider has. Otherwise the
-    image goes unresized. The pipeline checks the size the adapter reports afterwards.
+    The hint must be written in that frame before anything is sent, so the adapter's resize rule is
+    read from what it publishes, in this order: a ``sent_size(size)`` method; an ``image_prep``
+    (:class:`mmrbench.adapters.image_encoding.ImagePrep`, the openai provider's client-side resize);
+    the ``image_resize`` entry of :meth:`describe` (Qwen-VL's smart resize of the ``hf`` and ``vllm``
+    providers, ``factor``/``min_pixels``/``max_pixels``; LMDeploy's two-stage variant with a
+    ``processor`` entry). Otherwise the image goes unresized. The pipeline compares this with the
+    size the adapter reports afterwards and flags any difference in the report.
     """
+    size = (int(size[0]), int(size[1]))
     fn = getattr(model, "sent_size", None)
     if callable(fn):
-        w, h = fn(tuple(size))
+        w, h = fn(size)
         return int(w), int(h)
     prep = getattr(model, "image_prep", None)
     if prep is not None:
         from mmrbench.adapters.image_encoding import target_size
 
-        w, h = target_size(tuple(size), prep)
+        w, h = target_size(size, prep)
         return int(w), int(h)
-    return int(size[0]), int(size[1])
+    try:
+        resize = (model.describe() or {}).get("image_resize") if hasattr(model, "describe") else None
+    except Exception:  # noqa: BLE001 - describe() of a half-built adapter: fall back to unresized
+        resize = None
+    if isinstance(resize, dict):
+        if "processor" in resize:
+            from types import SimpleNamespace
+
+            from mmrbench.adapters.lmdeploy_engine import sent_sizes
+
+            [[w, h]] = sent_sizes([SimpleNamespace(size=size)], True, resize.get("min_pixels"),
+                                  resize.get("max_pixels"), resize.get("processor"))
+            return int(w), int(h)
+        if {"factor", "min_pixels", "max_pixels"} <= set(resize):
+            from mmrbench.adapters.qwen_vision import sent_size
+
+            params = {k: int(resize[k]) for k in ("factor", "min_pixels", "max_pixels")}
+            w, h = sent_size(size, params)
+            return int(w), int(h)
+    return size
 
 
 def hint_coords(boxes: Sequence[Box], convention: str, sent_size: tuple[int, int],

@@ -51,6 +51,10 @@ class TextgenReport:
             parts.append(tabulate(rej, headers=["rejected", "why", "count"], tablefmt="simple"))
         if d.get("skipped"):
             parts.append("skipped: " + ", ".join(f"{k} {v}" for k, v in d["skipped"].items()))
+        if d.get("frame_mismatches"):
+            parts.append(f"warning: for {d['frame_mismatches']} requests the adapter sent the query at another size "
+                         "than the hint's coordinates were written for: the adapter does not publish its resize rule "
+                         "(give it a sent_size(size) method); such texts are marked frame_mismatch")
         if d.get("pending"):
             parts.append(f"not answered yet: {d['pending']} (run the same command again to resume)")
         neg = d.get("negatives")
@@ -124,6 +128,7 @@ def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Seque
         "by_anomaly_type": groups("anomaly_type"),
         "reasons": dict(reasons),
         "pending": len(pos) - len(answered),
+        "frame_mismatches": sum(1 for j in answered if verdicts[j.rid].frame_mismatch),
         "skipped": {"anomalous without boxes": len(skipped)} if skipped else {},
         "rejections": rejections,
         "harness": harness_info(),

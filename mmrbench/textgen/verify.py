@@ -74,6 +74,8 @@ class Verdict:
     leaks: list[str] = field(default_factory=list)
     text: str | None = None  # the convention-neutral text, when kept
     detail: str = ""
+    #: the adapter sent the query at another size than the hint was written for (see hints.planned_sent_size)
+    frame_mismatch: bool = False
 
     @property
     def reason(self) -> str | None:
@@ -88,6 +90,8 @@ class Verdict:
             d["similarities"] = [round(v, 4) for v in self.similarities]
         if self.leaks:
             d["leaks"] = self.leaks
+        if self.frame_mismatch:
+            d["frame_mismatch"] = True
         return d
 
 
