@@ -6,6 +6,7 @@ turns such an error into an ``error`` line for that sample instead of stopping t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -13,6 +14,14 @@ from mmrbench.adapters.base import GenerationConfig, ImagePart, Message, Request
 from mmrbench.data.images import load_rgb
 from mmrbench.data.schema import Sample
 from mmrbench.prompts import VARIANTS, build_prompt
+
+
+@dataclass
+class FileImagePart(ImagePart):
+    """An image exactly as decoded from ``file`` (not drawn on, not resized): remote providers may
+    send the file's own bytes instead of re-encoding it."""
+
+    file: str | None = None
 
 
 def build_request(sample: Sample, root: str | Path, *, variant: str = "default",
@@ -25,7 +34,8 @@ def build_request(sample: Sample, root: str | Path, *, variant: str = "default",
         labels = (domain_labels or {}).get((sample.subdataset, sample.category), [])
     prompt = build_prompt(sample, variant, domain_labels=labels)
     root = Path(root)
-    parts: list = [ImagePart(load_rgb(root / rel, sample_id=sample.id), path=rel) for rel in prompt.images]
+    parts: list = [FileImagePart(load_rgb(root / rel, sample_id=sample.id), path=rel, file=str(root / rel))
+                   for rel in prompt.images]
     parts.append(TextPart(prompt.user))
     return Request(sample.id, [Message("system", prompt.system), Message("user", parts)],
                    config or GenerationConfig())

@@ -343,7 +343,7 @@ def run_eval(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | o
 
     counts = {"ok": 0, "refused": 0, "truncated": 0, "error": 0}
     bar = _progress(len(todo), card.name, opts.progress and not opts.quiet)
-    writer = PredictionWriter(pred_path)
+    writer = PredictionWriter(pred_path, fsync_interval_s=0.5)
     interrupted = False
     try:
         def record(pred: Prediction) -> None:

@@ -184,3 +184,23 @@ def test_retry_policy_units():
     seq = iter([Response(None, "error", retryable=True, retry_after_s=0.5), Response("x")])
     r = call_with_retry(lambda: next(seq), RetryPolicy(initial_s=0.01, jitter=False), sleep=waits.append)
     assert r.text == "x" and r.attempts == 2 and waits == [0.5]
+
+
+def test_unmodified_files_are_sent_as_their_own_bytes(server, tmp_path):
+    from mmrbench.requests_build import FileImagePart
+    png, jpg = tmp_path / "a.png", tmp_path / "b.jpg"
+    Image.new("RGB", (30, 20), "blue").save(png)
+    Image.new("RGB", (40, 10), "green").save(jpg, quality=80)
+    parts = [FileImagePart(Image.open(p).convert("RGB"), path=p.name, file=str(p)) for p in (png, jpg)]
+    req = Request("f", [Message("user", [*parts, TextPart("t")])])
+    m = OpenAIModel("gpt-4o", base_url=server.base_url, retry=FAST)
+    [r] = m.generate([req])
+    sent = server.requests[0].images
+    assert [mime for mime, _ in sent] == ["image/png", "image/jpeg"]
+    assert sent[0][1] == png.read_bytes() and sent[1][1] == jpg.read_bytes()
+    assert r.image_sizes == [[30, 20], [40, 10]]
+    # resizing, or an image without a source file (e.g. drawn on), is re-encoded
+    m = OpenAIModel("gpt-4o", base_url=server.base_url, retry=FAST, image_prep=ImagePrep(resize="max_side", max_side=20))
+    [r] = m.generate([req])
+    assert [mime for mime, _ in server.requests[1].images] == ["image/png", "image/png"]
+    assert r.image_sizes == [[20, 13], [20, 5]]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fake_openai_server import FakeOpenAIServer, Reply
-from runner_data import answer_for, digest_index, make_tiny_manifest, pixel_digest
+from runner_data import answer_for, bytes_index, digest_index, make_tiny_manifest, pixel_digest
 
 from mmrbench.adapters.retry import FAST
 from mmrbench.cards import parse_spec, with_overrides
@@ -33,12 +34,17 @@ def manifest(tmp_path) -> Path:
     return make_tiny_manifest(tmp_path / "data")
 
 
-def responder_for(manifest_path: Path, *, permanent: dict | None = None):
-    index = digest_index(manifest_path)
+def responder_for(manifest_path: Path, *, permanent: dict | None = None, by_bytes: bool = False):
+    index = bytes_index(manifest_path) if by_bytes else digest_index(manifest_path)
     permanent = permanent or {}
 
+    def key(req):
+        if by_bytes:
+            return hashlib.sha256(req.images[-1][1]).hexdigest()
+        return pixel_digest(req.pil_images()[-1])
+
     def respond(req):
-        sample = index.get(req.image_digests[-1]) if req.images else None
+        sample = index.get(key(req)) if req.images else None
         if sample is None:
             return Reply(status=400, body=b'{"error": {"message": "unknown image"}}')
         if sample.id in permanent:
@@ -246,3 +252,29 @@ def test_detector_spec_delegates_or_errors_clearly(manifest, tmp_path, monkeypat
     res = runner.run_eval(parse_spec("patchcore"), manifest, tmp_path / "pc",
                           EvalOptions(progress=False, quiet=True, device="cpu"))
     assert res == "RESULT" and calls["method"] == "patchcore" and calls["n"] == 16
+
+
+def test_eval_on_bundled_synthetic_benchmark(synth_small, tmp_path, monkeypatch):
+    """The acceptance command on the bundled benchmark: every test sample asked once, two images each
+    (reference first, sent as the files' own bytes), scored exactly like the same answers offline."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    m = read_manifest(synth_small)
+    tests = m.select(split="test")
+    with FakeOpenAIServer(responder_for(synth_small, by_bytes=True)) as srv:
+        rc = main(["eval", "--model", "openai:gpt-4o", "--base-url", srv.base_url, "--data", str(synth_small),
+                   "--out", str(tmp_path / "run"), "--concurrency", "8", "--no-progress"])
+        requests = list(srv.requests)
+    assert rc == 0
+    assert len(requests) == len(tests)
+    index = bytes_index(synth_small)
+    asked = []
+    for req in requests:
+        assert len(req.images) == 2
+        s = index[hashlib.sha256(req.images[1][1]).hexdigest()]
+        asked.append(s.id)
+        assert req.images[0][1] == m.resolve(s.reference).read_bytes()  # reference first
+    assert sorted(asked) == sorted(s.id for s in tests)
+    res = read_result(tmp_path / "run")
+    assert res.metrics == expected_metrics(synth_small)
+    assert set(res.dataset["subdatasets"]) == set(m.subdatasets)
+    assert res.dataset["manifest_sha256"] == m.sha256

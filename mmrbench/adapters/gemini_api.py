@@ -73,6 +73,8 @@ class GeminiModel(ModelAPI):
         self.thinking_budget = thinking_budget
         self.include_thoughts = include_thoughts
         genai = require("google.genai", "api", "the gemini provider")
+        from mmrbench.adapters.openai_api import quiet_http_logs
+        quiet_http_logs()
         self._types = genai.types
         self._errors = require("google.genai.errors", "api", "the gemini provider")
         if client is not None:
@@ -96,7 +98,7 @@ class GeminiModel(ModelAPI):
                 continue
             for p in m.parts:
                 if isinstance(p, ImagePart):
-                    data, mime, size = prepare(p.image, self.image_prep)
+                    data, mime, size = prepare(p.image, self.image_prep, getattr(p, "file", None))
                     sizes.append([int(size[0]), int(size[1])])
                     parts.append(types.Part.from_bytes(data=data, mime_type=mime))
                 elif isinstance(p, TextPart):

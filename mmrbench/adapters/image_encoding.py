@@ -72,9 +72,31 @@ def target_size(size: tuple[int, int], prep: ImagePrep) -> tuple[int, int]:
     return w, h
 
 
-def prepare(image: Image.Image, prep: ImagePrep) -> tuple[bytes, str, tuple[int, int]]:
-    """Resize as configured and encode; returns ``(bytes, mime_type, (width, height) sent)``."""
+def _sniff(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    return None
+
+
+def prepare(image: Image.Image, prep: ImagePrep, source_file: str | None = None) -> tuple[bytes, str, tuple[int, int]]:
+    """Resize as configured and encode; returns ``(bytes, mime_type, (width, height) sent)``.
+
+    ``source_file`` is the file ``image`` was decoded from, unmodified: when no resize is needed and
+    it is already PNG or JPEG, its bytes are sent as they are (no re-encoding cost, no quality
+    change). Callers that drew on the image must not pass it.
+    """
     size = target_size(image.size, prep)
+    if source_file is not None and size == image.size:
+        try:
+            with open(source_file, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b""
+        mime = _sniff(data)
+        if mime is not None:
+            return data, mime, image.size
     im = image if size == image.size else image.resize(size, Image.BICUBIC)
     if im.mode not in ("RGB", "L"):
         im = im.convert("RGB")

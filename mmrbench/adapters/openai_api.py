@@ -28,6 +28,18 @@ OFFICIAL_HOST = "api.openai.com"
 DUMMY_KEY = "EMPTY"  # what vLLM / LMDeploy / SGLang accept when started without --api-key
 
 
+def quiet_http_logs() -> None:
+    """The HTTP libraries log every request at INFO; a 100k-sample run would print 100k lines. Keep
+    them at WARNING unless the user asked for debug output (``mmrbench -v``)."""
+    import logging
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in ("httpx", "httpx2", "openai", "google_genai"):
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET:
+            lg.setLevel(logging.WARNING)
+
+
 def is_official(base_url: str | None) -> bool:
     if not base_url:
         return True
@@ -96,6 +108,7 @@ class OpenAIModel(ModelAPI):
             key = resolve_api_key(api_key_env, base_url, require_key)
             self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout_s)
         self._openai = require("openai", "api", "the openai provider")
+        quiet_http_logs()
 
     # -- request mapping -------------------------------------------------------------------------
     def build_messages(self, request: Request) -> tuple[list[dict], list[list[int]]]:
@@ -112,7 +125,7 @@ class OpenAIModel(ModelAPI):
             parts: list[dict] = []
             for p in m.content:
                 if isinstance(p, ImagePart):
-                    data, mime, size = prepare(p.image, self.image_prep)
+                    data, mime, size = prepare(p.image, self.image_prep, getattr(p, "file", None))
                     sizes.append([int(size[0]), int(size[1])])
                     image_url: dict[str, Any] = {"url": data_url(data, mime)}
                     if self.image_detail:
