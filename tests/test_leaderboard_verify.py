@@ -130,6 +130,13 @@ def test_detector_results_rescore_at_the_oracle_threshold(tmp_path, bench):
     mixed = rescore(result, manifest, preds)
     assert mixed["subdatasets"]["MVTecAD"] == r05["subdatasets"]["MVTecAD"]
     assert mixed["subdatasets"]["VisA"]["loc"]["recall"] == 0.0 < r05["subdatasets"]["VisA"]["loc"]["recall"]
+    # per-category oracle thresholds: the most specific key wins
+    result["detector"]["threshold_oracle"] = {"MVTecAD": 0.5, "MVTecAD/screw": 0.7, "VisA": 0.5}
+    per_cat = rescore(result, manifest, preds)
+    cats = {c["category"]: c for c in per_cat["subdatasets"]["MVTecAD"]["categories"]}
+    cats05 = {c["category"]: c for c in r05["subdatasets"]["MVTecAD"]["categories"]}
+    assert cats["bottle"] == cats05["bottle"] and cats["screw"]["loc"]["recall"] == 0.0
+    assert per_cat["subdatasets"]["VisA"] == r05["subdatasets"]["VisA"]
 
 
 def test_submit_stores_verified_run_and_rejects_tampered(tmp_path, bench):

@@ -23,7 +23,8 @@ from mmrbench.errors import MMRBenchError
 from mmrbench.leaderboard.reference import KIND_TITLES, KINDS, SUBDATASETS, TABLE4
 from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.leaderboard.verify import (REPORTED, VERIFIED, detector_threshold, find_manifest,
-                                         find_predictions, load_predictions, scored_samples, verify_entry)
+                                         decisions_for, find_predictions, load_predictions, scored_samples,
+                                         verify_entry)
 
 log = logging.getLogger(__name__)
 METRICS = ("accuracy", "recall", "precision")
@@ -94,7 +95,7 @@ def viewer_samples(result: dict[str, Any], manifest, preds, limit: int) -> list[
         decision, boxes, response = None, [], None
         if p is not None:
             try:
-                d = decision_from_prediction(p, s, detector_threshold(result, s.subdataset))
+                d = decision_from_prediction(p, s, detector_threshold(result, s.subdataset, s.category))
                 decision, boxes = d.decision, [list(b) for b in d.boxes] if d.decision else []
             except MMRBenchError as exc:
                 response = f"[cannot score this line: {exc}]"
@@ -173,10 +174,7 @@ def build_board(results_dir: str | os.PathLike, *, manifest_stores: Iterable[str
                     manifest = read_manifest(man_path, check_files=False)
                     preds, _ = load_predictions(pred_path)
                     samples = scored_samples(result, manifest)
-                    per = {}
-                    for sub in {s.subdataset for s in samples}:
-                        per.update(per_image_counts([s for s in samples if s.subdataset == sub], preds,
-                                                    threshold=detector_threshold(result, sub)))
+                    per = per_image_counts(samples, decisions=decisions_for(result, samples, preds))
                     if resamples > 0:
                         entry["ci"] = ci_to_json(bootstrap_ci(per, resamples=resamples, seed=seed), resamples, seed)
                     entry["samples"] = viewer_samples(result, manifest, preds, samples_per_run)

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 from mmrbench.errors import MMRBenchError
 from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.leaderboard.stats import DEFAULT_RESAMPLES, PairedRow, paired_compare, per_image_counts
-from mmrbench.leaderboard.verify import (detector_threshold, find_manifest, find_predictions, load_predictions,
+from mmrbench.leaderboard.verify import (decisions_for, find_manifest, find_predictions, load_predictions,
                                          scored_samples)
 
 
@@ -25,11 +25,7 @@ def _load_run(run_dir: str | os.PathLike) -> tuple[dict[str, Any], list]:
 
 def _per_image(result, manifest, preds):
     samples = scored_samples(result, manifest)
-    out = {}
-    for sub in sorted({s.subdataset for s in samples}):
-        out.update(per_image_counts([s for s in samples if s.subdataset == sub], preds,
-                                    threshold=detector_threshold(result, sub)))
-    return out
+    return per_image_counts(samples, decisions=decisions_for(result, samples, preds))
 
 
 def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike, *, manifest: str | os.PathLike | None = None,

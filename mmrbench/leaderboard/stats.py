@@ -37,17 +37,20 @@ class PerImage:
     loc: list[np.ndarray]  # per category: (n, 3) int [tp, fp, fn]
 
 
-def per_image_counts(samples: Iterable[Sample], predictions: Iterable[Prediction], *,
-                     threshold: float | None = None, iou_threshold: float = LOC_IOU) -> dict[str, PerImage]:
+def per_image_counts(samples: Iterable[Sample], predictions: Iterable[Prediction] = (), *,
+                     threshold: float | None = None, iou_threshold: float = LOC_IOU,
+                     decisions: dict[str, Decision] | None = None) -> dict[str, PerImage]:
     """Per-image detection/localization counts, exactly as :func:`mmrbench.scoring.score_predictions`
-    counts them (a sample without prediction is missing and wrong)."""
+    counts them (a sample without prediction is missing and wrong). ``decisions`` (id -> Decision)
+    replaces ``predictions`` when the caller already made them (per-category detector thresholds)."""
     samples = list(samples)
-    by_id = {s.id: s for s in samples}
-    decisions: dict[str, Decision] = {}
-    for p in predictions:
-        s = by_id.get(p.id)
-        if s is not None and p.id not in decisions:
-            decisions[p.id] = decision_from_prediction(p, s, threshold)
+    if decisions is None:
+        by_id = {s.id: s for s in samples}
+        decisions = {}
+        for p in predictions:
+            s = by_id.get(p.id)
+            if s is not None and p.id not in decisions:
+                decisions[p.id] = decision_from_prediction(p, s, threshold)
     groups: dict[str, dict[str, list]] = {}
     for s in sorted(samples, key=lambda s: (s.subdataset, s.category)):
         g = groups.setdefault(s.subdataset, {}).setdefault(s.category, [[], [], []])

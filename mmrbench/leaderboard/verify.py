@@ -140,15 +140,32 @@ def _sha256_file(p: Path) -> str:
     return h.hexdigest()
 
 
-def detector_threshold(result: dict[str, Any], subdataset: str) -> float | None:
-    """Threshold a classical-detector result was scored at (the oracle one by protocol), if any."""
+def detector_threshold(result: dict[str, Any], subdataset: str, category: str | None = None) -> float | None:
+    """Threshold a classical-detector result was scored at (the oracle one by protocol), if any.
+
+    ``detector.threshold_oracle`` is one number, or a mapping keyed by ``"<subdataset>/<category>"``
+    and/or ``"<subdataset>"`` (the most specific key wins).
+    """
     det = result.get("detector")
     if not isinstance(det, dict):
         return None
     t = det.get("threshold_oracle")
     if isinstance(t, dict):
-        t = t.get(subdataset)
+        t = t.get(f"{subdataset}/{category}", t.get(subdataset)) if category is not None else t.get(subdataset)
     return float(t) if isinstance(t, (int, float)) and not isinstance(t, bool) else None
+
+
+def decisions_for(result: dict[str, Any], samples, preds: list[Prediction]) -> dict:
+    """Per-sample decisions as the scorer makes them, at each sample's detector threshold."""
+    from mmrbench.scoring import decision_from_prediction
+
+    by_id = {x.id: x for x in samples}
+    out = {}
+    for p in preds:
+        x = by_id.get(p.id)
+        if x is not None and p.id not in out:
+            out[p.id] = decision_from_prediction(p, x, detector_threshold(result, x.subdataset, x.category))
+    return out
 
 
 def scored_samples(result: dict[str, Any], manifest: Manifest):
@@ -170,24 +187,15 @@ def scored_samples(result: dict[str, Any], manifest: Manifest):
 def rescore(result: dict[str, Any], manifest: Manifest, preds: list[Prediction]) -> dict[str, Any]:
     """Score ``preds`` exactly as the result says it was scored; returns ``ScoreReport.to_json()``.
 
-    Same samples as the run (:func:`scored_samples`); a detector result with one oracle threshold per
-    subdataset is scored subdataset by subdataset.
+    Same samples as the run (:func:`scored_samples`); detector lines at their oracle threshold
+    (one, per subdataset, or per category).
     """
-    from mmrbench.scoring import score_predictions
+    from mmrbench.scoring import score_decisions
 
-    det = result.get("detector") if isinstance(result.get("detector"), dict) else {}
     iou = (result.get("metrics") or {}).get("iou_threshold")
     kw = {"iou_threshold": float(iou)} if isinstance(iou, (int, float)) and not isinstance(iou, bool) else {}
     samples = scored_samples(result, manifest)
-    if not isinstance(det.get("threshold_oracle"), dict):
-        return score_predictions(samples, preds, threshold=detector_threshold(result, ""), **kw).to_json()
-    out: dict[str, Any] = {"iou_threshold": None, "subdatasets": {}}
-    for sub in sorted({x.subdataset for x in samples}):
-        rep = score_predictions([x for x in samples if x.subdataset == sub], preds,
-                                threshold=detector_threshold(result, sub), **kw).to_json()
-        out["iou_threshold"] = rep["iou_threshold"]
-        out["subdatasets"].update(rep["subdatasets"])
-    return out
+    return score_decisions(samples, decisions_for(result, samples, preds), **kw).to_json()
 
 
 def compare_metrics(claimed: dict[str, Any], recomputed: dict[str, Any], tol: float = TOLERANCE) -> list[str]:
