@@ -169,6 +169,8 @@ def check_outcome(out: Path, report: dict, *, negatives: bool):
             for t in negs:
                 assert parse_answer(t).decision is (label == "normal")  # contradicts the label
         assert report["negatives"]["kept"] == 18 and report["negatives"]["reasons"]["wrong_decision"] == 2
+        assert sorted(r["id"] for r in report["negatives"]["rejections"]) == [
+            f"{by_key['part02'].id}#neg0", f"{by_key['part02'].id}#neg1"]
     return m
 
 

@@ -154,6 +154,11 @@ def test_each_failure_has_its_reason(text, reason):
     assert not v.kept and v.reason == reason and v.text is None
 
 
+def test_rejection_detail_says_how_far_off_a_box_was():
+    v = verify_text(anomalous(), yes((30, 20, 70, 60, "scratch")), frame=PIX, similarity=fake_similarity)
+    assert v.reason == "box_iou_low" and "best IoU of the unmatched: 0.33" in v.detail  # 20*40 / (60*40)
+
+
 def test_status_failures_are_reasons_too():
     assert verify_text(anomalous(), None, frame=PIX, status="error").reason == "api_error"
     assert verify_text(anomalous(), yes((10, 20, 50, 60, "scratch")), frame=PIX, status="truncated").reason == "no_answer"

@@ -107,10 +107,12 @@ def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Seque
 
     neg_reasons = Counter({r: 0 for r in ("api_error", "no_answer", "wrong_decision", "hint_leak")})
     neg_answered = [j for j in neg if j.rid in verdicts]
+    neg_rejections = []
     for j in neg_answered:
         v = verdicts[j.rid]
         if not v.kept:
             neg_reasons[v.reason] += 1
+            neg_rejections.append({"id": j.rid, **v.to_json()})
     desc = model.describe() if hasattr(model, "describe") else {}
     data: dict[str, Any] = {
         "generator": generator_name(model),
@@ -136,5 +138,5 @@ def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Seque
     }
     if neg:
         data["negatives"] = {"total": len(neg_answered), "kept": sum(verdicts[j.rid].kept for j in neg_answered),
-                             "requested": len(neg), "reasons": dict(neg_reasons)}
+                             "requested": len(neg), "reasons": dict(neg_reasons), "rejections": neg_rejections}
     return TextgenReport(data)

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from mmrbench.coords import from_original, to_original
 from mmrbench.data.schema import Box, Sample
-from mmrbench.geometry import match_boxes
+from mmrbench.geometry import iou_matrix, match_boxes
 from mmrbench.parsing import parse_answer
 from mmrbench.prompts import format_answer
 from mmrbench.textgen.leak import find_leaks
@@ -185,7 +185,11 @@ def verify_text(sample: Sample, text: str | None, *, frame: Frame,
             v.ious = [by_pred[p][1] for p in sorted(by_pred)]
             if len(matches) < len(refs):
                 v.reasons.append("box_iou_low")
-                v.detail = f"{len(refs) - len(matches)} of {len(refs)} boxes not matched at IoU > {iou_threshold:g}"
+                matched_g = {g for _, g, _ in matches}
+                best = iou_matrix(v.boxes, refs).max(axis=0)
+                worst = ", ".join(f"{best[g]:.2f}" for g in range(len(refs)) if g not in matched_g)
+                v.detail = (f"{len(refs) - len(matches)} of {len(refs)} boxes not matched at IoU > {iou_threshold:g} "
+                            f"(best IoU of the unmatched: {worst})")
             else:
                 gt_order = [by_pred[p][0] for p in range(len(v.boxes))]
                 if similarity is None:
