@@ -370,3 +370,23 @@ def test_hf_provider_batches_and_hint_frame(tmp_path):
     assert len(raw) == 3 and all(d["image_sizes"][-1] == list(planned) == d["planned_size"] for d in raw)
     assert rep["frame_mismatches"] == 0 and rep["overall"]["total"] == 3
     assert rep["overall"]["kept"] == 0 and sum(rep["reasons"].values()) == 3
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    from mmrbench.cli import main
+
+    data = build_manifest(tmp_path / "data")
+    cases = [
+        (["--model", "nosuch:model"], "unknown model"),
+        (["--model", "patchcore"], "needs a model that writes text"),
+        (["--model", "openai:x", "--base-url", "http://127.0.0.1:9/v1", "--concurrency", "0"], "--concurrency"),
+        (["--model", "openai:x", "--base-url", "http://127.0.0.1:9/v1", "--out", str(data)], "must differ"),
+    ]
+    for extra, msg in cases:
+        argv = ["data", "textgen", "--data", str(data), "--out", str(tmp_path / "o.jsonl"), "--no-progress"] + extra
+        assert main(argv) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1, err
+    assert main(["data", "textgen", "--model", "openai:x", "--data", str(tmp_path / "missing.jsonl"),
+                 "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "manifest not found" in capsys.readouterr().err
