@@ -40,6 +40,8 @@ def test_harness_result_is_valid(run):
      "$.metrics.subdatasets.VisA.categories[0].det.accuracy", "[0, 1]"),
     (lambda d: d.update(detector={"threshold_oracle": 2}), "$.detector.threshold_oracle", "[0, 1]"),
     (lambda d: d.update(metrics={"subdatasets": {}}), "$.metrics.subdatasets", "non-empty"),
+    (lambda d: d["metrics"]["subdatasets"].update({"</script>": d["metrics"]["subdatasets"]["VisA"]}),
+     '$.metrics.subdatasets["</script>"]', "subdataset names are letters"),
 ])
 def test_bad_fields_are_named_by_json_path(run, edit, path, words):
     d = json.loads((run[0] / "result.json").read_text())

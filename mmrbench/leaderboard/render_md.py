@@ -47,7 +47,7 @@ def _table(entries: list[dict[str, Any]], subdatasets: list[str]) -> str:
                "Status": BADGES.get(e["status"], md_escape(e["status"]))}
         for sub in subdatasets:
             for m in METRICS:
-                row[f"{sub} {METRIC_TITLES[m]}"] = cell((e["cells"].get(sub) or {}).get(m))
+                row[f"{md_escape(sub)} {METRIC_TITLES[m]}"] = cell((e["cells"].get(sub) or {}).get(m))
         rows.append(row)
     df = pd.DataFrame(rows)
     return df.to_markdown(index=False, disable_numparse=True)

@@ -24,6 +24,8 @@ MAX_RESULT_BYTES = 8 * 1024 * 1024
 MAX_NAME_CHARS = 200
 MAX_NOTES_CHARS = 20_000
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+#: subdataset names become table columns: plain words only
+SUBDATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}$")
 METRIC_NAMES = ("accuracy", "recall", "precision")
 KNOWN_KEYS = {"schema_version", "protocol", "model", "dataset", "metrics", "predictions_sha256", "harness",
               "date", "provenance", "notes"}
@@ -230,6 +232,10 @@ def validate_result(d: Any) -> list[Issue]:
         else:
             for name, block in subs_m.items():
                 path = f"$.metrics.subdatasets.{name}"
+                if not SUBDATASET_RE.match(name):
+                    c.err(f"$.metrics.subdatasets[{json.dumps(name)[:70]}]",
+                          "subdataset names are letters, digits, space, _ . + - (at most 64 characters)")
+                    continue
                 _check_metric_block(c, block, path, nullable=reported)
                 if isinstance(block, dict) and "categories" in block:
                     cats = block["categories"]
