@@ -278,3 +278,36 @@ def test_eval_on_bundled_synthetic_benchmark(synth_small, tmp_path, monkeypatch)
     assert res.metrics == expected_metrics(synth_small)
     assert set(res.dataset["subdatasets"]) == set(m.subdatasets)
     assert res.dataset["manifest_sha256"] == m.sha256
+
+
+def test_ctrl_c_leaves_a_resumable_run(manifest, tmp_path):
+    from mmrbench.adapters.base import ModelAPI, Response
+
+    class Interrupting(ModelAPI):
+        provider = "scripted"
+        max_concurrency = 1
+
+        def __init__(self, stop_at):
+            super().__init__("m")
+            self.calls, self.stop_at = 0, stop_at
+
+        def generate(self, requests):
+            self.calls += 1
+            if self.calls == self.stop_at:
+                raise KeyboardInterrupt
+            return [Response("<answer>No.</answer>", image_sizes=[[48, 40], [48, 40]]) for _ in requests]
+
+    card = parse_spec("openai:m")
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(card, manifest, out, EvalOptions(concurrency=1, progress=False, quiet=True), model=Interrupting(6))
+    assert json.loads((out / "run.json").read_text())["state"] == "interrupted"
+    assert not (out / "result.json").exists()
+    first = [json.loads(line)["id"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(first) == 5
+    again = Interrupting(10 ** 6)
+    res = run_eval(card, manifest, out, EvalOptions(concurrency=1, progress=False, quiet=True), model=again)
+    assert again.calls == 16 - 5
+    ids = [json.loads(line)["id"] for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(ids) == sorted(s.id for s in read_manifest(manifest).select(split="test"))
+    assert sum(v["missing"] for v in res.metrics["subdatasets"].values()) == 0
