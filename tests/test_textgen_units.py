@@ -42,6 +42,7 @@ THINK = "<think>Compared with the reference, the thread shows a thin bright line
     "Consistent with the ground truth, ...", "The region highlighted in red shows a stain.",
     "The prompt says the sample is abnormal.", "I was told this is defective.", "the marked region is darker",
     "the coordinates provided match the crack", "As stated in the instructions, there is a hole.",
+    "As hinted, the region is defective.", "The hints point to a crack.",
 ])
 def test_leak_check_flags_mentions_of_the_hint(text):
     assert find_leaks(text), text
@@ -51,7 +52,8 @@ def test_leak_check_flags_mentions_of_the_hint(text):
     "The red conductor is displaced towards the blue one.", "A marked discoloration appears on the surface.",
     "Compared with the reference image, the second image shows a scratch at the top left.",
     "There is a crack; its bounding box is [10, 20, 50, 60].", "The screw head is given a slight tilt.",
-    "The highlight on the metal is specular, not a defect.",
+    "The highlight on the metal is specular, not a defect.", "There is a faint hint of rust near the rim.",
+    "The uneven gloss hinted at a shallow dent.",
 ])
 def test_leak_check_leaves_natural_reasoning_alone(text):
     assert find_leaks(text) == [], text

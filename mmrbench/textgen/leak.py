@@ -19,7 +19,8 @@ _PATTERNS: list[tuple[str, str]] = [
                 r"|markings?|marks?|markers?|annotations?|overlays?|highlights?)\b"),
     ("in red", r"\b(?:marked|highlighted|outlined|annotated|boxed|circled|framed|drawn|indicated|enclosed)\s+"
                r"(?:in|with|by)\s+(?:a\s+|the\s+)?red\b"),
-    ("hint", r"\bhint(?:s|ed)?\b"),
+    # "a hint of rust" and "the texture hinted at a crack" are ordinary English, not the hint
+    ("hint", r"\bhints?\b(?!\s+of\b)|\b(?:as|was|were|is)\s+hinted\b"),
     ("given coordinates", r"\b(?:given|provided|supplied|specified|prescribed)\s+"
                           r"(?:bounding[\s-]+)?(?:coordinates?|bbox(?:es)?|box(?:es)?|regions?|locations?|"
                           r"positions?|labels?|annotations?|answers?)\b"),
