@@ -20,6 +20,7 @@ given to the vision tower (``image_grid_thw`` x patch size) is returned in
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,12 @@ def group_sizes(sizes: list[tuple[int, int]], counts: list[int]) -> list[list[li
     return out
 
 
+def _transformers_at_least(transformers: Any, major: int, minor: int) -> bool:
+    parts = re.findall(r"\d+", getattr(transformers, "__version__", "0.0"))[:2]
+    got = tuple(int(p) for p in parts) + (0,) * (2 - len(parts))
+    return got >= (major, minor)
+
+
 @dataclass
 class _Loaded:
     model: Any
@@ -173,7 +180,8 @@ class HFModel(ModelAPI):
                 raise ConfigError(f"unknown dtype '{dtype}' (known: auto, {', '.join(sorted(_DTYPES))})")
             dtype = getattr(torch, _DTYPES[dtype])
         self.dtype_name = str(dtype).replace("torch.", "")
-        kw: dict[str, Any] = {"dtype": dtype}
+        # transformers >= 4.56 names it ``dtype``; older releases only know ``torch_dtype``
+        kw: dict[str, Any] = {"dtype" if _transformers_at_least(transformers, 4, 56) else "torch_dtype": dtype}
         if device_map is not None:
             kw["device_map"] = device_map
         if attn:

@@ -25,6 +25,9 @@ What is inside, and why:
 * vision: patch 4, merge 2 (so images are resized to multiples of 8), 16x16 to 64x64 pixels.
   The PIL image processor is used: no torchvision.
 * text: hidden 64, 2 layers, 4 heads (2 KV heads), M-RoPE sections [2, 3, 3].
+
+Needs transformers >= 5 (the config uses ``rope_parameters``; the processor path relies on
+``mm_token_type_ids``).
 """
 from __future__ import annotations
 
@@ -96,12 +99,16 @@ def build_tokenizer():
 
 
 def build_processor(tokenizer=None):
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    try:  # transformers 5: the PIL backend class (the default one would need torchvision)
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import \
+            Qwen2VLImageProcessorPil as ImageProcessor
+    except ImportError:  # pragma: no cover - transformers 4.x: the slow processor is PIL-based
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
 
     from mmrbench.adapters.qwen_vision import image_only_processor_class
 
     tokenizer = tokenizer or build_tokenizer()
-    image_processor = Qwen2VLImageProcessorPil(
+    image_processor = ImageProcessor(
         patch_size=PATCH_SIZE, merge_size=MERGE_SIZE, temporal_patch_size=2,
         min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS,
     )
