@@ -81,6 +81,17 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter], d: Dist) -> None:
         off += n
 
 
+def broadcast_params(params: Iterable[torch.nn.Parameter], d: Dist) -> None:
+    """Start every rank from rank 0's trainable weights (a fresh LoRA is randomly initialised)."""
+    if not d.enabled:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.requires_grad:
+            dist.broadcast(p.data, src=0)
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         import torch.distributed as dist

@@ -31,7 +31,7 @@ from mmrbench.train.collate import prompt_inputs
 from mmrbench.train.common import load_builder, write_run_info
 from mmrbench.train.contrastive import NegativeSource, all_positive
 from mmrbench.train.data import Example, ExampleBuilder
-from mmrbench.train.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, shard
+from mmrbench.train.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, broadcast_params, shard
 from mmrbench.train.grpo_math import group_advantages, grpo_loss
 from mmrbench.train.policy import Policy, load_policy, make_optimizer
 from mmrbench.train.recipe import Recipe
@@ -76,9 +76,11 @@ class GRPOTrainer:
         self.out = Path(out_dir)
         self.dist = dist or Dist()
         self.progress = progress
-        torch.manual_seed(self.cfg.seed * 1000 + self.dist.rank)
+        torch.manual_seed(self.cfg.seed)  # same fresh-LoRA initialisation on every rank
         self.policy = policy or load_policy(recipe.model, recipe.lora, init_adapter=self.cfg.init_adapter,
                                             local_rank=self.dist.local_rank)
+        broadcast_params(self.policy.trainable_parameters(), self.dist)
+        torch.manual_seed(self.cfg.seed * 1000 + self.dist.rank + 1)  # rollouts differ per rank
         disable_dropout(self.policy.model)
         self.builder: ExampleBuilder = load_builder(recipe, self.policy.processor)
         if negatives_api is None and self.cfg.contrastive and self.cfg.negatives_model:

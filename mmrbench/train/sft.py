@@ -19,7 +19,7 @@ import torch
 from mmrbench.train import checkpoint as ck
 from mmrbench.train.collate import IGNORE_INDEX, sft_batch
 from mmrbench.train.common import load_builder, write_run_info
-from mmrbench.train.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, shard
+from mmrbench.train.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, broadcast_params, shard
 from mmrbench.train.policy import Policy, load_policy, make_optimizer, to_device
 from mmrbench.train.recipe import Recipe
 
@@ -77,8 +77,10 @@ def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, re
     dist = dist or Dist()
     cfg = recipe.train
     out = Path(out_dir)
-    torch.manual_seed(cfg.seed + dist.rank)
+    torch.manual_seed(cfg.seed)  # same LoRA initialisation on every rank ...
     policy = load_policy(recipe.model, recipe.lora, local_rank=dist.local_rank)
+    broadcast_params(policy.trainable_parameters(), dist)  # ... and made certain
+    torch.manual_seed(cfg.seed * 1000 + dist.rank + 1)  # dropout differs per rank
     builder = load_builder(recipe, policy.processor)
     n = len(builder)
     per_epoch = math.ceil(n / cfg.batch_size)
