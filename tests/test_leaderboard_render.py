@@ -128,4 +128,5 @@ def test_build_cli_and_committed_board_is_current(tmp_path, capsys):
     assert "entries" in capsys.readouterr().out
     built = (out / "LEADERBOARD.md").read_text()
     committed = root / "leaderboard" / "LEADERBOARD.md"
-    assert committed.is_file() and committed.read_text() == built
+    assert committed.is_file() and committed.read_text() == built, (
+        "leaderboard/LEADERBOARD.md is stale: run `mmrbench leaderboard build --results results --out leaderboard`")
