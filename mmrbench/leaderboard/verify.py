@@ -11,6 +11,7 @@ Predictions are untrusted: read with size limits, parsed as JSON only, never eva
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -133,6 +134,15 @@ def find_manifest(sha256: str, *, manifest: str | os.PathLike | None = None,
 
 
 def _sha256_file(p: Path) -> str:
+    st = p.stat()
+    return _sha256_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
+    """Hash of a file, cached by (path, mtime, size): a board build looks every entry's manifest up
+    in the same stores, which would otherwise hash the same files once per entry."""
+    p = Path(path)
     h = hashlib.sha256()
     with open(p, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
