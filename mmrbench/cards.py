@@ -204,6 +204,8 @@ def with_overrides(card: ModelCard, *, base_url: str | None = None, concurrency:
     changes: dict[str, Any] = {}
     if base_url:
         changes["base_url"] = base_url
+        if base_url != card.base_url:
+            changes["require_key"] = None  # another server: a key is required only by official endpoints
     if concurrency:
         changes["concurrency"] = concurrency
     if batch_size:

@@ -274,6 +274,12 @@ class _DaemonPool:
                 self.outq.put((item, None, exc))
 
     def close(self) -> None:
+        """Drop work not yet started (after Ctrl-C nothing new is sent), then stop the workers."""
+        while True:
+            try:
+                self.inq.get_nowait()
+            except queue.Empty:
+                break
         for _ in self.threads:
             self.inq.put(self._STOP)
 

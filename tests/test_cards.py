@@ -83,8 +83,7 @@ def test_create_model_passes_card_settings(monkeypatch):
     monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="DASHSCOPE_API_KEY"):
         create_model(parse_spec("qwen-qvq-max"))
-    c = with_overrides(parse_spec("qwen-qvq-max"), base_url="http://127.0.0.1:1/v1")
-    c = c.__class__(**{**c.__dict__, "require_key": None})
+    c = with_overrides(parse_spec("qwen-qvq-max"), base_url="http://127.0.0.1:1/v1")  # a local server: no key needed
     m = create_model(c)
     assert m.stream and m.image_prep.resize == "smart" and m.max_concurrency == 4
     kw = model_kwargs(parse_spec("anomaly-r1-7b"))
