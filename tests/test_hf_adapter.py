@@ -243,3 +243,21 @@ def test_cli_eval_hf_tiny_model(tiny_dir, synth_small, tmp_path):
     subsets = result["metrics"]["subdatasets"]
     assert sum(v["n"] for v in subsets.values()) == 4
     assert sum(v["invalid"] for v in subsets.values()) == 4
+
+
+def test_checkpoint_generation_config_never_leaks(tmp_path):
+    """Qwen2.5-VL ships top_k=1 / top_p=0.001 / repetition_penalty=1.05 in generation_config.json;
+    a declared sampling protocol must not inherit them (nor greedy inherit do_sample=True)."""
+    import json
+
+    d = build_tiny_qwen25vl(tmp_path / "qwenlike", seed=0)
+    gc = json.loads((d / "generation_config.json").read_text())
+    gc.update(top_k=1, top_p=0.001, repetition_penalty=1.05, do_sample=True, temperature=0.1)
+    (d / "generation_config.json").write_text(json.dumps(gc))
+    plain = build_tiny_qwen25vl(tmp_path / "plain", seed=0)
+    m, ref = create_model("hf", str(d)), create_model("hf", str(plain))
+    ims = (_img(48, 48, 0), _img(48, 48, 1))
+    greedy = _req("g", *ims, max_new_tokens=10)
+    assert m.generate([greedy])[0].text == ref.generate([greedy])[0].text
+    sampled = {m.generate([_req("s", *ims, temperature=1.5, max_new_tokens=10, seed=s)])[0].text for s in range(4)}
+    assert len(sampled) > 1  # with the checkpoint's top_k=1 every seed would give the greedy text
