@@ -141,6 +141,9 @@ def prediction_from_response(sample_id: str, resp: Any, convention: str, attempt
     extra: dict[str, Any] = {}
     if attempts and attempts > 1:
         extra["attempts"] = attempts
+    reasoning = getattr(resp, "reasoning", None)
+    if isinstance(reasoning, str) and reasoning:
+        extra["reasoning_content"] = reasoning
     status = resp.status if resp.status in ("ok", "refused", "truncated", "error") else "error"
     return Prediction(id=sample_id, response=resp.text, status=status, error=resp.error,
                       image_sizes=resp.image_sizes or None, convention=convention,

@@ -200,6 +200,9 @@ class FakeOpenAIServer:
                 pieces = [text[i:i + 7] for i in range(0, len(text), 7)] or [""]
                 events.append({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                     "finish_reason": None}]})
+                if reply.reasoning_content:
+                    events.append({**base, "choices": [{"index": 0, "delta": {"reasoning_content": reply.reasoning_content},
+                                                        "finish_reason": None}]})
                 for piece in pieces:
                     events.append({**base, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
                 events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply.finish_reason}]})

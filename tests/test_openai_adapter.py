@@ -204,3 +204,14 @@ def test_unmodified_files_are_sent_as_their_own_bytes(server, tmp_path):
     [r] = m.generate([req])
     assert [mime for mime, _ in server.requests[1].images] == ["image/png", "image/png"]
     assert r.image_sizes == [[20, 13], [20, 5]]
+
+
+def test_reasoning_content_kept_beside_the_answer(server, tmp_path):
+    server.enqueue(Reply("<answer>No.</answer>", reasoning_content="I compared both images."))
+    [r] = OpenAIModel("m", base_url=server.base_url, retry=FAST).generate([request()])
+    assert r.text == "<answer>No.</answer>" and r.reasoning == "I compared both images."
+    server.enqueue(Reply("<answer>No.</answer>", reasoning_content="streamed thoughts"))
+    [r] = OpenAIModel("qvq", base_url=server.base_url, retry=FAST, stream=True).generate([request()])
+    assert r.text == "<answer>No.</answer>" and r.reasoning == "streamed thoughts"
+    from mmrbench.runner import prediction_from_response
+    assert prediction_from_response("s", r, "pixel").to_json()["reasoning_content"] == "streamed thoughts"

@@ -189,7 +189,8 @@ class OpenAIModel(ModelAPI):
             text = None
         return text, status, err, usage
 
-    def _collect_stream(self, stream: Any) -> tuple[str | None, str, str | None, Usage | None]:
+    def _collect_stream(self, stream: Any, reasoning: list[str] | None = None
+                        ) -> tuple[str | None, str, str | None, Usage | None]:
         texts: list[str] = []
         refusal: list[str] = []
         finish = None
@@ -204,6 +205,9 @@ class OpenAIModel(ModelAPI):
                         texts.append(delta.content)
                     if getattr(delta, "refusal", None):
                         refusal.append(delta.refusal)
+                    rc = getattr(delta, "reasoning_content", None)
+                    if isinstance(rc, str) and rc and reasoning is not None:
+                        reasoning.append(rc)
                 if getattr(ch, "finish_reason", None):
                     finish = ch.finish_reason
         status, err = _status(finish, "".join(refusal) or None)
@@ -221,11 +225,18 @@ class OpenAIModel(ModelAPI):
             return Response(None, "error", f"cannot encode image: {exc}")
         try:
             result = self._client.chat.completions.create(**self.request_kwargs(request, messages))
+            reasoning: list[str] = []
             if self.stream:
-                text, status, err, usage = self._collect_stream(result)
+                text, status, err, usage = self._collect_stream(result, reasoning)
             else:
                 text, status, err, usage = self.map_completion(result)
-            return Response(text, status, err, usage, time.perf_counter() - t0, sizes)
+                reasoning.append(_reasoning_of(result))
+            resp = Response(text, status, err, usage, time.perf_counter() - t0, sizes)
+            if any(reasoning):
+                # servers that split reasoning from the answer (DashScope QVQ, vLLM reasoning parsers):
+                # kept beside the answer for inspection, never parsed for the decision
+                resp.reasoning = "".join(r for r in reasoning if r)  # type: ignore[attr-defined]
+            return resp
         except oa.APITimeoutError:
             return Response(None, "error", f"timeout after {self.timeout_s:g} s", None,
                             time.perf_counter() - t0, sizes, retryable=True)
@@ -267,6 +278,14 @@ class OpenAIModel(ModelAPI):
         close = getattr(self._client, "close", None)
         if callable(close):
             close()
+
+
+def _reasoning_of(completion: Any) -> str:
+    try:
+        rc = getattr(completion.choices[0].message, "reasoning_content", None)
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    return rc if isinstance(rc, str) else ""
 
 
 def _status(finish_reason: Any, refusal: Any) -> tuple[str, str | None]:
