@@ -174,7 +174,7 @@ def _prepare_out(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def generate(out_dir, seed: int = 0, scale: str = "default", *, reference: str = "nearest",
+def generate(out_dir, seed: int = 0, scale: str = "default", *, reference: str = "retrieval",
              categories: list[str] | None = None, force: bool = False, progress: bool = False) -> Path:
     """Write the synthetic benchmark into ``out_dir`` and return the manifest path."""
     if scale not in SCALES:

@@ -74,10 +74,15 @@ def warp(img: np.ndarray, m: np.ndarray, border: Color | float = 0.0, nearest: b
 
 
 def composite(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray) -> None:
-    """dst <- alpha*src + (1-alpha)*dst, alpha (H, W) in [0, 1]."""
-    a = alpha[..., None]
-    dst *= 1 - a
-    dst += a * src
+    """dst <- alpha*src + (1-alpha)*dst, alpha (H, W) in [0, 1]; only the alpha's bounding box is touched."""
+    x, y, w, h = cv2.boundingRect((alpha > 0).astype(np.uint8))
+    if w == 0 or h == 0:
+        return
+    a = alpha[y:y + h, x:x + w, None]
+    s = src[y:y + h, x:x + w] if np.ndim(src) == 3 else src
+    d = dst[y:y + h, x:x + w]
+    d *= 1 - a
+    d += a * s
 
 
 def shade_disk(h: int, w: int, cx: float, cy: float, r: float, light=(-0.6, -0.6)) -> np.ndarray:
@@ -110,8 +115,21 @@ def apply_lighting(img: np.ndarray, rng: np.random.Generator, gain=(0.88, 1.12),
     gx, gy = _grid(h)
     ramp = gx * math.cos(th) + gy * math.sin(th)
     out = img * (g * (1.0 + gradient * float(rng.uniform(0.3, 1.0)) * ramp))[..., None]
-    out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(rng.uniform(*noise))
+    # sensor noise: a random window of a fixed noise field (drawing fresh Gaussian noise for
+    # every pixel of every image dominated the generator's run time)
+    bank = _noise_bank()
+    oy, ox = (int(v) for v in rng.integers(0, bank.shape[0] - h + 1, 2))
+    out += bank[oy:oy + h, ox:ox + w] * np.float32(rng.uniform(*noise))
     return np.clip(out, 0, 1, out=out)
+
+
+_NOISE: list[np.ndarray] = []
+
+
+def _noise_bank() -> np.ndarray:
+    if not _NOISE:
+        _NOISE.append(np.random.default_rng(20260411).standard_normal((640, 640, 3), dtype=np.float32))
+    return _NOISE[0]
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
