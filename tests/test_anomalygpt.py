@@ -177,6 +177,7 @@ def test_start_failures_are_config_errors(monkeypatch):
     monkeypatch.setenv("MMRBENCH_ANOMALYGPT_WORKER", fake_cmd())
     m = create_model("anomalygpt", "AnomalyGPT-7B", threshold=0.3)  # the model card's id + env command
     assert m.describe()["worker_info"]["protocol"] == PROTOCOL and m.describe()["threshold"] == 0.3
+    assert m.sent_size((300, 200)) == (300, 200)
     m.close()
     with pytest.raises(ConfigError):
         create_model("anomalygpt", fake_cmd(), threshold=1.5)

@@ -261,3 +261,9 @@ def test_checkpoint_generation_config_never_leaks(tmp_path):
     assert m.generate([greedy])[0].text == ref.generate([greedy])[0].text
     sampled = {m.generate([_req("s", *ims, temperature=1.5, max_new_tokens=10, seed=s)])[0].text for s in range(4)}
     assert len(sampled) > 1  # with the checkpoint's top_k=1 every seed would give the greedy text
+
+
+def test_sent_size_method_matches_recorded_sizes(hf):
+    """``sent_size`` lets callers (hint prompts) write boxes in the frame before sending."""
+    [r] = hf.generate([_req("z", _img(64, 64, 0), _img(90, 50, 1), max_new_tokens=1)])
+    assert [list(hf.sent_size(s)) for s in ((64, 64), (90, 50))] == r.image_sizes

@@ -169,3 +169,9 @@ def test_failure_isolated(fake_lmdeploy):
     out = m.generate([_req("a", _img(32, 32, 0), _img(32, 32, 1)),
                       Request("b", [Message("user", [TextPart("BOOM!")])])])
     assert out[0].status == "ok" and out[1].status == "error" and "engine failure" in out[1].error
+
+
+def test_sent_size_method(fake_lmdeploy):
+    q = create_model("lmdeploy", "Qwen/Qwen2.5-VL-7B-Instruct", max_pixels=200704)
+    assert q.sent_size((1000, 750)) == (504, 364)
+    assert create_model("lmdeploy", "OpenGVLab/InternVL3-8B").sent_size((1000, 750)) == (1000, 750)

@@ -145,3 +145,8 @@ def test_engine_failure_isolated_per_request(fake_vllm, tiny_dir):
     out = m.generate(reqs)
     assert out[0].status == "ok" and out[1].status == "error" and "engine failure" in out[1].error
     assert out[1].image_sizes == [[32, 32]]
+
+
+def test_sent_size_method(fake_vllm, tiny_dir):
+    m = create_model("vllm", str(tiny_dir), max_pixels=10000)
+    assert m.sent_size((90, 50)) == (88, 48) and m.sent_size((64, 64)) == (64, 64)

@@ -428,6 +428,10 @@ class AnomalyGPTModel(ModelAPI):
         return Response(text=answer_text(sentence, decision, boxes, self.label), status="ok", usage=usage,
                         latency_s=latency_s, image_sizes=sizes)
 
+    def sent_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Boxes come back in original pixels: the frame is the original image."""
+        return int(size[0]), int(size[1])
+
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         with self._lock:
             return [self._one(r) for r in requests]

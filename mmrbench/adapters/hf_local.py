@@ -230,6 +230,14 @@ class HFModel(ModelAPI):
             d["image_resize"] = rp
         return d
 
+    def sent_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) at which an image of ``size`` reaches the model (Qwen-VL's smart resize;
+        unchanged for processors that do not resize that way)."""
+        from mmrbench.adapters.qwen_vision import resize_params, sent_size
+
+        return sent_size((int(size[0]), int(size[1])),
+                         resize_params(getattr(self._loaded.processor, "image_processor", None)))
+
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         out: list[Response | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}

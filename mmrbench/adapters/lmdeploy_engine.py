@@ -207,6 +207,14 @@ class LMDeployModel(ModelAPI):
             d["lora"] = str(self.lora)
         return d
 
+    def sent_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) at which an image of ``size`` reaches the model (computed, see the module doc)."""
+        from types import SimpleNamespace
+
+        [[w, h]] = sent_sizes([SimpleNamespace(size=(int(size[0]), int(size[1])))], self.qwen, self.min_pixels,
+                              self.max_pixels, self.proc_resize)
+        return w, h
+
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         items = []
         for r in requests:

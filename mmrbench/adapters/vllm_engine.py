@@ -123,6 +123,12 @@ class VLLMModel(ModelAPI):
             d["lora"] = str(self.lora)
         return d
 
+    def sent_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) at which an image of ``size`` reaches the model."""
+        from mmrbench.adapters.qwen_vision import sent_size
+
+        return sent_size((int(size[0]), int(size[1])), self.resize)
+
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         prepared, failed = [], {}
         for i, r in enumerate(requests):
