@@ -1,0 +1,51 @@
+"""``mmrbench data import FORMAT ROOT --out DIR``: a real dataset layout -> MMR-AD manifest."""
+from __future__ import annotations
+
+import argparse
+
+FORMATS = ("mvtec", "mpdd", "visa", "mvtec3d", "mmrad")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("import", help="import MVTec AD / MPDD / VisA / MVTec 3D-AD / an MMR-AD release into a manifest",
+                       description="Write DIR/manifest.jsonl for a source tree. Boxes are the connected components "
+                                   "of the ground-truth masks; each test image gets a normal reference.")
+    p.add_argument("format", choices=FORMATS, help="source layout")
+    p.add_argument("root", help="dataset root (for mmrad: a .json/.jsonl file or a folder of them)")
+    p.add_argument("--out", required=True, help="output folder for manifest.jsonl")
+    p.add_argument("--subdataset", default=None, help="subdataset name (default: MVTecAD, MPDD, VisA, MVTec3D)")
+    files = p.add_mutually_exclusive_group()
+    files.add_argument("--copy", dest="files", action="store_const", const="copy",
+                       help="copy images and masks under DIR/files/ (default: reference them by relative path)")
+    files.add_argument("--symlink", dest="files", action="store_const", const="symlink",
+                       help="symlink images and masks under DIR/files/")
+    p.set_defaults(files="relative")
+    p.add_argument("--reference", choices=("retrieval", "random", "first", "none"), default="retrieval",
+                   help="how each test image's normal reference is chosen (default: retrieval, DESIGN App. B)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split-csv", default=None, help="visa: split file relative to ROOT (default split_csv/1cls.csv)")
+    p.add_argument("--images-root", default=None, help="mmrad: folder the record image paths are relative to")
+    p.add_argument("--split", default=None, choices=("train", "test"), help="mmrad: split of records without one")
+    p.add_argument("--coords", default=None, help="mmrad: box convention of the answers (pixel, norm1000, gemini, norm1)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tabulate import tabulate
+
+    from mmrbench.data.importers import import_dataset
+
+    report = import_dataset(args.format, args.root, args.out, subdataset=args.subdataset, files=args.files,
+                            reference=args.reference, seed=args.seed, progress=True, split_csv=args.split_csv,
+                            images_root=Path(args.images_root) if args.images_root else None,
+                            split=args.split, coords=args.coords)
+    rows = [[s, c, v["train"], v["test_normal"], v["test_anomalous"], v["boxes"]]
+            for (s, c), v in sorted(report.per_category.items())]
+    print(tabulate(rows, headers=["subdataset", "category", "train", "test normal", "test anomalous", "boxes"]))
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} anomalous image(s) whose mask is empty (see the log)")
+    print(f"manifest: {report.manifest} ({report.samples} samples)")
+    print(f"sha256:   {report.sha256}")
+    return 0
