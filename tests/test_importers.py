@@ -223,3 +223,33 @@ def test_cli_import_and_error(tmp_path, capsys):
     assert main(["data", "import", "visa", str(root), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "1cls.csv" in err
+
+
+def test_data_check_reports_every_broken_file(tmp_path, capsys):
+    root = _mvtec_tree(tmp_path / "src")
+    rep = import_dataset("mvtec", root, tmp_path / "out", files="copy", reference="first")
+    assert main(["data", "check", str(rep.manifest), "--boxes"]) == 0
+    assert "OK" in capsys.readouterr().out
+    out = tmp_path / "out"
+    (out / "files/bottle/test/broken_large/001.png").write_bytes(b"not a png")
+    _mask(out / "files/zipper/ground_truth/broken_large/000_mask.png", [])
+    lines = rep.manifest.read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["width"] = 65
+    lines[0] = json.dumps(rec)
+    rep.manifest.write_text("\n".join(lines) + "\n")
+    assert main(["data", "check", str(rep.manifest)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(l.startswith("MVTecAD/bottle/test/broken_large/001: image") and "cannot decode" in l for l in err)
+    assert any(l.startswith("MVTecAD/zipper/test/broken_large/000: mask") and "empty" in l for l in err)
+    assert any("is 64x64 but the manifest says 65x64" in l for l in err)
+    assert any("covers no mask pixel" in l for l in err)
+    # a structurally broken manifest is one line naming the line, exit 2
+    rep.manifest.write_text("{not json\n")
+    assert main(["data", "check", str(rep.manifest)]) == 2
+    assert ":1:" in capsys.readouterr().err
+
+
+def test_data_check_on_the_synthetic_benchmark(synth_small, capsys):
+    assert main(["data", "check", str(synth_small), "--boxes"]) == 0
+    assert "OK" in capsys.readouterr().out
