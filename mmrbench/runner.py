@@ -474,11 +474,43 @@ def _run_detector(card: ModelCard, manifest: Manifest, samples: list[Sample], ou
         from mmrbench.baselines.evaluate import evaluate_detector
     except ImportError as exc:
         raise ConfigError(f"the classical detectors are not available in this build ({exc})") from None
+    from mmrbench.provenance import now_iso
     out.mkdir(parents=True, exist_ok=True)
     recipe = opts.recipe or card.options.get("recipe")
     weights = opts.weights or card.options.get("weights")
-    return evaluate_detector(card.model_id, manifest, samples, out, recipe=recipe, weights=weights,
-                             device=opts.device, progress=opts.progress and not opts.quiet)
+    started, t0 = now_iso(), time.perf_counter()
+    result = evaluate_detector(card.model_id, manifest, samples, out, recipe=recipe, weights=weights,
+                               device=opts.device, progress=opts.progress and not opts.quiet)
+    _write_json(out / RUN, {
+        "command": scrub_argv(opts.command if opts.command is not None else sys.argv),
+        "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,
+        "model": card.to_result_json(), "selection": {"split": opts.split, "subdatasets": opts.subdatasets,
+                                                      "limit": opts.limit, "shard": None},
+        "started": started, "finished": now_iso(), "wall_s": round(time.perf_counter() - t0, 3),
+        "n_selected": len(samples), "state": "complete"})
+    metrics = getattr(result, "metrics", None)
+    if not opts.quiet and isinstance(metrics, dict):
+        from mmrbench.report import render_rows
+        rows = metrics_rows(metrics)
+        if rows:
+            print(f"{card.title} on {manifest.path.name}: {len(samples)} samples")
+            print(render_rows(rows, "table"))
+        print(f"wrote {out / RESULT}")
+    return result
+
+
+def metrics_rows(metrics: dict) -> list[dict]:
+    """Table-4 rows (``det/loc`` percent cells) from a result's metrics JSON."""
+    from mmrbench.scoring import METRICS
+    rows = []
+    for name, sub in (metrics.get("subdatasets") or {}).items():
+        try:
+            cells = {m: f"{100 * sub['det'][m]:.1f}/{100 * sub['loc'][m]:.1f}" for m in METRICS}
+        except (KeyError, TypeError):
+            continue
+        rows.append({"subdataset": name, **cells, "n": sub.get("n"), "invalid": sub.get("invalid"),
+                     "missing": sub.get("missing")})
+    return rows
 
 
 # -- merging shards ---------------------------------------------------------------------------------

@@ -252,6 +252,8 @@ def test_detector_spec_delegates_or_errors_clearly(manifest, tmp_path, monkeypat
     res = runner.run_eval(parse_spec("patchcore"), manifest, tmp_path / "pc",
                           EvalOptions(progress=False, quiet=True, device="cpu"))
     assert res == "RESULT" and calls["method"] == "patchcore" and calls["n"] == 16
+    run = json.loads((tmp_path / "pc" / "run.json").read_text())
+    assert run["model"]["provider"] == "detector" and run["n_selected"] == 16
 
 
 def test_eval_on_bundled_synthetic_benchmark(synth_small, tmp_path, monkeypatch):

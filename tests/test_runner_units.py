@@ -81,3 +81,13 @@ def test_retry_flags_reach_the_policy(tmp_path, monkeypatch):
     opts, card = seen["opts"], seen["card"]
     assert opts.retry.max_attempts == 3 and opts.retry.initial_s == 0.25 and opts.shard == (1, 3)
     assert card.generation_config().temperature == 0.7 and card.options == {"k": "v"}
+
+
+def test_metrics_rows_match_the_report(tmp_path):
+    from mmrbench.runner import metrics_rows
+    from mmrbench.scoring import score_predictions
+    m = read_manifest(make_tiny_manifest(tmp_path))
+    tests = m.select(split="test")
+    preds = [Prediction(s.id, "<answer>Yes.</answer>" if i % 2 else "<answer>No.</answer>") for i, s in enumerate(tests)]
+    report = score_predictions(tests, preds)
+    assert metrics_rows(json.loads(json.dumps(report.to_json()))) == report.rows()
