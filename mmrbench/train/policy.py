@@ -80,7 +80,7 @@ def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, init_adapter:
                 local_rank: int = 0, base_override: str | None = None) -> Policy:
     transformers = require("transformers", "train", "the Anomaly-R1 trainer")
     peft = require("peft", "train", "the Anomaly-R1 trainer")
-    from mmrbench.adapters.hf_inputs import language_lora_targets, load_processor
+    from mmrbench.adapters.hf_inputs import load_processor
 
     base = base_override or model_cfg.base
     device = resolve_device(model_cfg.device, local_rank)
@@ -101,10 +101,8 @@ def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, init_adapter:
     if init_adapter:
         model = peft.PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     else:
-        if lora_cfg.target != "language":
-            raise ConfigError(f"lora.target '{lora_cfg.target}' unknown (only 'language')")
         cfg = peft.LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                              target_modules=language_lora_targets(model), bias="none")
+                              target_modules=lora_targets(model, lora_cfg.target), bias="none")
         model = peft.get_peft_model(model, cfg)
     model.to(device)
     # LoRA weights train in fp32 even on a bf16 base (tiny, and Adam is unstable in bf16)
@@ -112,6 +110,18 @@ def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, init_adapter:
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
     return Policy(model=model, processor=processor, device=device, dtype=dtype)
+
+
+def lora_targets(model: Any, target: str) -> list[str]:
+    """``language``: the paper's choice (language model only). ``all``: the vision tower's linear
+    layers too, for models trained from scratch (a random vision tower must learn to see)."""
+    from mmrbench.adapters.hf_inputs import language_lora_targets
+
+    if target == "language":
+        return language_lora_targets(model)
+    if target == "all":
+        return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head")]
+    raise ConfigError(f"lora.target '{target}' unknown (language, all)")
 
 
 def make_optimizer(policy: Policy, lr: float, weight_decay: float, scheduler_name: str, total_steps: int,

@@ -39,7 +39,8 @@ class LoraSection:
     r: int = 16
     alpha: int = 16
     dropout: float = 0.05
-    target: str = "language"                    # every linear layer of the language model, none of `visual`
+    target: str = "language"                    # language: every linear layer of the language model, none of
+                                                # `visual` (the paper); all: the vision tower too (tiny models from scratch)
 
 
 @dataclass
