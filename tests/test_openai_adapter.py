@@ -215,3 +215,9 @@ def test_reasoning_content_kept_beside_the_answer(server, tmp_path):
     assert r.text == "<answer>No.</answer>" and r.reasoning == "streamed thoughts"
     from mmrbench.runner import prediction_from_response
     assert prediction_from_response("s", r, "pixel").to_json()["reasoning_content"] == "streamed thoughts"
+
+
+def test_api_resize_matches_the_local_qwen_frame():
+    from mmrbench.adapters.qwen_vision import smart_resize as qwen
+    for w, h in [(256, 256), (1000, 700), (37, 900), (4096, 2160), (30, 30)]:
+        assert smart_resize(w, h) == tuple(reversed(qwen(h, w, min_pixels=4 * 28 * 28)))

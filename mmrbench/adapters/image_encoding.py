@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from dataclasses import dataclass
 
 from PIL import Image
@@ -42,20 +41,11 @@ class ImagePrep:
 
 def smart_resize(width: int, height: int, factor: int = 28, min_pixels: int = 4 * 28 * 28,
                  max_pixels: int = 1280 * 28 * 28) -> tuple[int, int]:
-    """Qwen2.5-VL's target size: sides rounded to multiples of ``factor``, area kept in bounds,
-    aspect ratio kept as far as the rounding allows. Returns ``(width, height)``."""
-    if width <= 0 or height <= 0:
-        raise ValueError("image sides must be positive")
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if h * w > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
+    """Qwen2.5-VL's target size as ``(width, height)``: one implementation for the whole harness
+    (:func:`mmrbench.adapters.qwen_vision.smart_resize`, which follows transformers' processor), so
+    an image resized here for an API lands in exactly the frame the local provider reports."""
+    from mmrbench.adapters.qwen_vision import smart_resize as _qwen_smart_resize
+    h, w = _qwen_smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
     return w, h
 
 
