@@ -73,27 +73,35 @@ def filter_bank_features(img: np.ndarray, size: int = 128, pool: int = 4) -> np.
     return feats.reshape(g, pool, g, pool, -1).mean(axis=(1, 3))
 
 
-def resnet_stem_features(img: np.ndarray, size: int = 128) -> np.ndarray:
-    """conv1 + bn1 + relu of the project's ResNet-18 (``mmrbench.baselines.backbones``), pooled 2x2.
-
-    Uses whatever weights the backbone module loads by default (seeded random when no file is
-    given), so results are reproducible but not those of ImageNet weights.
-    """
+def resnet_stem_feature_fn(weights=None, seed: int = 0, size: int = 128) -> FeatureFn:
+    """Features from conv1-bn1-relu of the project's ResNet-18 (:mod:`mmrbench.baselines.backbones`),
+    average-pooled 2x2. ``weights``: a torchvision ``resnet18`` state-dict file (ImageNet weights, as
+    the paper's "light backbone"); without one the stem is seeded-random, which still gives a
+    fixed bank of 64 colour/edge filters."""
     import torch
 
-    from mmrbench.baselines import backbones  # provided by the baselines package
+    from mmrbench.baselines.backbones import load_backbone
 
-    net = _STEM.get("net")
-    if net is None:
-        model = backbones.resnet18()
-        net = torch.nn.Sequential(model.conv1, model.bn1, model.relu).eval()
-        _STEM["net"] = net
-    x = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    x = (x - np.asarray([0.485, 0.456, 0.406], np.float32)) / np.asarray([0.229, 0.224, 0.225], np.float32)
-    with torch.no_grad():
-        y = net(torch.from_numpy(x).permute(2, 0, 1)[None])
-        y = torch.nn.functional.avg_pool2d(y, 2)
-    return y[0].permute(1, 2, 0).numpy()
+    bb = load_backbone("resnet18", weights, seed=seed, depth=1)
+    model = bb.model.eval()
+
+    def fn(img: np.ndarray) -> np.ndarray:
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        x = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        t = bb.normalize(torch.from_numpy(x).permute(2, 0, 1)[None])
+        with torch.no_grad():
+            y = torch.nn.functional.avg_pool2d(model.stem(t), 2)
+        return y[0].permute(1, 2, 0).numpy()
+
+    return fn
+
+
+def resnet_stem_features(img: np.ndarray) -> np.ndarray:
+    """:func:`resnet_stem_feature_fn` with seeded random weights (built once)."""
+    if "fn" not in _STEM:
+        _STEM["fn"] = resnet_stem_feature_fn()
+    return _STEM["fn"](img)
 
 
 _STEM: dict = {}
