@@ -172,3 +172,31 @@ def test_holdout_split_is_deterministic_and_keeps_two():
     assert split_holdout(list(reversed(items)), 0.2, 2, seed=0) == (fit, held)
     fit, held = split_holdout(items[:3], 0.2, 2, seed=0)
     assert held == [] and len(fit) == 3
+
+
+def test_registry_detector_model():
+    from mmrbench.adapters.base import Message, Request, TextPart
+    from mmrbench.adapters.registry import create_model
+    dm = create_model("detector", "PatchCore", recipe=FAST)
+    assert dm.method == "patchcore" and dm.recipe["model"]["image_size"] == 64
+    assert dm.describe()["pretrained"] is False and dm.describe()["kind"] == "detector"
+    out = dm.generate([Request(id="x", messages=[Message(role="user", content=[TextPart("hi")])])])
+    assert out[0].status == "error" and "mmrbench eval --model patchcore" in out[0].error
+    with pytest.raises(ConfigError, match="unknown key"):
+        create_model("detector", "padim", recipe={"nope": 1})
+
+
+def test_cli_eval_padim(slice_manifest, tmp_path):
+    import subprocess
+    import sys
+    rec = tmp_path / "fast.toml"
+    rec.write_text('method = "padim"\npixel_auroc_size = 32\n[model]\nimage_size = 64\nd = 32\nblur_sigma = 1.0\n'
+                   '[boxes]\nmin_area = 4\n')
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "mmrbench", "eval", "--model", "padim", "--data", str(slice_manifest),
+                        "--out", str(out), "--recipe", str(rec), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "result.json").read_text())
+    assert res["detector"]["recipe"]["model"]["d"] == 32
+    assert res["model"]["provider"] == "detector"
+    assert len(read_predictions(out / "predictions.jsonl")) == len(read_manifest(slice_manifest).select(split="test"))
