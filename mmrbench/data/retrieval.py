@@ -36,8 +36,8 @@ class RetrievalConfig:
     tau: int = 5  # largest block divergences dropped
     top_k: int = 10  # K neighbours kept
     eps: float = 1e-3  # histogram smoothing (KL of an empty bin would be infinite)
-    max_patches: int = 50_000  # patches sampled for k-means
-    kmeans_iters: int = 30
+    max_patches: int = 8192  # patches sampled for k-means (12 coarse words need few)
+    kmeans_iters: int = 20
     seed: int = 0
 
 
@@ -61,7 +61,7 @@ def _filter_bank(seed: int = 0) -> list[np.ndarray]:
 _BANK = _filter_bank()
 
 
-def filter_bank_features(img: np.ndarray, size: int = 128, pool: int = 4) -> np.ndarray:
+def filter_bank_features(img: np.ndarray, size: int = 96, pool: int = 4) -> np.ndarray:
     """Colour plus |filter responses| at ``size`` px, average-pooled to (size/pool)^2 patches."""
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
@@ -134,9 +134,13 @@ def kmeans(x: np.ndarray, k: int, iters: int = 30, seed: int = 0) -> np.ndarray:
         d2 = np.minimum(d2, ((x - x[i]) ** 2).sum(1))
     c = np.stack(centres)
     xx = (x * x).sum(1)
+    prev = None
     for _ in range(iters):
         dist = xx[:, None] - 2 * _dot(x, c) + (c * c).sum(1)[None, :]
         a = dist.argmin(1)
+        if prev is not None and np.array_equal(a, prev):
+            break  # assignments stable: centres are final
+        prev = a
         new = np.stack([np.bincount(a, weights=x[:, j], minlength=k) for j in range(x.shape[1])], 1).astype(np.float32)
         cnt = np.bincount(a, minlength=k).astype(np.float32)
         empty = cnt == 0
@@ -144,9 +148,6 @@ def kmeans(x: np.ndarray, k: int, iters: int = 30, seed: int = 0) -> np.ndarray:
         if empty.any():
             far = np.argsort(-dist[np.arange(n), a])[: int(empty.sum())]
             new[empty] = x[far]
-        if np.allclose(new, c, atol=1e-6):
-            c = new
-            break
         c = new
     return c
 
