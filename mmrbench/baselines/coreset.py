@@ -31,12 +31,14 @@ def random_projection(features: torch.Tensor, proj_dim: int, seed: int = 0, chun
 
 
 def greedy_coreset(features: torch.Tensor | np.ndarray, ratio: float = 0.1, *, proj_dim: int = 128,
-                   seed: int = 0, progress: bool = False, max_size: int | None = None) -> np.ndarray:
+                   seed: int = 0, progress: bool = False, max_size: int | None = None,
+                   stats: dict | None = None) -> np.ndarray:
     """Indices (int64, selection order) of a k-center coreset of ``ceil(ratio * n)`` rows.
 
     The first centre is a seeded random row (the paper's choice); each next one is the row farthest
-    from all centres chosen so far.
+    from all centres chosen so far. ``stats``, when given, receives the projection and selection times.
     """
+    import time
     x = torch.from_numpy(features) if isinstance(features, np.ndarray) else features
     if x.ndim != 2:
         raise ValueError(f"features must be (n, D), got shape {tuple(x.shape)}")
@@ -50,7 +52,9 @@ def greedy_coreset(features: torch.Tensor | np.ndarray, ratio: float = 0.1, *, p
     if k >= n:
         return np.arange(n, dtype=np.int64)
     with torch.no_grad():
+        t0 = time.perf_counter()
         z = random_projection(x, proj_dim, seed)
+        t1 = time.perf_counter()
         sq = (z * z).sum(1) if z.shape[1] <= 256 else torch.einsum("ij,ij->i", z, z)
         min_d = torch.full((n,), float("inf"), dtype=torch.float32)
         d = torch.empty(n, dtype=torch.float32)
@@ -69,4 +73,6 @@ def greedy_coreset(features: torch.Tensor | np.ndarray, ratio: float = 0.1, *, p
             torch.minimum(min_d, d, out=min_d)
             min_d[idx] = -1.0  # never pick a chosen row again (rounding can leave it slightly > 0)
             idx = int(torch.argmax(min_d).item())
+    if stats is not None:
+        stats.update(projection_s=t1 - t0, selection_s=time.perf_counter() - t1, centres=k)
     return selected
