@@ -43,7 +43,7 @@ def test_benchmark_contents(synth_small):
         assert len({c for s, c in cats if s == sub}) >= 3
     types = {b.label for s in m for b in s.boxes}
     assert len(types) >= 6 and {"scratch", "hole", "stain", "crack", "missing component",
-                                "swapped components", "deformation", "contamination"} <= types
+                                "swapped components", "deformation", "contamination", "broken"} <= types
     assert all(s.width >= 256 and s.height >= 256 for s in m)
     per_cat = {}
     for s in m:

@@ -163,7 +163,7 @@ def _cable_canon(rng):
     _circle(obj, c, 92, (0.62, 0.62, 0.6))
     for i, col in enumerate(CABLE_COLORS):
         a = math.radians(90 + 120 * i)
-        p = (c[0] + 46 * math.cos(a), c[1] - 46 * math.sin(a))
+        p = (c[0] + 49 * math.cos(a), c[1] - 49 * math.sin(a))
         _circle(obj, p, 38, col)
         _circle(parts, p, 38.5, float(i + 1))
         _circle(obj, p, 22, (0.85, 0.55, 0.3))

@@ -168,9 +168,8 @@ class Ctx:
 
 def _pick_point(ctx: Ctx, rng: np.random.Generator, margin: int, pool: np.ndarray | None = None):
     """A random pixel of ``pool`` (default: the eroded product region) away from earlier defects."""
-    area = ctx.region if pool is None else pool
-    area = area.astype(np.uint8)
-    if margin > 0:
+    area = (ctx.region if pool is None else pool).astype(np.uint8)
+    if margin > 0 and pool is None:  # an explicit pool (e.g. the outline band) is used as given
         area = cv2.erode(area, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
     if ctx.occupied is not None:
         area = area & ~ctx.occupied.astype(bool)
