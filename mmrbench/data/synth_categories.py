@@ -48,6 +48,20 @@ def _circle(canvas, c, r, color, thickness=-1):
     cv2.circle(canvas, (int(round(c[0] * 16)), int(round(c[1] * 16))), int(round(r * 16)), color, thickness, cv2.LINE_AA, 4)
 
 
+_CANON: dict = {}
+
+
+def _fixed(fn):
+    """Cache a canonical drawing that does not depend on the rng (drawn once per process; callers
+    only read it: posing warps into new arrays)."""
+    def wrapper(rng):
+        if fn.__name__ not in _CANON:
+            _CANON[fn.__name__] = fn(None)
+        return _CANON[fn.__name__]
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
 def _posed(rng, draw_canonical, bg_color, angle_range, shift, grain=0.05):
     """Draw an object in canonical pose (img, region, parts) then rotate/shift it onto a backdrop."""
     obj, alpha, parts = draw_canonical(rng)
@@ -153,6 +167,7 @@ def tile_metal(rng):
 CABLE_COLORS = [(0.45, 0.7, 0.2), (0.2, 0.35, 0.8), (0.55, 0.32, 0.15)]
 
 
+@_fixed
 def _cable_canon(rng):
     obj = np.zeros((S, S, 3), np.float32)
     alpha = np.zeros((S, S), np.float32)
@@ -202,6 +217,7 @@ def paint_swap_conductors(img, ctx, rng):
     return mask
 
 
+@_fixed
 def _screw_canon(rng):
     obj = np.zeros((S, S, 3), np.float32)
     alpha = np.zeros((S, S), np.float32)
@@ -223,6 +239,7 @@ def draw_screw(rng, tile):
     return _posed(rng, _screw_canon, (0.86, 0.86, 0.84), (0, 360), 22)
 
 
+@_fixed
 def _capsule_canon(rng):
     obj = np.zeros((S, S, 3), np.float32)
     alpha = np.zeros((S, S), np.float32)
@@ -309,6 +326,7 @@ def _draw_pcb_part(obj, parts, kind, x, y, w, h, pid):
 PCB_GREEN = (0.1, 0.42, 0.2)
 
 
+@_fixed
 def _pcb_canon(rng):
     obj = np.zeros((S, S, 3), np.float32)
     alpha = np.zeros((S, S), np.float32)
@@ -391,6 +409,7 @@ def draw_bagel(rng, tile):
     return img, ctx
 
 
+@_fixed
 def _gland_canon(rng):
     obj = np.zeros((S, S, 3), np.float32)
     alpha = np.zeros((S, S), np.float32)
@@ -412,6 +431,7 @@ def draw_gland(rng, tile):
     return _posed(rng, _gland_canon, (0.35, 0.33, 0.3), (0, 360), 12)
 
 
+@_fixed
 def _bracket_canon(rng):
     obj = np.zeros((S, S, 3), np.float32)
     alpha = np.zeros((S, S), np.float32)
@@ -428,6 +448,7 @@ def draw_bracket(rng, tile):
     return _posed(rng, _bracket_canon, (0.8, 0.8, 0.78), (-20, 20), 14)
 
 
+@_fixed
 def _tubes_canon(rng):
     obj = np.zeros((S, S, 3), np.float32)
     alpha = np.zeros((S, S), np.float32)
@@ -445,6 +466,7 @@ def draw_tubes(rng, tile):
     return _posed(rng, _tubes_canon, (0.1, 0.1, 0.12), (-4, 4), 10)
 
 
+@_fixed
 def _bottle_canon(rng):
     obj = np.zeros((S, S, 3), np.float32)
     alpha = np.zeros((S, S), np.float32)

@@ -136,11 +136,18 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+# zlib level 1 with the single "up" filter: half the time of OpenCV's default adaptive filtering
+# for files about 2 % larger (noise-heavy 256 px images barely compress either way)
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+if hasattr(cv2, "IMWRITE_PNG_FILTER") and hasattr(cv2, "IMWRITE_PNG_FILTER_UP"):
+    _PNG_PARAMS += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+
+
 def png_bytes(arr: np.ndarray) -> bytes:
     """Deterministic PNG encoding (OpenCV writes no timestamps or text chunks)."""
     if arr.ndim == 3:
         arr = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, buf = cv2.imencode(".png", arr, _PNG_PARAMS)
     if not ok:  # pragma: no cover - OpenCV fails only on invalid arrays
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
