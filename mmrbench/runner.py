@@ -481,6 +481,11 @@ def _run_detector(card: ModelCard, manifest: Manifest, samples: list[Sample], ou
     started, t0 = now_iso(), time.perf_counter()
     result = evaluate_detector(card.model_id, manifest, samples, out, recipe=recipe, weights=weights,
                                device=opts.device, progress=opts.progress and not opts.quiet)
+    # The detector scored exactly `samples`; record how they were selected (limit, shard) as text runs
+    # do, so that a verifier re-selects the same samples when it re-scores the predictions.
+    from mmrbench.results import write_result
+    result.dataset.update(dataset_json(manifest, samples, opts.split, opts.limit, opts.shard))
+    write_result(out / RESULT, result)
     _write_json(out / RUN, {
         "command": scrub_argv(opts.command if opts.command is not None else sys.argv),
         "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,

@@ -1,0 +1,118 @@
+"""``mmrbench bundled``: the main job, offline, in one command.
+
+Generates the bundled synthetic benchmark (or reuses it when seed and scale match), evaluates the
+offline models on its held-out subdatasets, stores every run as a verified leaderboard entry next to
+the paper's reported Table-4 rows, and writes the leaderboard. Needs no key and no download.
+API models only join when asked with ``--api`` (and their key is set), so the quick start never
+spends money behind a user's back.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = "patchcore,padim"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bundled", help="run the offline main job on the bundled synthetic benchmark",
+                       description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("--out", default="runs/bundled", help="working folder (data, runs, results, leaderboard)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic benchmark seed")
+    p.add_argument("--scale", choices=("small", "default"), default="default", help="synthetic benchmark size")
+    p.add_argument("--models", default=DEFAULT_MODELS,
+                   help=f"comma-separated offline model specs (default: {DEFAULT_MODELS}); e.g. add hf:PATH")
+    p.add_argument("--api", action="store_true",
+                   help="also evaluate every API model card whose key is set in the environment")
+    p.add_argument("--limit", type=int, default=None, help="first N test samples per model (quick look)")
+    p.add_argument("--resamples", type=int, default=200, help="bootstrap resamples for the confidence intervals")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def ensure_benchmark(data_dir: Path, seed: int, scale: str, progress: bool) -> Path:
+    """Generate the benchmark unless ``data_dir`` already holds it for this seed and scale."""
+    from mmrbench.data.manifest import file_sha256
+    from mmrbench.data.synth import generate
+
+    manifest, info_path = data_dir / "manifest.jsonl", data_dir / "info.json"
+    if manifest.exists() and info_path.exists():
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError:
+            info = {}
+        if (info.get("seed") == seed and info.get("scale") == scale
+                and info.get("manifest_sha256") == file_sha256(manifest)):
+            print(f"bundled benchmark: reusing {manifest}")
+            return manifest
+    print(f"bundled benchmark: generating into {data_dir} (seed {seed}, scale {scale})")
+    return generate(data_dir, seed=seed, scale=scale, force=True, progress=progress)
+
+
+def api_specs() -> list[str]:
+    """Cards of API providers whose key is set (the key itself is never read here)."""
+    from mmrbench.cards import list_cards
+
+    out = []
+    for card in list_cards():
+        env = getattr(card, "api_key_env", None)
+        if card.provider in ("openai", "gemini") and env and os.environ.get(env):
+            out.append(card.name)
+    return out
+
+
+def held_out_subdatasets(data_dir: Path) -> list[str] | None:
+    try:
+        return json.loads((data_dir / "info.json").read_text()).get("held_out") or None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmrbench.cards import parse_spec
+    from mmrbench.errors import MMRBenchError
+    from mmrbench.leaderboard.board import write_leaderboard
+    from mmrbench.leaderboard.reference import slugify, write_reference_entries
+    from mmrbench.leaderboard.submit import submit_run
+    from mmrbench.runner import EvalOptions, run_eval
+
+    out = Path(args.out)
+    progress = not args.no_progress
+    data_dir = out / "data"
+    manifest = ensure_benchmark(data_dir, args.seed, args.scale, progress)
+    subdatasets = held_out_subdatasets(data_dir)
+
+    specs = [s.strip() for s in args.models.split(",") if s.strip()]
+    if args.api:
+        joined = api_specs()
+        print("API models joining: " + (", ".join(joined) if joined else "none (no key set)"))
+        specs += joined
+
+    results_dir = out / "results"
+    write_reference_entries(results_dir)
+    failures: list[str] = []
+    cards = [parse_spec(spec) for spec in specs]  # a typo fails here, before any model has run
+    for card in cards:
+        run_dir = out / "runs" / slugify(card.name)
+        print(f"\n== {card.name} ({card.provider}) on {', '.join(subdatasets or ['all subdatasets'])}")
+        try:
+            run_eval(card, manifest, run_dir, EvalOptions(split="test", subdatasets=subdatasets, limit=args.limit,
+                                                          progress=progress, command=["mmrbench", "bundled"]))
+            submit_run(run_dir, results_dir=results_dir, manifest=manifest, replace=True)
+        except MMRBenchError as exc:  # one broken model must not cost the others' results
+            failures.append(f"{card.name}: {exc}")
+            print(f"mmrbench: {card.name} failed: {exc}")
+
+    board_dir = out / "leaderboard"
+    write_leaderboard(results_dir, board_dir, manifest_stores=[data_dir], resamples=args.resamples)
+    print("\n" + (board_dir / "LEADERBOARD.md").read_text(encoding="utf-8"))
+    print(f"leaderboard: {board_dir / 'LEADERBOARD.md'} and {board_dir / 'index.html'}")
+    print(f"runs:        {out / 'runs'}")
+    if failures:
+        raise MMRBenchError("some models failed: " + "; ".join(failures))
+    return 0
