@@ -209,7 +209,11 @@ def paint_swap_conductors(img, ctx, rng):
     if d._finish(mask, ctx) is None:
         return None
     ca, cb = np.asarray(CABLE_COLORS[a - 1], np.float32), np.asarray(CABLE_COLORS[b - 1], np.float32)
+    yy, xx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
     for m, src, dst in ((ma, ca, cb), (mb, cb, ca)):
+        ys, xs = np.nonzero(m)
+        # only the insulation ring changes colour: the copper core (r < 22) stays copper
+        m = m & ((yy - ys.mean()) ** 2 + (xx - xs.mean()) ** 2 > 20.5 ** 2)
         px = img[m]
         near = np.abs(px / np.maximum(px.sum(1, keepdims=True), 1e-3) - src / src.sum()).sum(1) < 0.12
         px[near] = px[near] * (dst / np.maximum(src, 1e-3))
