@@ -353,9 +353,12 @@ def draw_pcb(rng, tile):
 
     def fill(im, m, r):
         im[m] = np.asarray(PCB_GREEN, np.float32) * float(r.uniform(0.95, 1.05))
-        ys, xs = np.nonzero(m)  # bare solder pads where the part was
+        ys, xs = np.nonzero(m)  # bare footprint: silkscreen outline and solder pads where the part was
         cx, cy = xs.mean(), ys.mean()
         w = xs.max() - xs.min()
+        silk = np.zeros(m.shape, np.float32)
+        cv2.rectangle(silk, (int(xs.min()) + 2, int(ys.min()) + 2), (int(xs.max()) - 2, int(ys.max()) - 2), 1.0, 1)
+        d.composite(im, np.asarray((0.92, 0.92, 0.88), np.float32), silk * m)
         for sx in (-1, 1):
             a = np.zeros(m.shape, np.float32)
             _circle(a, (cx + sx * w / 3, cy), 3.5, 1.0)
