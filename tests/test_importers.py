@@ -253,3 +253,28 @@ def test_data_check_reports_every_broken_file(tmp_path, capsys):
 def test_data_check_on_the_synthetic_benchmark(synth_small, capsys):
     assert main(["data", "check", str(synth_small), "--boxes"]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def test_boxes_from_mask_hand_cases():
+    from mmrbench.data.masks import boxes_from_labelled_masks, boxes_from_mask
+
+    m = np.zeros((20, 30), np.uint8)
+    m[2:5, 3:9] = 255          # 3x6 block -> [3, 2, 9, 5] (x2/y2 exclusive)
+    m[10, 10] = m[11, 11] = m[12, 12] = m[13, 13] = 1  # diagonal stroke: one component under 8-connectivity
+    m[18, 28] = 255            # a 1-pixel speck: ignored (< MIN_COMPONENT_AREA)
+    boxes = boxes_from_mask(m, "scratch")
+    assert [b.xyxy for b in boxes] == [(3, 2, 9, 5), (10, 10, 14, 14)]
+    assert all(b.label == "scratch" for b in boxes)
+    assert [b.xyxy for b in boxes_from_mask(m, min_area=1)][-1] == (28, 18, 29, 19)
+    assert boxes_from_mask(np.zeros((5, 5), np.uint8)) == []
+    rgb = np.stack([m, m, m], 2)  # colour masks are read as "any channel non-zero"
+    assert [b.xyxy for b in boxes_from_mask(rgb)] == [b.xyxy for b in boxes]
+    # labelled union: touching defects merge into one box labelled by the larger one
+    a = np.zeros((10, 10), np.uint8)
+    a[1:4, 1:4] = 255
+    b = np.zeros((10, 10), np.uint8)
+    b[4:5, 1:3] = 255
+    c = np.zeros((10, 10), np.uint8)
+    c[7:9, 7:9] = 255
+    got = boxes_from_labelled_masks([(a, "hole"), (b, "crack"), (c, "stain")])
+    assert [(x.xyxy, x.label) for x in got] == [((1, 1, 4, 5), "hole"), ((7, 7, 9, 9), "stain")]
