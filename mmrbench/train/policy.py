@@ -102,7 +102,8 @@ def load_policy(model_cfg: ModelSection, lora_cfg: LoraSection, *, init_adapter:
         model = peft.PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     else:
         cfg = peft.LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
-                              target_modules=lora_targets(model, lora_cfg.target), bias="none")
+                              target_modules=lora_targets(model, lora_cfg.target), bias="none",
+                              modules_to_save=list(lora_cfg.modules_to_save) or None)
         model = peft.get_peft_model(model, cfg)
     model.to(device)
     # LoRA weights train in fp32 even on a bf16 base (tiny, and Adam is unstable in bf16)

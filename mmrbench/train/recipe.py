@@ -41,6 +41,7 @@ class LoraSection:
     dropout: float = 0.05
     target: str = "language"                    # language: every linear layer of the language model, none of
                                                 # `visual` (the paper); all: the vision tower too (tiny models from scratch)
+    modules_to_save: list[str] = field(default_factory=list)  # fully trained and saved with the adapter (e.g. lm_head)
 
 
 @dataclass
