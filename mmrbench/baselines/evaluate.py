@@ -187,6 +187,7 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
     if pred_path.exists():
         pred_path.unlink()
     heldout_scores: list[float] = []
+    heldout_by_cat: dict[str, list[float]] = {}
     auroc_cat: dict[str, dict[str, dict[str, float | None]]] = defaultdict(dict)
     timing = {"fit_s": 0.0, "fit_images": 0, "score_s": 0.0, "score_images": 0, "cached_categories": 0}
     iterator = sorted(groups)
@@ -209,7 +210,7 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
                 timing["cached_categories"] += 1
             else:
                 t0 = time.perf_counter()
-                det.fit(iter_batches([(manifest.resolve(s.image), s.id) for s in fit_set], size, bs), progress=progress)
+                det.fit(iter_batches([(manifest.resolve(s.image), s.id) for s in fit_set], size, bs))
                 timing["fit_s"] += time.perf_counter() - t0
                 timing["fit_images"] += len(fit_set)
                 _save_cache(cpath, det.state(), key)
@@ -231,9 +232,12 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
             norm = minmax(raw, s_lo, s_hi)
             nmaps = minmax(maps, m_lo, m_hi).astype(np.float32)
             if held:
+                hs: list[float] = []
                 for x in iter_batches([(manifest.resolve(s.image), s.id) for s in held], size, bs):
                     _, sc = det.score(x)
-                    heldout_scores.extend(minmax(np.asarray(sc), s_lo, s_hi).tolist())
+                    hs.extend(minmax(np.asarray(sc), s_lo, s_hi).tolist())
+                heldout_scores.extend(hs)
+                heldout_by_cat[f"{sub}/{cat}"] = [round(v, 6) for v in hs]
             for s, sc, r, nm in zip(items, norm, raw, nmaps):
                 bbt = boxes_by_threshold(nm, GRID, out_size=(s.width, s.height), **box_kw)
                 writer.write(Prediction(
@@ -276,6 +280,7 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
                     f"{len(heldout_scores)} held-out normal train images (pooled over categories)",
         },
         "metrics_fair": rep_fair.to_json(),
+        "heldout_scores": heldout_by_cat,
         "sweep": {threshold_key(t): {n: {"det": v[0], "loc": v[1]} for n, v in per_t[t].items()} for t in GRID},
         "auroc": auroc_sub,
         "backbone": backbone.info,
