@@ -174,10 +174,13 @@ class Ctx:
 
 
 def _pick_point(ctx: Ctx, rng: np.random.Generator, margin: int, pool: np.ndarray | None = None):
-    """A random pixel of ``pool`` (default: the eroded product region) away from earlier defects."""
+    """A random pixel of ``pool`` (default: the product region, slightly eroded) away from earlier
+    defects and at least ``margin`` from the image border. Defects are clipped to the product
+    (:func:`_on_product`), so thin parts (a screw, a tube) can carry long scratches and cracks."""
     area = (ctx.region if pool is None else pool).astype(np.uint8)
-    if margin > 0 and pool is None:  # an explicit pool (e.g. the outline band) is used as given
-        area = cv2.erode(area, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    er = min(margin, 6)
+    if er > 0 and pool is None:  # an explicit pool (e.g. the outline band) is used as given
+        area = cv2.erode(area, np.ones((2 * er + 1, 2 * er + 1), np.uint8))
     if ctx.occupied is not None:
         area = area & ~ctx.occupied.astype(bool)
     h, w = area.shape
@@ -197,6 +200,14 @@ def _contrast_color(img: np.ndarray, x: float, y: float, dark: Color, bright: Co
     x0, y0 = int(max(0, x - 12)), int(max(0, y - 12))
     patch = img[y0:int(min(h, y + 12)), x0:int(min(w, x + 12))]
     return dark if float(luminance(patch).mean()) > 0.45 else bright
+
+
+def _on_product(ctx: Ctx, *layers: np.ndarray) -> None:
+    """Clip painted layers (alpha maps or masks) to the product in place: a defect ends at its edge."""
+    if ctx.region.all():
+        return
+    for a in layers:
+        a[~ctx.region] = 0
 
 
 def _finish(mask: np.ndarray, ctx: Ctx, min_area: int = 30) -> np.ndarray | None:
@@ -235,6 +246,7 @@ def paint_scratch(img, ctx, rng):
     col = _contrast_color(img, *p, dark=(0.08, 0.08, 0.09), bright=(0.97, 0.97, 0.95))
     alpha = np.zeros(img.shape[:2], np.float32)
     _draw_poly(alpha, pts, 1.0, th)
+    _on_product(ctx, alpha)
     mask = ((alpha > 0.25) * 255).astype(np.uint8)
     if _finish(mask, ctx) is None:
         return None
@@ -261,6 +273,7 @@ def paint_crack(img, ctx, rng):
     bth = th0 + float(rng.choice([-1, 1])) * float(rng.uniform(0.6, 1.2))
     br = np.array([main[k], main[k] + np.array([math.cos(bth), math.sin(bth)]) * length * 0.35], np.float32)
     _draw_poly(alpha, br, 1.0, 2)
+    _on_product(ctx, alpha)
     mask = ((alpha > 0.25) * 255).astype(np.uint8)
     if _finish(mask, ctx) is None:
         return None
@@ -277,14 +290,17 @@ def paint_hole(img, ctx, rng):
     c = (int(round(p[0] * 16)), int(round(p[1] * 16)))
     alpha = np.zeros(img.shape[:2], np.float32)
     cv2.circle(alpha, c, int((r + 2.5) * 16), 1.0, -1, cv2.LINE_AA, 4)
+    _on_product(ctx, alpha)
     mask = ((alpha > 0.25) * 255).astype(np.uint8)
     if _finish(mask, ctx) is None:
         return None
     rim = np.zeros_like(alpha)
     cv2.circle(rim, c, int((r + 1.5) * 16), 1.0, 2, cv2.LINE_AA, 4)
+    _on_product(ctx, rim)
     composite(img, np.asarray(_contrast_color(img, *p, dark=(0.25, 0.22, 0.2), bright=(0.85, 0.82, 0.78)), np.float32), rim)
     inner = np.zeros_like(alpha)
     cv2.circle(inner, c, int(r * 16), 1.0, -1, cv2.LINE_AA, 4)
+    _on_product(ctx, inner)
     composite(img, np.asarray((0.02, 0.02, 0.025), np.float32), inner)
     return mask
 
@@ -303,6 +319,7 @@ def paint_stain(img, ctx, rng):
     poly = _blob(rng, p[0], p[1], r)
     hard = np.zeros(img.shape[:2], np.uint8)
     cv2.fillPoly(hard, [np.round(poly * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
+    _on_product(ctx, hard)
     if _finish(hard, ctx) is None:
         return None
     palette = np.asarray([(0.35, 0.2, 0.05), (0.8, 0.65, 0.1), (0.1, 0.08, 0.07), (0.6, 0.1, 0.1), (0.2, 0.25, 0.1)], np.float32)
@@ -312,6 +329,7 @@ def paint_stain(img, ctx, rng):
     far = np.argsort(-np.abs(palette - local).sum(1))[:2]
     col = palette[int(far[int(rng.integers(0, 2))])]
     alpha = cv2.GaussianBlur(hard.astype(np.float32) / 255.0, (0, 0), 1.2) * float(rng.uniform(0.7, 0.9))
+    _on_product(ctx, alpha)
     # a stain darkens/tints what is under it rather than covering it
     composite(img, img * 0.35 + col * 0.65, alpha)
     return hard
@@ -322,14 +340,18 @@ def paint_contamination(img, ctx, rng):
     p = _pick_point(ctx, rng, int(r) + 14)
     if p is None:
         return None
-    palette = [(0.55, 0.1, 0.7), (0.05, 0.7, 0.75), (0.95, 0.5, 0.05), (0.1, 0.1, 0.1), (0.9, 0.9, 0.2)]
-    col = np.asarray(palette[int(rng.integers(0, len(palette)))], np.float32)
+    palette = np.asarray([(0.55, 0.1, 0.7), (0.05, 0.7, 0.75), (0.95, 0.5, 0.05), (0.1, 0.1, 0.1), (0.9, 0.9, 0.2)], np.float32)
+    h, w = img.shape[:2]
+    local = img[int(max(0, p[1] - 10)):int(min(h, p[1] + 10)), int(max(0, p[0] - 10)):int(min(w, p[0] + 10))].reshape(-1, 3).mean(0)
+    far = np.argsort(-np.abs(palette - local).sum(1))[:3]  # a foreign particle stands out from the surface
+    col = palette[int(far[int(rng.integers(0, 3))])]
     alpha = np.zeros(img.shape[:2], np.float32)
     cv2.fillPoly(alpha, [np.round(_blob(rng, p[0], p[1], r, 10) * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
     # a fibre trailing from the particle keeps the contamination one connected component
     fib = _polyline(rng, p[0], p[1], float(rng.uniform(16, 26)), float(rng.uniform(-5, 5)))
     fib = fib - fib[0] + np.array(p, np.float32)
     _draw_poly(alpha, fib, 1.0, 2)
+    _on_product(ctx, alpha)
     mask = ((alpha > 0.25) * 255).astype(np.uint8)
     if _finish(mask, ctx) is None:
         return None
@@ -349,15 +371,17 @@ def paint_deformation(img, ctx, rng):
     inside = r < 1
     # pinch/bulge displacement plus the shading of a dent lit from one side
     k = np.where(inside, (1 - r) ** 2, 0).astype(np.float32)
-    s = float(rng.choice([-1.0, 1.0])) * 0.55
+    s = float(rng.choice([-1.0, 1.0])) * 0.7
     mapx = xx - dx * k * s
     mapy = yy - dy * k * s
     warped = cv2.remap(img, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     th = float(rng.uniform(0, 2 * math.pi))
     # a dent reflects light unevenly: one flank bright, the other dark, plus a dark crease ring
-    shade = 1 + 1.6 * np.sqrt(k) * (dx * math.cos(th) + dy * math.sin(th)) / R
-    shade *= 1 - 0.35 * np.exp(-((r - 0.75) / 0.12) ** 2)
+    shade = 1 + 2.2 * np.sqrt(k) * (dx * math.cos(th) + dy * math.sin(th)) / R
+    shade *= 1 - 0.5 * np.exp(-((r - 0.75) / 0.12) ** 2)
+    inside &= ctx.region
     mask = ((r < 0.9) * 255).astype(np.uint8)
+    _on_product(ctx, mask)
     if _finish(mask, ctx) is None:
         return None
     img[inside] = np.clip(warped[inside] * shade[inside][:, None], 0, 1)
