@@ -49,3 +49,6 @@ def test_fair_threshold():
     assert fair_threshold([0.1, 0.2, 0.9, 1.3]) == 1.0     # clipped to the grid
     assert fair_threshold([0.0, 0.1, 0.2, 0.3, 0.95], quantile=0.5) == 0.3
     assert fair_threshold([]) == 0.5
+    # per category: max of each (0.2, 0.35, 1.4), median 0.35 -> 0.4; the outlier category does not win
+    assert fair_threshold({"a": [0.1, 0.2], "b": [0.35, 0.3], "c": [1.4]}) == 0.4
+    assert fair_threshold({"a": [], "b": [0.05]}) == 0.1

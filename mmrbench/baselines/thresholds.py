@@ -71,21 +71,29 @@ def oracle_threshold(per_t: Mapping[float, Mapping[str, tuple[float, float]]]) -
     return float(best_t)
 
 
-def fair_threshold(heldout_scores: Iterable[float], quantile: float = 1.0,
+def fair_threshold(heldout: Mapping[str, Iterable[float]] | Iterable[float], quantile: float = 1.0,
                    grid: Sequence[float] = GRID) -> float:
     """A threshold that reads no test label.
 
-    ``heldout_scores`` are normalised image scores of normal *training* images that were held out of
-    the fit (normalised with the same per-category test range, no labels involved). Anything scoring
-    above the ``quantile`` of them looks unlike the normals we know, so the threshold is the smallest
-    grid value strictly above that quantile (max by default), clipped to the grid. With no held-out
-    scores it falls back to 0.5.
+    ``heldout`` holds normalised image scores of normal *training* images that were held out of the
+    fit (normalised with the same per-category test range, no labels involved), either one list or a
+    mapping category -> list. Per category, anything above the ``quantile`` (max by default) of its
+    held-out normals looks unlike the normals we know; the scorer takes one threshold for the whole run,
+    so the per-category values are combined by their **median** (one category whose held-out images
+    happen to score above all its test images must not push the run to t = 1.0, which calls
+    everything normal). The threshold is the smallest grid value strictly above that median, clipped
+    to the grid. With no held-out scores it falls back to 0.5.
     """
-    v = np.asarray(list(heldout_scores), dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
+    groups = list(heldout.values()) if isinstance(heldout, Mapping) else [heldout]
+    per_cat = []
+    for g in groups:
+        v = np.asarray(list(g), dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size:
+            per_cat.append(float(np.quantile(v, quantile)))
+    if not per_cat:
         return 0.5
-    q = float(np.quantile(v, quantile))
+    q = float(np.median(per_cat))
     for t in sorted(grid):
         if t > q + 1e-9:
             return float(t)
