@@ -245,13 +245,17 @@ def test_detector_spec_delegates_or_errors_clearly(manifest, tmp_path, monkeypat
         @staticmethod
         def evaluate_detector(method, manifest, samples, out_dir, recipe=None, weights=None, device="cpu",
                               progress=True):
+            from mmrbench.results import Result
             calls.update(method=method, n=len(samples), out=out_dir, device=device)
-            return "RESULT"
+            return Result(model={"name": method}, dataset={"name": "x"}, metrics={})
 
     monkeypatch.setitem(sys.modules, "mmrbench.baselines.evaluate", FakeModule)
     res = runner.run_eval(parse_spec("patchcore"), manifest, tmp_path / "pc",
-                          EvalOptions(progress=False, quiet=True, device="cpu"))
-    assert res == "RESULT" and calls["method"] == "patchcore" and calls["n"] == 16
+                          EvalOptions(progress=False, quiet=True, device="cpu", limit=16))
+    assert res.model == {"name": "patchcore"} and calls["method"] == "patchcore" and calls["n"] == 16
+    # the runner records the selection so a verifier re-selects exactly these samples
+    written = json.loads((tmp_path / "pc" / "result.json").read_text())
+    assert written["dataset"]["limit"] == 16 and written["dataset"]["n_samples"] == 16
     run = json.loads((tmp_path / "pc" / "run.json").read_text())
     assert run["model"]["provider"] == "detector" and run["n_selected"] == 16
 
