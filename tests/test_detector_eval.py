@@ -200,3 +200,23 @@ def test_cli_eval_padim(slice_manifest, tmp_path):
     assert res["detector"]["recipe"]["model"]["d"] == 32
     assert res["model"]["provider"] == "detector"
     assert len(read_predictions(out / "predictions.jsonl")) == len(read_manifest(slice_manifest).select(split="test"))
+
+
+def test_joint_normalisation_aligns_decision_and_boxes(padim_run, tmp_path):
+    m, out, _ = padim_run
+    rec = {**FAST, "model": {**FAST["model"], "d": 40}, "boxes": {"min_area": 0}, "normalisation": "joint"}
+    res = evaluate_detector("padim", m, m.select(split="test"), tmp_path, recipe=rec, progress=False,
+                            cache_dir=out / "cache")
+    assert res.extra["detector"]["timing"]["cached_categories"] == 2  # normalisation is not part of the fit
+    assert res.extra["detector"]["normalisation"]["mode"] == "joint"
+    checked = 0
+    for p in read_predictions(tmp_path / "predictions.jsonl"):
+        for key, boxes in p.boxes_by_threshold.items():
+            t = float(key)
+            if abs(p.score - t) > 0.02:  # the bilinear resize to the original size can shave the peak
+                assert (p.score >= t) == bool(boxes), (p.id, t, p.score)
+                checked += 1
+    assert checked > 100
+    with pytest.raises(ConfigError, match="normalisation"):
+        evaluate_detector("padim", m, m.select(split="test"), tmp_path / "x", recipe={"normalisation": "zscore"},
+                          progress=False)

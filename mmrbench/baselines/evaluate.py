@@ -9,6 +9,12 @@ from the normalised map at t, :mod:`mmrbench.baselines.boxes`). The scorer then 
 
 Thresholds (``result.json`` ``detector`` block):
 
+With ``normalisation = "joint"`` the image scores are normalised with the *maps'* range instead of
+their own (both still per category, over test images). For PaDiM, whose image score is the map's max,
+"score >= t" then means "some pixel of the map reaches t", so the decision and the boxes at one t agree
+(an image called anomalous has a region above t); with ``"separate"`` the image score's own range puts
+the decision threshold much higher on the map scale than the box threshold.
+
 * ``threshold_oracle``: the grid t maximising the mean over subdatasets of (det accuracy + loc accuracy)
   on the test set -- the paper's choice, which reads test labels; ``metrics`` are reported at it.
 * ``threshold_fair``: reads no test label. The held-out normal train images are scored by the fitted
@@ -189,6 +195,11 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
         pred_path.unlink()
     heldout_scores: list[float] = []
     heldout_by_cat: dict[str, list[float]] = {}
+    ranges: dict[str, dict[str, list[float]]] = {}
+    norm_mode = rec["normalisation"]
+    if norm_mode not in ("separate", "joint"):
+        raise ConfigError(f"recipe: normalisation must be 'separate' or 'joint', got {norm_mode!r}")
+    joint = norm_mode == "joint"
     auroc_cat: dict[str, dict[str, dict[str, float | None]]] = defaultdict(dict)
     timing = {"fit_s": 0.0, "fit_images": 0, "score_s": 0.0, "score_images": 0, "cached_categories": 0}
     iterator = sorted(groups)
@@ -228,8 +239,12 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
             timing["score_images"] += len(items)
             maps = np.concatenate(maps_l)
             raw = np.concatenate(raw_l)
-            s_lo, s_hi = float(raw.min()), float(raw.max())
             m_lo, m_hi = float(maps.min()), float(maps.max())
+            if joint:  # image scores on the maps' scale: score >= t <=> the map reaches t somewhere
+                s_lo, s_hi = m_lo, m_hi
+            else:
+                s_lo, s_hi = float(raw.min()), float(raw.max())
+            ranges[f"{sub}/{cat}"] = {"score": [s_lo, s_hi], "map": [m_lo, m_hi]}
             norm = minmax(raw, s_lo, s_hi)
             nmaps = minmax(maps, m_lo, m_hi).astype(np.float32)
             if held:
@@ -287,7 +302,9 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
         "backbone": backbone.info,
         "recipe": rec,
         "timing": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in timing.items()},
-        "normalisation": "min-max per category over its test images (image scores and maps separately)",
+        "normalisation": {"mode": norm_mode, "ranges": ranges,
+                          "rule": "min-max per category over its test images; 'separate': image scores by their own "
+                                  "range, 'joint': image scores by the maps' range"},
     }
     result = Result(
         model={"name": m, "provider": "detector", "model_id": m, "convention": "pixel", "kind": "detector",
