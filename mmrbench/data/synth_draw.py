@@ -328,7 +328,7 @@ def paint_stain(img, ctx, rng):
     # of the two stain colours farthest from the surface, pick one at random: a stain must show
     far = np.argsort(-np.abs(palette - local).sum(1))[:2]
     col = palette[int(far[int(rng.integers(0, 2))])]
-    alpha = cv2.GaussianBlur(hard.astype(np.float32) / 255.0, (0, 0), 1.2) * float(rng.uniform(0.7, 0.9))
+    alpha = cv2.GaussianBlur(hard.astype(np.float32) / 255.0, (0, 0), 1.2) * float(rng.uniform(0.8, 0.95))
     _on_product(ctx, alpha)
     # a stain darkens/tints what is under it rather than covering it
     composite(img, img * 0.35 + col * 0.65, alpha)
@@ -336,7 +336,7 @@ def paint_stain(img, ctx, rng):
 
 
 def paint_contamination(img, ctx, rng):
-    r = float(rng.uniform(5, 9))
+    r = float(rng.uniform(6, 10))
     p = _pick_point(ctx, rng, int(r) + 14)
     if p is None:
         return None
