@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 from mmrbench.adapters.base import ImagePart, ModelAPI, Request, Response, TextPart, Usage
 from mmrbench.adapters.image_encoding import ImagePrep, prepare
-from mmrbench.adapters.retry import RetryPolicy, call_with_retry, parse_retry_after
+from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after
 from mmrbench.errors import ConfigError, require
 
 #: finish reasons that mean the model (or its filters) declined to answer
@@ -48,7 +47,7 @@ def resolve_gemini_key(api_key_env: str | None, base_url: str | None = None) -> 
     raise ConfigError(f"environment variable {envs[0]} is not set: it holds the Gemini API key")
 
 
-class GeminiModel(ModelAPI):
+class GeminiModel(RetryingAPIModel, ModelAPI):
     provider = "gemini"
     convention = "gemini"
     max_concurrency = 8
@@ -179,15 +178,6 @@ class GeminiModel(ModelAPI):
             kind = "transport error" if transient else "malformed response"
             return Response(None, "error", f"{kind} ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})",
                             None, time.perf_counter() - t0, sizes, retryable=transient)
-
-    def generate_one(self, request: Request) -> Response:
-        return call_with_retry(lambda: self._call(request), self.retry)
-
-    def generate(self, requests: Sequence[Request]) -> list[Response]:
-        if len(requests) <= 1 or self.max_concurrency <= 1:
-            return [self.generate_one(r) for r in requests]
-        with ThreadPoolExecutor(min(self.max_concurrency, len(requests))) as pool:
-            return list(pool.map(self.generate_one, requests))
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart,
                                     Usage)
 from mmrbench.adapters.image_encoding import ImagePrep, data_url, prepare
-from mmrbench.adapters.retry import RetryPolicy, call_with_retry, parse_retry_after
+from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after
 from mmrbench.errors import ConfigError, require
 
 OFFICIAL_HOST = "api.openai.com"
@@ -73,7 +72,7 @@ def resolve_api_key(api_key_env: str | None, base_url: str | None, require_key: 
     return DUMMY_KEY
 
 
-class OpenAIModel(ModelAPI):
+class OpenAIModel(RetryingAPIModel, ModelAPI):
     provider = "openai"
     convention = "pixel"
     max_concurrency = 8
@@ -253,15 +252,6 @@ class OpenAIModel(ModelAPI):
         except Exception as exc:  # malformed bodies, validation errors: final for this attempt
             return Response(None, "error", f"malformed response ({type(exc).__name__}: {_short(exc)})", None,
                             time.perf_counter() - t0, sizes)
-
-    def generate_one(self, request: Request) -> Response:
-        return call_with_retry(lambda: self._call(request), self.retry)
-
-    def generate(self, requests: Sequence[Request]) -> list[Response]:
-        if len(requests) <= 1 or self.max_concurrency <= 1:
-            return [self.generate_one(r) for r in requests]
-        with ThreadPoolExecutor(min(self.max_concurrency, len(requests))) as pool:
-            return list(pool.map(self.generate_one, requests))
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

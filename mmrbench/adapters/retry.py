@@ -113,3 +113,28 @@ def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,
     except AttributeError:  # pragma: no cover - frozen response types
         pass
     return resp
+
+
+class RetryingAPIModel:
+    """Mixin giving API providers their ``generate``: each request is one ``_call`` attempt wrapped in
+    the retry policy (``self.retry``), up to ``self.max_concurrency`` requests in flight at once.
+
+    Providers only write ``_call(request) -> Response`` (one attempt, never raising), so retrying and
+    concurrency behave identically for every API."""
+
+    retry: RetryPolicy
+    max_concurrency: int
+
+    def _call(self, request):  # pragma: no cover - provided by the provider
+        raise NotImplementedError
+
+    def generate_one(self, request):
+        return call_with_retry(lambda: self._call(request), self.retry)
+
+    def generate(self, requests):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(requests) <= 1 or self.max_concurrency <= 1:
+            return [self.generate_one(r) for r in requests]
+        with ThreadPoolExecutor(min(self.max_concurrency, len(requests))) as pool:
+            return list(pool.map(self.generate_one, requests))
