@@ -68,3 +68,14 @@ def test_state_round_trip():
     pd2 = Padim(bb, PadimConfig(image_size=64, d=30)).load_state(st)
     got = pd2.score(x)
     assert np.allclose(ref[0], got[0]) and np.allclose(ref[1], got[1])
+
+
+def test_embedding_equals_concat_then_select():
+    bb = load_backbone("resnet18", None, seed=0)
+    pd = Padim(bb, PadimConfig(image_size=64, d=50, seed=3))
+    x = _textures(2, 9)
+    f = bb.features(x, ("layer1", "layer2", "layer3"))
+    full = torch.cat([f["layer1"]] + [torch.nn.functional.interpolate(f[n], size=(16, 16), mode="nearest")
+                                      for n in ("layer2", "layer3")], 1)
+    ref = full.index_select(1, pd.channel_idx).flatten(2).transpose(1, 2)
+    assert torch.equal(pd.embed(x), ref)

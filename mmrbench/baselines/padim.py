@@ -76,11 +76,20 @@ class Padim:
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) images in [0, 1] -> (N, P, d) embeddings on layer1's grid."""
         feats = self.backbone.features(x, self.cfg.layers)
-        first = feats[self.cfg.layers[0]]
-        h, w = first.shape[-2:]
-        maps = [first] + [F.interpolate(feats[n], size=(h, w), mode="nearest") for n in self.cfg.layers[1:]]
+        h, w = feats[self.cfg.layers[0]].shape[-2:]
+        # select each layer's share of the channel subset *before* upsampling: same embedding as
+        # concatenate-then-select (indices are sorted, layers in order), far less memory traffic
+        maps, start = [], 0
+        for n in self.cfg.layers:
+            f = feats[n]
+            c = f.shape[1]
+            idx = self.channel_idx[(self.channel_idx >= start) & (self.channel_idx < start + c)] - start
+            f = f.index_select(1, idx.to(f.device))
+            if f.shape[-2:] != (h, w):
+                f = F.interpolate(f, size=(h, w), mode="nearest")
+            maps.append(f)
+            start += c
         emb = torch.cat(maps, 1)
-        emb = emb.index_select(1, self.channel_idx.to(emb.device))
         self.grid = (h, w)
         return emb.flatten(2).transpose(1, 2).contiguous()  # (N, P, d)
 
