@@ -27,16 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        module_name = f"mmrbench.commands.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # command not shipped in this build
-            raise
-        module.add_parser(sub)
+    add_command_parsers(sub, COMMANDS)
     return parser
+
+
+def add_command_parsers(sub, names: list[str]) -> None:
+    """Let each command module (``mmrbench.commands.<name>``) register its own parser."""
+    for name in names:
+        importlib.import_module(f"mmrbench.commands.{name}").add_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,14 +61,8 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
         super().__init__(model)
         self.api_key_env = api_key_env or "GEMINI_API_KEY"
         self.base_url = base_url
-        if convention:
-            from mmrbench.coords import check_convention
-            self.convention = check_convention(convention)
-        if concurrency:
-            self.max_concurrency = int(concurrency)
-        self.timeout_s = float(timeout_s)
-        self.retry = retry or RetryPolicy()
-        self.image_prep = image_prep or ImagePrep()
+        self._init_api_settings(convention=convention, concurrency=concurrency, timeout_s=timeout_s, retry=retry,
+                                image_prep=image_prep)
         self.thinking_budget = thinking_budget
         self.include_thoughts = include_thoughts
         genai = require("google.genai", "api", "the gemini provider")

@@ -89,14 +89,8 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         self.api_key_env = api_key_env or "OPENAI_API_KEY"
         self.reasoning = bool(reasoning)
         self.reasoning_effort = reasoning_effort
-        if convention:
-            from mmrbench.coords import check_convention
-            self.convention = check_convention(convention)
-        if concurrency:
-            self.max_concurrency = int(concurrency)
-        self.timeout_s = float(timeout_s)
-        self.retry = retry or RetryPolicy()
-        self.image_prep = image_prep or ImagePrep()
+        self._init_api_settings(convention=convention, concurrency=concurrency, timeout_s=timeout_s, retry=retry,
+                                image_prep=image_prep)
         self.image_detail = image_detail
         self.stream = bool(stream)
         self.extra_body = dict(extra_body or {})

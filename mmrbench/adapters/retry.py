@@ -12,9 +12,12 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from mmrbench.errors import require
+
+if TYPE_CHECKING:  # only for annotations: base imports PIL, which this module does not need
+    from mmrbench.adapters.base import Response
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,21 @@ class RetryingAPIModel:
 
     retry: RetryPolicy
     max_concurrency: int
+    convention: str
+
+    def _init_api_settings(self, *, convention, concurrency, timeout_s, retry, image_prep) -> None:
+        """Settings every API provider takes the same way (declared box convention, bounded
+        concurrency, per-request timeout, retry policy, image preparation)."""
+        from mmrbench.adapters.image_encoding import ImagePrep
+        from mmrbench.coords import check_convention
+
+        if convention:
+            self.convention = check_convention(convention)
+        if concurrency:
+            self.max_concurrency = int(concurrency)
+        self.timeout_s = float(timeout_s)
+        self.retry = retry or RetryPolicy()
+        self.image_prep = image_prep or ImagePrep()
 
     def _call(self, request):  # pragma: no cover - provided by the provider
         raise NotImplementedError
