@@ -1,12 +1,19 @@
 """Mini Anomaly-R1: train a small Qwen2.5-VL from scratch on the bundled synthetic benchmark, on CPU.
 
     python benchmarks/mini_anomaly_r1.py [--out DIR] [--sft-steps N] [--grpo-steps N] [--no-trl]
+    python benchmarks/mini_anomaly_r1.py --select ...   # settings search on a validation split
+
+Settings are searched with ``--select``: the model trains on 80 % of the training pool and is
+evaluated on the other 20 % (validation); the held-out images are only read by a run without it,
+which trains on the whole pool. ``--categories``/``--per-class`` pick an easier or larger subset of
+the synthetic benchmark, ``--no-reference`` the single-image prompt (see docs/training.md for what
+was tried and measured).
 
 Pipeline (the real trainer and the real evaluation path, only smaller):
 
 1. the synthetic benchmark (``mmrbench.data.synth``), its test-split samples (those have a normal
-   reference and ground-truth boxes) split by a hash of the id into a training pool (75 %) and
-   held-out evaluation images (25 %);
+   reference and ground-truth boxes) split by a hash of the id into a training pool (75 %, of which
+   a second hash sets 20 % aside as validation for ``--select``) and held-out evaluation images (25 %);
 2. a randomly initialised Qwen2.5-VL a few times the size of the test model (a small byte-level
    BPE tokenizer trained on the prompts, 64x64-pixel images);
    (LoRA r=16 on the language model as in the paper; the random vision tower and output head are
@@ -47,32 +54,50 @@ def log(msg: str) -> None:
 LARGE = {"train": 8, "test_normal": 24, "test_anomalous": 30}
 
 
-def make_data(out: Path, seed: int, scale: str) -> tuple[Path, Path, dict]:
+def make_data(out: Path, seed: int, scale: str, categories: list[str] | None = None,
+              per_class: int = 0) -> tuple[Path, Path, Path, Path, dict]:
+    """Generate the synthetic benchmark and split its test images (those have a normal reference and
+    ground-truth boxes) by a hash of the id: 25 % held-out evaluation, and of the rest 20 % a
+    validation split (settings are chosen on it, never on the held-out images), 80 % training."""
     from mmrbench.data import synth
     from mmrbench.data.manifest import read_manifest, write_manifest
 
-    data = out / f"data-{scale}"
+    name = scale if not (categories or per_class) else (
+        f"{scale if not per_class else f'pc{per_class}'}-{zlib.crc32(','.join(categories or []).encode()):08x}")
+    data = out / f"data-{name}"
     if not (data / "manifest.jsonl").exists():
-        if scale == "large" and "large" not in synth.SCALES:
+        if per_class:
+            scale = f"pc{per_class}"
+            synth.SCALES[scale] = synth.Scale(train=8, test_normal=per_class, test_anomalous=per_class)
+        elif scale == "large" and "large" not in synth.SCALES:
             synth.SCALES["large"] = synth.Scale(**LARGE)
-        synth.generate(data, seed=seed, scale=scale, force=True)
+        synth.generate(data, seed=seed, scale=scale, categories=categories or None, force=True)
     m = read_manifest(data / "manifest.jsonl")
     pool = [s for s in m.samples if s.split == "test" and s.reference]
-    train, ev = [], []
+    train, val, ev = [], [], []
     for s in pool:
-        (ev if zlib.crc32(s.id.encode()) % 4 == 0 else train).append(s)
-    for s in train:
+        if zlib.crc32(s.id.encode()) % 4 == 0:
+            ev.append(s)
+        else:
+            (val if zlib.crc32(f"val:{s.id}".encode()) % 5 == 0 else train).append(s)
+    for s in train + val:
         s.split = "train"
-    write_manifest(data / "mini_train.jsonl", train)
+    write_manifest(data / "mini_fit.jsonl", train)     # training images while settings are searched (--select)
+    write_manifest(data / "mini_val.jsonl", val)
+    # the whole training pool (in generation order, as before --select existed), for the reported run
+    write_manifest(data / "mini_train.jsonl", [s for s in pool if s.split == "train"])
     write_manifest(data / "mini_eval.jsonl", ev)
-    n_anom = sum(s.is_anomalous for s in ev)
-    stats = {"train": len(train), "eval": len(ev), "eval_anomalous": n_anom,
-             "majority_rate": max(n_anom, len(ev) - n_anom) / len(ev)}
-    return data / "mini_train.jsonl", data / "mini_eval.jsonl", stats
+
+    def rate(xs):
+        n_anom = sum(s.is_anomalous for s in xs)
+        return max(n_anom, len(xs) - n_anom) / len(xs)
+    stats = {"train": len(train) + len(val), "fit": len(train), "val": len(val), "eval": len(ev),
+             "majority_rate": rate(ev), "val_majority_rate": rate(val)}
+    return data / "mini_train.jsonl", data / "mini_fit.jsonl", data / "mini_val.jsonl", data / "mini_eval.jsonl", stats
 
 
 # -- model -------------------------------------------------------------------------------------
-def build_tokenizer(train_manifest: Path, vocab_size: int):
+def build_tokenizer(train_manifest: Path, vocab_size: int, variant: str = "default"):
     """A byte-level BPE tokenizer trained on this benchmark's prompts and targets.
 
     The test model's tokenizer has no merges (one token per byte), which makes the protocol prompt
@@ -92,7 +117,7 @@ def build_tokenizer(train_manifest: Path, vocab_size: int):
 
     corpus = [SYSTEM_PROMPT]
     for s in read_manifest(train_manifest).samples:
-        corpus += [build_prompt(s).user, target_text(s, (s.width, s.height), DataOptions())]
+        corpus += [build_prompt(s, variant).user, target_text(s, (s.width, s.height), DataOptions())]
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
@@ -107,7 +132,8 @@ def build_tokenizer(train_manifest: Path, vocab_size: int):
                                        model_max_length=32768)
 
 
-def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int, train_manifest: Path) -> Path:
+def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int, train_manifest: Path,
+                variant: str = "default") -> Path:
     import torch
     import transformers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -115,10 +141,10 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     from mmrbench.adapters.qwen_vision import image_only_processor_class
     from mmrbench.testing import tiny_qwen as tq
 
-    path = out / f"model-v2-{train_manifest.parent.name}-h{hidden}-l{layers}-s{image_side}"
+    path = out / f"model-v3-{train_manifest.parent.name}-{train_manifest.stem}-{variant}-h{hidden}-l{layers}-s{image_side}"
     if (path / "config.json").exists():
         return path
-    tok = build_tokenizer(train_manifest, 1024)
+    tok = build_tokenizer(train_manifest, 1024, variant)
     px = image_side * image_side
     ip = Qwen2VLImageProcessorPil(patch_size=tq.PATCH_SIZE, merge_size=tq.MERGE_SIZE, temporal_patch_size=2,
                                   min_pixels=px, max_pixels=px)
@@ -143,7 +169,8 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
 
 
 # -- evaluation through the hf provider --------------------------------------------------------
-def evaluate(run_dir: Path, eval_manifest: Path, max_new_tokens: int, batch_size: int) -> dict:
+def evaluate(run_dir: Path, eval_manifest: Path, max_new_tokens: int, batch_size: int,
+             variant: str = "default") -> dict:
     from mmrbench.adapters.base import GenerationConfig
     from mmrbench.adapters.registry import create_model
     from mmrbench.data.manifest import read_manifest
@@ -158,7 +185,7 @@ def evaluate(run_dir: Path, eval_manifest: Path, max_new_tokens: int, batch_size
     samples = m.samples
     for i in range(0, len(samples), batch_size):
         chunk = samples[i:i + batch_size]
-        resps = model.generate([build_request(s, m.root, config=cfg) for s in chunk])
+        resps = model.generate([build_request(s, m.root, variant=variant, config=cfg) for s in chunk])
         for r in resps:
             texts.append(r.text or "")
             sent.append(tuple(r.image_sizes[-1]) if r.image_sizes else None)
@@ -175,40 +202,42 @@ def evaluate(run_dir: Path, eval_manifest: Path, max_new_tokens: int, batch_size
 
 
 # -- training ----------------------------------------------------------------------------------
-def common_overrides(model_dir: Path, manifest: Path) -> dict:
+def common_overrides(model_dir: Path, manifest: Path, variant: str = "default", train_embed: bool = False) -> dict:
     # min/max_pixels 0: the model folder's own processor bounds (64x64), the frame the hf provider also uses
     return {"model.base": str(model_dir), "model.device": "cpu", "data.manifest": str(manifest),
             "model.min_pixels": 0, "model.max_pixels": 0,
             "lora.r": 16, "lora.alpha": 32, "lora.dropout": 0.0, "lora.target": "language",
             # from scratch, a random vision tower must learn to see and a random output head cannot be
             # steered by low-rank updates alone: both are trained fully (and saved with the adapter)
-            "lora.modules_to_save": ["lm_head", "visual"]}
+            "lora.modules_to_save": ["lm_head", "visual"] + (["embed_tokens"] if train_embed else []),
+            "data.prompt_variant": variant}
 
 
-def run_sft_stage(model_dir, manifest, out, steps, lr, batch):
+def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant="default", train_embed=False):
     from mmrbench.train.recipe import load_recipe
     from mmrbench.train.sft import run_sft
 
     r = load_recipe(ROOT / "baselines/anomaly-r1/sft.toml", "sft", {
-        **common_overrides(model_dir, manifest), "model.gradient_checkpointing": False,
+        **common_overrides(model_dir, manifest, variant, train_embed), "model.gradient_checkpointing": False,
         "sft.max_steps": steps, "sft.lr": lr, "sft.batch_size": batch, "sft.warmup_ratio": 0.05,
         "sft.weight_decay": 0.0, "sft.save_steps": 0, "sft.lr_scheduler": "cosine"})
     return run_sft(r, out, progress=True)
 
 
-def grpo_recipe(model_dir, manifest, init, steps, lr, prompt_batch, group, mini, max_new):
+def grpo_recipe(model_dir, manifest, init, steps, lr, prompt_batch, group, mini, max_new, variant="default",
+                train_embed=False, temperature=1.0):
     from mmrbench.train.recipe import load_recipe
 
     return load_recipe(ROOT / "baselines/anomaly-r1/grpo.toml", "grpo", {
-        **common_overrides(model_dir, manifest), "model.gradient_checkpointing": False,
-        "grpo.init_adapter": str(init), "grpo.max_steps": steps, "grpo.lr": lr, "grpo.prompt_batch": prompt_batch,
+        **common_overrides(model_dir, manifest, variant, train_embed), "model.gradient_checkpointing": False,
+        "grpo.temperature": temperature, "grpo.init_adapter": str(init), "grpo.max_steps": steps, "grpo.lr": lr, "grpo.prompt_batch": prompt_batch,
         "grpo.group_size": group, "grpo.mini_batch": mini, "grpo.max_new_tokens": max_new,
         "grpo.warmup_ratio": 0.0, "grpo.save_steps": 0, "grpo.lr_scheduler": "constant"})
 
 
 # -- TRL comparison ----------------------------------------------------------------------------
 def trl_step_time(model_dir: Path, manifest: Path, init: Path, group: int, prompt_batch: int, mini_batch: int,
-                  max_new: int, lr: float, rollouts: int) -> tuple[float | None, str]:
+                  max_new: int, lr: float, rollouts: int, variant: str = "default") -> tuple[float | None, str]:
     """Seconds per GRPO rollout step of TRL's GRPOTrainer on the same model, data and settings
     (same prompts per rollout, G, updates per rollout, token-mean loss, clip, beta), or why not.
 
@@ -236,10 +265,10 @@ def trl_step_time(model_dir: Path, manifest: Path, init: Path, group: int, promp
         updates = prompt_batch // mini_batch
         steps = rollouts * updates
         for s in m.samples[: prompt_batch * (rollouts + 1)]:
-            p = build_prompt(s)
+            p = build_prompt(s, variant)
             rows.append({"prompt": [{"role": "system", "content": [{"type": "text", "text": p.system}]},
-                                    {"role": "user", "content": [{"type": "image"}, {"type": "image"},
-                                                                 {"type": "text", "text": p.user}]}],
+                                    {"role": "user", "content": [{"type": "image"} for _ in p.images]
+                                     + [{"type": "text", "text": p.user}]}],
                          "images": [load_rgb(m.resolve(x)) for x in p.images], "label": s.label,
                          "gt_boxes": [list(b.xyxy) for b in s.boxes], "image_size": [s.width, s.height],
                          "sent_size": None, "convention": "pixel"})
@@ -268,6 +297,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for tiny models on a shared CPU)")
     ap.add_argument("--synth-scale", default="large", choices=("default", "large"))
+    ap.add_argument("--categories", default="", help="comma-separated synthetic categories (default: all)")
+    ap.add_argument("--per-class", type=int, default=0,
+                    help="normal and anomalous test images generated per category (0 = the scale's)")
+    ap.add_argument("--no-reference", action="store_true", help="query image only (prompt variant no_reference)")
+    ap.add_argument("--reuse-sft", action="store_true", help="keep an SFT adapter already under --out/sft")
+    ap.add_argument("--grpo-temperature", type=float, default=1.0)
+    ap.add_argument("--train-embed", action="store_true", help="train the token embeddings fully too")
+    ap.add_argument("--select", action="store_true",
+                    help="settings search: evaluate on the validation split (carved from the training pool), "
+                         "skip GRPO's TRL timing; the held-out split is not touched")
     ap.add_argument("--image-side", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
@@ -291,47 +330,56 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     out = Path(args.out)
     if args.fresh:
-        for d in ("sft", "grpo"):
+        for d in ("grpo",) if args.reuse_sft else ("sft", "grpo"):
             shutil.rmtree(out / d, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    train_m, eval_m, stats = make_data(out, args.seed, args.synth_scale)
+    cats = [c for c in args.categories.split(",") if c]
+    variant = "no_reference" if args.no_reference else "default"
+    train_m, fit_m, val_m, eval_m, stats = make_data(out, args.seed, args.synth_scale, cats, args.per_class)
+    if args.select:  # train on the fit part, evaluate on validation; the held-out images are not read
+        train_m, eval_m = fit_m, val_m
+        stats.update(train=stats["fit"], eval=stats["val"], majority_rate=stats["val_majority_rate"])
     if args.eval_limit:
         from mmrbench.data.manifest import read_manifest, write_manifest
         ev = read_manifest(eval_m).samples[: args.eval_limit]
+        eval_m = eval_m.with_name(f"{eval_m.stem}_first{args.eval_limit}.jsonl")
         write_manifest(eval_m, ev)
         n_anom = sum(s.is_anomalous for s in ev)
-        stats.update(eval=len(ev), eval_anomalous=n_anom, majority_rate=max(n_anom, len(ev) - n_anom) / len(ev))
+        stats.update(eval=len(ev), majority_rate=max(n_anom, len(ev) - n_anom) / len(ev))
     log(f"data: {stats}")
-    model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m)
+    model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m, variant)
     n_params = sum(p.numel() for p in __import__("transformers").AutoModelForImageTextToText.from_pretrained(str(model_dir)).parameters())
     log(f"model: {model_dir.name}, {n_params / 1e6:.2f}M parameters")
 
     t0 = time.perf_counter()
-    run_sft_stage(model_dir, train_m, out / "sft", args.sft_steps, args.sft_lr, args.sft_batch)
+    if not (args.reuse_sft and (out / "sft" / "adapter_config.json").exists()):
+        run_sft_stage(model_dir, train_m, out / "sft", args.sft_steps, args.sft_lr, args.sft_batch, variant,
+                      args.train_embed)
     t_sft = time.perf_counter() - t0
-    sft_eval = evaluate(out / "sft", eval_m, args.max_new_tokens, 16)
+    sft_eval = evaluate(out / "sft", eval_m, args.max_new_tokens, 16, variant)
     log(f"after SFT ({t_sft:.0f} s): {sft_eval}")
 
     from mmrbench.train.grpo import GRPOTrainer
 
     rec = grpo_recipe(model_dir, train_m, out / "sft", args.grpo_steps, args.grpo_lr, args.prompt_batch,
-                      args.group, args.mini_batch, args.max_new_tokens)
+                      args.group, args.mini_batch, args.max_new_tokens, variant, args.train_embed,
+                      args.grpo_temperature)
     t0 = time.perf_counter()
     trainer = GRPOTrainer(rec, out / "grpo", progress=True)
     trainer.train()
     t_grpo = time.perf_counter() - t0
     steps_log = [json.loads(x) for x in (out / "grpo" / "grpo_log.jsonl").read_text().splitlines()]
     ours_step = sum(r["time_s"] for r in steps_log) / len(steps_log)
-    grpo_eval = evaluate(out / "grpo", eval_m, args.max_new_tokens, 16)
+    grpo_eval = evaluate(out / "grpo", eval_m, args.max_new_tokens, 16, variant)
     log(f"after GRPO ({t_grpo:.0f} s): {grpo_eval}")
 
-    trl_s, trl_note = (None, "skipped (--no-trl)") if args.no_trl else trl_step_time(
+    trl_s, trl_note = (None, "skipped (--no-trl)") if (args.no_trl or args.select) else trl_step_time(
         model_dir, train_m, out / "sft", args.group, args.prompt_batch, args.mini_batch, args.max_new_tokens,
-        args.grpo_lr, 2)
+        args.grpo_lr, 2, variant)
     total = time.perf_counter() - t_start
     print()
     print(f"Mini Anomaly-R1 on CPU ({args.threads} thread(s)), {n_params / 1e6:.2f}M-parameter Qwen2.5-VL from scratch, "
-          f"{stats['train']} training / {stats['eval']} held-out images ({args.image_side}x{args.image_side} px)")
+          f"{stats['train']} training / {stats['eval']} {'VALIDATION' if args.select else 'held-out'} images ({args.image_side}x{args.image_side} px)")
     print(f"{'stage':<6} {'compliance':>10} {'det. acc':>9} {'majority':>9} {'mean reward':>12} {'said Yes':>9}")
     for name, e in (("SFT", sft_eval), ("GRPO", grpo_eval)):
         print(f"{name:<6} {e['compliance']:>10.1%} {e['accuracy']:>9.1%} {stats['majority_rate']:>9.1%} "
