@@ -33,23 +33,9 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = DE
     ``[min_pixels, max_pixels]`` both sides are scaled by a common factor (floor when shrinking,
     ceil when growing) so the aspect ratio is kept as well as the grid allows.
     """
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200")
-    # no lower clamp here: a side that rounds to 0 leaves an area below min_pixels and is scaled up
-    # below, exactly as transformers' image processor does (the sent size must match it)
-    h = round(height / factor) * factor
-    w = round(width / factor) * factor
-    if h * w > max_pixels:
-        scale = math.sqrt(height * width / max_pixels)
-        h = max(factor, math.floor(height / scale / factor) * factor)
-        w = max(factor, math.floor(width / scale / factor) * factor)
-    elif h * w < min_pixels:
-        scale = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * scale / factor) * factor
-        w = math.ceil(width * scale / factor) * factor
-    return h, w
+    # no lower clamp on the rounding: a side that rounds to 0 leaves an area below min_pixels and is
+    # scaled up below, exactly as transformers' image processor does (the sent size must match it)
+    return _qwen_resize(height, width, factor, min_pixels, max_pixels, min_side=0)
 
 
 #: qwen-vl-utils' defaults (what LMDeploy's Qwen2-VL preprocessing calls before the processor)
@@ -61,12 +47,17 @@ def qwen_vl_utils_resize(height: int, width: int, factor: int = 28, min_pixels: 
                          max_pixels: int = QWEN_VL_UTILS_MAX_PIXELS) -> tuple[int, int]:
     """``(height, width)`` after the ``qwen-vl-utils`` package's resize, which differs from
     transformers' in one point: a side never rounds below ``factor``."""
+    return _qwen_resize(height, width, factor, min_pixels, max_pixels, min_side=factor)
+
+
+def _qwen_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int,
+                 min_side: int) -> tuple[int, int]:
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200")
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
+    h = max(min_side, round(height / factor) * factor)
+    w = max(min_side, round(width / factor) * factor)
     if h * w > max_pixels:
         scale = math.sqrt(height * width / max_pixels)
         h = max(factor, math.floor(height / scale / factor) * factor)
