@@ -23,16 +23,13 @@ from mmrbench.testing.tiny_qwen import build_tiny_qwen25vl  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+def _one_thread(one_torch_thread):
+    pass
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_qwen25vl(tmp_path_factory.mktemp("hf") / "tiny", seed=0)
+def tiny_dir(tiny_qwen_dir):
+    return tiny_qwen_dir
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,11 @@ from mmrbench.adapters.registry import create_model  # noqa: E402
 from mmrbench.adapters.vllm_engine import (build_prompt, engine_args, map_output,  # noqa: E402
                                            sampling_params_kwargs)
 from mmrbench.errors import ConfigError, MissingExtraError  # noqa: E402
-from mmrbench.testing.tiny_qwen import build_tiny_qwen25vl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_qwen25vl(tmp_path_factory.mktemp("vllm") / "tiny")
+def tiny_dir(tiny_qwen_dir):
+    return tiny_qwen_dir
 
 
 def _img(w, h, seed):
