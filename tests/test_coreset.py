@@ -10,7 +10,7 @@ def test_hand_case_picks_far_points_first():
     # clusters at 0, 10 and 100 on a line; whatever the random start, the three clusters are covered by 3 centres
     x = np.array([[0.0], [0.1], [10.0], [10.1], [100.0], [100.1]], dtype=np.float32)
     for seed in range(5):
-        sel = greedy_coreset(x, ratio=0.5, proj_dim=0, seed=seed)
+        sel = greedy_coreset(x, ratio=0.5, proj_dim=0, seed=seed, precision="single")
         assert len(sel) == 3 and len(set(sel.tolist())) == 3
         clusters = {int(x[i, 0] // 5) for i in sel}
         assert clusters == {0, 2, 20}
@@ -19,7 +19,7 @@ def test_hand_case_picks_far_points_first():
 def test_matches_bruteforce_farthest_point_order():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 8)).astype(np.float32)
-    sel = greedy_coreset(x, ratio=0.1, proj_dim=0, seed=3)
+    sel = greedy_coreset(x, ratio=0.1, proj_dim=0, seed=3, precision="single")
     assert len(sel) == 30
     # brute force with the same start
     chosen = [int(sel[0])]
@@ -60,5 +60,32 @@ def test_sizes_and_errors():
     x = np.zeros((10, 4), np.float32)
     assert greedy_coreset(x, ratio=1.0).tolist() == list(range(10))
     assert len(greedy_coreset(np.random.rand(100, 4).astype(np.float32), ratio=0.1, max_size=5)) == 5
+    with pytest.raises(ValueError, match="precision"):
+        greedy_coreset(x, ratio=0.5, precision="double")
     with pytest.raises(ValueError, match="ratio"):
         greedy_coreset(x, ratio=0.0)
+
+
+def _radius(x: torch.Tensor, idx) -> float:
+    return torch.cdist(x, x[torch.as_tensor(idx)]).min(1).values.max().item()
+
+
+def test_half_precision_covers_as_well_as_single():
+    # clustered points, like patch features; half precision may pick other near-equally far points,
+    # but the cover it builds must be as good
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(60, 32, generator=g) * 3
+    x = centres[torch.randint(60, (4000,), generator=g)] + torch.randn(4000, 32, generator=g)
+    single = greedy_coreset(x, ratio=0.05, proj_dim=0, seed=0, precision="single")
+    half = greedy_coreset(x, ratio=0.05, proj_dim=0, seed=0, precision="half")
+    assert len(half) == len(single) == 200 and len(set(half.tolist())) == 200
+    assert half[0] == single[0]  # same seeded start
+    assert _radius(x, half) <= 1.01 * _radius(x, single)
+
+
+def test_half_precision_survives_huge_feature_values():
+    # float16 overflows at 65504: the selection scales the projection first, so large activations
+    # (random-weight backbones produce them) still give the exact cover of the hand case
+    x = np.array([[0.0], [0.1], [10.0], [10.1], [100.0], [100.1]], dtype=np.float32) * 1e4
+    sel = greedy_coreset(x, ratio=0.5, proj_dim=0, seed=0, precision="half")
+    assert {int(x[i, 0] // 5e4) for i in sel} == {0, 2, 20}

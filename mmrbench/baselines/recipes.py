@@ -32,7 +32,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "patchcore": {
         "method": "patchcore",
         **copy.deepcopy(_COMMON),
-        "model": {"layers": ["layer2", "layer3"], "coreset_ratio": 0.1, "proj_dim": 128, "num_neighbors": 9,
+        "model": {"layers": ["layer2", "layer3"], "coreset_ratio": 0.1, "proj_dim": 128,
+                  "coreset_precision": "half", "num_neighbors": 9,
                   "image_size": 256, "blur_sigma": 4.0, "seed": 0},
     },
 }
