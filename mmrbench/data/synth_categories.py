@@ -437,7 +437,9 @@ def _gland_canon(rng):
 
 
 def draw_gland(rng, tile):
-    return _posed(rng, _gland_canon, (0.35, 0.33, 0.3), (0, 360), 12)
+    # the gland sits in a fixture, turned by at most +-15 degrees: with free rotation the category was a
+    # test of rotation invariance (the hexagon's corners move everywhere) more than of defects
+    return _posed(rng, _gland_canon, (0.35, 0.33, 0.3), (-15, 15), 12)
 
 
 @_fixed
