@@ -19,7 +19,7 @@ _COMMON = {
     "thresholds": {"holdout_fraction": 0.2, "holdout_min": 2, "fair_quantile": 1.0},
     "batch_size": 8,
     "pixel_auroc_size": 128,
-    "normalisation": "separate",
+    "normalisation": "joint",
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
