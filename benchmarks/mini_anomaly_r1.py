@@ -6,8 +6,9 @@
 Settings are searched with ``--select``: the model trains on 80 % of the training pool and is
 evaluated on the other 20 % (validation); the held-out images are only read by a run without it,
 which trains on the whole pool. ``--categories``/``--per-class`` pick an easier or larger subset of
-the synthetic benchmark, ``--no-reference`` the single-image prompt (see docs/training.md for what
-was tried and measured).
+the synthetic benchmark, ``--no-reference`` the single-image prompt, ``--vision`` whether the random
+vision tower trains (fully, only its merger, or not at all; see docs/training.md for what was tried
+and measured).
 
 Pipeline (the real trainer and the real evaluation path, only smaller):
 
@@ -202,34 +203,43 @@ def evaluate(run_dir: Path, eval_manifest: Path, max_new_tokens: int, batch_size
 
 
 # -- training ----------------------------------------------------------------------------------
-def common_overrides(model_dir: Path, manifest: Path, variant: str = "default", train_embed: bool = False) -> dict:
+#: what ``--vision`` trains besides the LoRA adapter and the output head
+VISION_MODULES = {"frozen": [], "merger": ["merger"], "train": ["visual"]}
+
+
+def trained_modules(vision: str, train_embed: bool) -> list[str]:
+    return ["lm_head"] + VISION_MODULES[vision] + (["embed_tokens"] if train_embed else [])
+
+
+def common_overrides(model_dir: Path, manifest: Path, variant: str = "default",
+                     modules: list[str] | None = None) -> dict:
     # min/max_pixels 0: the model folder's own processor bounds (64x64), the frame the hf provider also uses
     return {"model.base": str(model_dir), "model.device": "cpu", "data.manifest": str(manifest),
             "model.min_pixels": 0, "model.max_pixels": 0,
             "lora.r": 16, "lora.alpha": 32, "lora.dropout": 0.0, "lora.target": "language",
             # from scratch, a random vision tower must learn to see and a random output head cannot be
             # steered by low-rank updates alone: both are trained fully (and saved with the adapter)
-            "lora.modules_to_save": ["lm_head", "visual"] + (["embed_tokens"] if train_embed else []),
+            "lora.modules_to_save": modules if modules is not None else trained_modules("train", False),
             "data.prompt_variant": variant}
 
 
-def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant="default", train_embed=False):
+def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant="default", modules=None):
     from mmrbench.train.recipe import load_recipe
     from mmrbench.train.sft import run_sft
 
     r = load_recipe(ROOT / "baselines/anomaly-r1/sft.toml", "sft", {
-        **common_overrides(model_dir, manifest, variant, train_embed), "model.gradient_checkpointing": False,
+        **common_overrides(model_dir, manifest, variant, modules), "model.gradient_checkpointing": False,
         "sft.max_steps": steps, "sft.lr": lr, "sft.batch_size": batch, "sft.warmup_ratio": 0.05,
         "sft.weight_decay": 0.0, "sft.save_steps": 0, "sft.lr_scheduler": "cosine"})
     return run_sft(r, out, progress=True)
 
 
 def grpo_recipe(model_dir, manifest, init, steps, lr, prompt_batch, group, mini, max_new, variant="default",
-                train_embed=False, temperature=1.0):
+                modules=None, temperature=1.0):
     from mmrbench.train.recipe import load_recipe
 
     return load_recipe(ROOT / "baselines/anomaly-r1/grpo.toml", "grpo", {
-        **common_overrides(model_dir, manifest, variant, train_embed), "model.gradient_checkpointing": False,
+        **common_overrides(model_dir, manifest, variant, modules), "model.gradient_checkpointing": False,
         "grpo.temperature": temperature, "grpo.init_adapter": str(init), "grpo.max_steps": steps, "grpo.lr": lr, "grpo.prompt_batch": prompt_batch,
         "grpo.group_size": group, "grpo.mini_batch": mini, "grpo.max_new_tokens": max_new,
         "grpo.warmup_ratio": 0.0, "grpo.save_steps": 0, "grpo.lr_scheduler": "constant"})
@@ -304,6 +314,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse-sft", action="store_true", help="keep an SFT adapter already under --out/sft")
     ap.add_argument("--grpo-temperature", type=float, default=1.0)
     ap.add_argument("--train-embed", action="store_true", help="train the token embeddings fully too")
+    ap.add_argument("--vision", choices=sorted(VISION_MODULES), default="train",
+                    help="the random vision tower: train it fully, train only its merger, or keep it frozen")
     ap.add_argument("--select", action="store_true",
                     help="settings search: evaluate on the validation split (carved from the training pool), "
                          "skip GRPO's TRL timing; the held-out split is not touched")
@@ -354,7 +366,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if not (args.reuse_sft and (out / "sft" / "adapter_config.json").exists()):
         run_sft_stage(model_dir, train_m, out / "sft", args.sft_steps, args.sft_lr, args.sft_batch, variant,
-                      args.train_embed)
+                      trained_modules(args.vision, args.train_embed))
     t_sft = time.perf_counter() - t0
     sft_eval = evaluate(out / "sft", eval_m, args.max_new_tokens, 16, variant)
     log(f"after SFT ({t_sft:.0f} s): {sft_eval}")
@@ -362,7 +374,7 @@ def main(argv=None) -> int:
     from mmrbench.train.grpo import GRPOTrainer
 
     rec = grpo_recipe(model_dir, train_m, out / "sft", args.grpo_steps, args.grpo_lr, args.prompt_batch,
-                      args.group, args.mini_batch, args.max_new_tokens, variant, args.train_embed,
+                      args.group, args.mini_batch, args.max_new_tokens, variant, trained_modules(args.vision, args.train_embed),
                       args.grpo_temperature)
     t0 = time.perf_counter()
     trainer = GRPOTrainer(rec, out / "grpo", progress=True)
