@@ -27,7 +27,7 @@ from mmrbench.data.synth_categories import CATEGORIES, HELD_OUT, SUBDATASETS, Ca
 from mmrbench.errors import MMRBenchError
 
 #: bump when any drawing changes: the version is part of info.json so results can tell benchmarks apart
-SYNTH_VERSION = "1"
+SYNTH_VERSION = "2"  # 2: 64 train normals at the default scale, cable gland +-15 degrees
 
 
 @dataclass(frozen=True)
