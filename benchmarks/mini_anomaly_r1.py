@@ -1,7 +1,12 @@
 """Mini Anomaly-R1: train a small Qwen2.5-VL from scratch on the bundled synthetic benchmark, on CPU.
 
-    python benchmarks/mini_anomaly_r1.py [--out DIR] [--sft-steps N] [--grpo-steps N] [--no-trl]
+    python benchmarks/mini_anomaly_r1.py [--out DIR] [--fresh] [--no-trl]   # the reported run
     python benchmarks/mini_anomaly_r1.py --select ...   # settings search on a validation split
+
+The defaults are the settings chosen on the validation split (docs/training.md, "Mini Anomaly-R1"):
+foam and carpet, 180 normal + 180 anomalous images each, single-image prompt, 128x128 px, the random
+vision tower frozen, SFT 1000 steps at lr 2e-3, GRPO 16 rollouts of 8 prompts x G=8 at lr 1e-4.
+Runs before November 23 (third pass) used other defaults; docs/training.md lists them.
 
 Settings are searched with ``--select``: the model trains on 80 % of the training pool and is
 evaluated on the other 20 % (validation); the held-out images are only read by a run without it,
@@ -307,30 +312,33 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for tiny models on a shared CPU)")
     ap.add_argument("--synth-scale", default="large", choices=("default", "large"))
-    ap.add_argument("--categories", default="", help="comma-separated synthetic categories (default: all)")
-    ap.add_argument("--per-class", type=int, default=0,
+    ap.add_argument("--categories", default="foam,carpet", help="comma-separated synthetic categories ('' = all)")
+    ap.add_argument("--per-class", type=int, default=180,
                     help="normal and anomalous test images generated per category (0 = the scale's)")
-    ap.add_argument("--no-reference", action="store_true", help="query image only (prompt variant no_reference)")
+    ap.add_argument("--no-reference", dest="no_reference", action="store_true", default=True,
+                    help="query image only (prompt variant no_reference; the default)")
+    ap.add_argument("--with-reference", dest="no_reference", action="store_false",
+                    help="reference + query images (the paper's default prompt)")
     ap.add_argument("--reuse-sft", action="store_true", help="keep an SFT adapter already under --out/sft")
     ap.add_argument("--grpo-temperature", type=float, default=1.0)
     ap.add_argument("--train-embed", action="store_true", help="train the token embeddings fully too")
-    ap.add_argument("--vision", choices=sorted(VISION_MODULES), default="train",
+    ap.add_argument("--vision", choices=sorted(VISION_MODULES), default="frozen",
                     help="the random vision tower: train it fully, train only its merger, or keep it frozen")
     ap.add_argument("--select", action="store_true",
                     help="settings search: evaluate on the validation split (carved from the training pool), "
                          "skip GRPO's TRL timing; the held-out split is not touched")
-    ap.add_argument("--image-side", type=int, default=64)
+    ap.add_argument("--image-side", type=int, default=128)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--sft-steps", type=int, default=400)
-    ap.add_argument("--sft-lr", type=float, default=5e-3)
+    ap.add_argument("--sft-steps", type=int, default=1000)
+    ap.add_argument("--sft-lr", type=float, default=2e-3)
     ap.add_argument("--sft-batch", type=int, default=8)
     ap.add_argument("--grpo-steps", type=int, default=16)
-    ap.add_argument("--grpo-lr", type=float, default=3e-5)
+    ap.add_argument("--grpo-lr", type=float, default=1e-4)
     ap.add_argument("--prompt-batch", type=int, default=8)
-    ap.add_argument("--group", type=int, default=4)
+    ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--mini-batch", type=int, default=4)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--eval-limit", type=int, default=0, help="evaluate on the first N held-out images (0 = all)")
     ap.add_argument("--no-trl", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="delete previous runs under --out first")
