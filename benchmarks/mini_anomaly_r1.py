@@ -21,9 +21,10 @@ Pipeline (the real trainer and the real evaluation path, only smaller):
    reference and ground-truth boxes) split by a hash of the id into a training pool (75 %, of which
    a second hash sets 20 % aside as validation for ``--select``) and held-out evaluation images (25 %);
 2. a randomly initialised Qwen2.5-VL a few times the size of the test model (a small byte-level
-   BPE tokenizer trained on the prompts, 64x64-pixel images);
-   (LoRA r=16 on the language model as in the paper; the random vision tower and output head are
-   trained fully, saved with the adapter via peft's ``modules_to_save``)
+   BPE tokenizer trained on the prompts, ``--image-side`` pixel images, 128 by default);
+   (LoRA r=16 on the language model as in the paper; the random output head is trained fully, and
+   with ``--vision train|merger`` the vision tower or its merger too, saved with the adapter via
+   peft's ``modules_to_save``)
 3. SFT on short templated think/answer targets, then GRPO with contrastive sampling;
 4. after each stage the saved adapter is evaluated through the ``hf`` provider (greedy) on the
    held-out images: answer-format compliance, detection accuracy (vs. the majority-class rate) and
@@ -55,6 +56,12 @@ def log(msg: str) -> None:
 
 
 # -- data --------------------------------------------------------------------------------------
+def majority_rate(samples) -> float:
+    """Accuracy of always giving the more frequent answer: the floor a detector must beat."""
+    n_anom = sum(s.is_anomalous for s in samples)
+    return max(n_anom, len(samples) - n_anom) / len(samples)
+
+
 #: "large": the default benchmark's layout with 3x the test images per category (more distinct images
 #: to learn from; a tiny model memorises 200 images long before it learns to see defects)
 LARGE = {"train": 8, "test_normal": 24, "test_anomalous": 30}
@@ -94,11 +101,8 @@ def make_data(out: Path, seed: int, scale: str, categories: list[str] | None = N
     write_manifest(data / "mini_train.jsonl", [s for s in pool if s.split == "train"])
     write_manifest(data / "mini_eval.jsonl", ev)
 
-    def rate(xs):
-        n_anom = sum(s.is_anomalous for s in xs)
-        return max(n_anom, len(xs) - n_anom) / len(xs)
     stats = {"train": len(train) + len(val), "fit": len(train), "val": len(val), "eval": len(ev),
-             "majority_rate": rate(ev), "val_majority_rate": rate(val)}
+             "majority_rate": majority_rate(ev), "val_majority_rate": majority_rate(val)}
     return data / "mini_train.jsonl", data / "mini_fit.jsonl", data / "mini_val.jsonl", data / "mini_eval.jsonl", stats
 
 
@@ -216,19 +220,19 @@ def trained_modules(vision: str, train_embed: bool) -> list[str]:
     return ["lm_head"] + VISION_MODULES[vision] + (["embed_tokens"] if train_embed else [])
 
 
-def common_overrides(model_dir: Path, manifest: Path, variant: str = "default",
-                     modules: list[str] | None = None) -> dict:
-    # min/max_pixels 0: the model folder's own processor bounds (64x64), the frame the hf provider also uses
+def common_overrides(model_dir: Path, manifest: Path, variant: str, modules: list[str]) -> dict:
+    # min/max_pixels 0: the model folder's own processor bounds (--image-side squared), the frame the hf
+    # provider also uses
     return {"model.base": str(model_dir), "model.device": "cpu", "data.manifest": str(manifest),
             "model.min_pixels": 0, "model.max_pixels": 0,
             "lora.r": 16, "lora.alpha": 32, "lora.dropout": 0.0, "lora.target": "language",
-            # from scratch, a random vision tower must learn to see and a random output head cannot be
-            # steered by low-rank updates alone: both are trained fully (and saved with the adapter)
-            "lora.modules_to_save": modules if modules is not None else trained_modules("train", False),
+            # from scratch, a random output head cannot be steered by low-rank updates alone: it is
+            # trained fully (and saved with the adapter), with whatever --vision adds
+            "lora.modules_to_save": modules,
             "data.prompt_variant": variant}
 
 
-def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant="default", modules=None):
+def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant, modules):
     from mmrbench.train.recipe import load_recipe
     from mmrbench.train.sft import run_sft
 
@@ -239,8 +243,8 @@ def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant="default",
     return run_sft(r, out, progress=True)
 
 
-def grpo_recipe(model_dir, manifest, init, steps, lr, prompt_batch, group, mini, max_new, variant="default",
-                modules=None, temperature=1.0):
+def grpo_recipe(model_dir, manifest, init, steps, lr, prompt_batch, group, mini, max_new, variant, modules,
+                temperature=1.0):
     from mmrbench.train.recipe import load_recipe
 
     return load_recipe(ROOT / "baselines/anomaly-r1/grpo.toml", "grpo", {
@@ -355,6 +359,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cats = [c for c in args.categories.split(",") if c]
     variant = "no_reference" if args.no_reference else "default"
+    modules = trained_modules(args.vision, args.train_embed)
     train_m, fit_m, val_m, eval_m, stats = make_data(out, args.seed, args.synth_scale, cats, args.per_class)
     if args.select:  # train on the fit part, evaluate on validation; the held-out images are not read
         train_m, eval_m = fit_m, val_m
@@ -364,8 +369,7 @@ def main(argv=None) -> int:
         ev = read_manifest(eval_m).samples[: args.eval_limit]
         eval_m = eval_m.with_name(f"{eval_m.stem}_first{args.eval_limit}.jsonl")
         write_manifest(eval_m, ev)
-        n_anom = sum(s.is_anomalous for s in ev)
-        stats.update(eval=len(ev), majority_rate=max(n_anom, len(ev) - n_anom) / len(ev))
+        stats.update(eval=len(ev), majority_rate=majority_rate(ev))
     log(f"data: {stats}")
     model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m, variant)
     n_params = sum(p.numel() for p in __import__("transformers").AutoModelForImageTextToText.from_pretrained(str(model_dir)).parameters())
@@ -373,8 +377,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     if not (args.reuse_sft and (out / "sft" / "adapter_config.json").exists()):
-        run_sft_stage(model_dir, train_m, out / "sft", args.sft_steps, args.sft_lr, args.sft_batch, variant,
-                      trained_modules(args.vision, args.train_embed))
+        run_sft_stage(model_dir, train_m, out / "sft", args.sft_steps, args.sft_lr, args.sft_batch, variant, modules)
     t_sft = time.perf_counter() - t0
     sft_eval = evaluate(out / "sft", eval_m, args.max_new_tokens, 16, variant)
     log(f"after SFT ({t_sft:.0f} s): {sft_eval}")
@@ -382,14 +385,19 @@ def main(argv=None) -> int:
     from mmrbench.train.grpo import GRPOTrainer
 
     rec = grpo_recipe(model_dir, train_m, out / "sft", args.grpo_steps, args.grpo_lr, args.prompt_batch,
-                      args.group, args.mini_batch, args.max_new_tokens, variant, trained_modules(args.vision, args.train_embed),
-                      args.grpo_temperature)
+                      args.group, args.mini_batch, args.max_new_tokens, variant, modules, args.grpo_temperature)
+    grpo_log = out / "grpo" / "grpo_log.jsonl"
+    logged_before = len(grpo_log.read_text().splitlines()) if grpo_log.exists() else 0
     t0 = time.perf_counter()
     trainer = GRPOTrainer(rec, out / "grpo", progress=True)
     trainer.train()
     t_grpo = time.perf_counter() - t0
-    steps_log = [json.loads(x) for x in (out / "grpo" / "grpo_log.jsonl").read_text().splitlines()]
-    ours_step = sum(r["time_s"] for r in steps_log) / len(steps_log)
+    steps_log = [json.loads(x) for x in grpo_log.read_text().splitlines()]
+    # a resumed run times only the steps it ran; a run resumed after its last step has only the
+    # earlier process's times, and says so next to the figure
+    timed = steps_log[logged_before:] or steps_log
+    ours_step = sum(r["time_s"] for r in timed) / len(timed)
+    ours_note = "" if len(timed) < len(steps_log) or not logged_before else " (read from the earlier run's log)"
     grpo_eval = evaluate(out / "grpo", eval_m, args.max_new_tokens, 16, variant)
     log(f"after GRPO ({t_grpo:.0f} s): {grpo_eval}")
 
@@ -407,7 +415,7 @@ def main(argv=None) -> int:
     print(f"GRPO training reward (policy samples): first step {steps_log[0]['reward_policy']:.3f}, "
           f"last step {steps_log[-1]['reward_policy']:.3f}")
     print(f"GRPO step ({args.prompt_batch} prompts x G={args.group}, {args.prompt_batch // args.mini_batch} updates): "
-          f"ours {ours_step:.2f} s", end="")
+          f"ours {ours_step:.2f} s{ours_note}", end="")
     if trl_s:
         print(f", TRL GRPOTrainer {trl_s:.2f} s, ratio ours/TRL = {ours_step / trl_s:.2f} ({trl_note})")
     else:

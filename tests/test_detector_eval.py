@@ -59,11 +59,14 @@ def test_predictions_lines(padim_run):
         for boxes in p.boxes_by_threshold.values():
             for x1, y1, x2, y2 in boxes:
                 assert 0 <= x1 < x2 <= s.width and 0 <= y1 < y2 <= s.height
-    for cat in CATS:  # min-max per category
+    norm = padim_run[2].extra["detector"]["normalisation"]
+    assert norm["mode"] == "joint"  # the default: image scores on the maps' min-max range
+    for cat in CATS:
+        (rng,) = [r for key, r in norm["ranges"].items() if key.endswith(f"/{cat}")]
+        assert rng["score"] == rng["map"] and rng["map"][0] < rng["map"][1]
         sc = [preds[s.id].score for s in test if s.category == cat]
-        # joint (default): image scores on the maps' range; PaDiM's image score is the map max, so the
-        # category's top image is 1 and none falls below the maps' minimum
-        assert max(sc) == pytest.approx(1.0) and min(sc) >= 0.0
+        # PaDiM's image score is its map's maximum: the category's top image is exactly the maps' top
+        assert max(sc) == pytest.approx(1.0, abs=1e-6) and min(sc) >= 0.0
 
 
 def test_result_oracle_fair_and_rescoring(padim_run):
@@ -219,10 +222,19 @@ def test_joint_normalisation_aligns_decision_and_boxes(padim_run, tmp_path):
                 assert (p.score >= t) == bool(boxes), (p.id, t, p.score)
                 checked += 1
     assert checked > 100
-    assert padim_run[2].extra["detector"]["normalisation"]["mode"] == "joint"  # the default
     sep = evaluate_detector("padim", m, m.select(split="test"), tmp_path / "sep", recipe={**rec, "normalisation": "separate"},
                             progress=False, cache_dir=out / "cache")
     assert sep.extra["detector"]["normalisation"]["mode"] == "separate"
+    sep_preds = read_predictions(tmp_path / "sep" / "predictions.jsonl")
+    for cat in CATS:  # separate: image scores min-max over the category's own image scores
+        sc = [p.score for p in sep_preds if f"/{cat}/" in p.id]
+        assert sc and min(sc) == 0.0 and max(sc) == 1.0
+    # a bad value fails when the recipe is resolved, before an earlier run's predictions are touched
+    before = (tmp_path / "predictions.jsonl").read_bytes()
     with pytest.raises(ConfigError, match="normalisation"):
-        evaluate_detector("padim", m, m.select(split="test"), tmp_path / "x", recipe={"normalisation": "zscore"},
+        evaluate_detector("padim", m, m.select(split="test"), tmp_path, recipe={"normalisation": "zscore"},
+                          progress=False)
+    assert (tmp_path / "predictions.jsonl").read_bytes() == before
+    with pytest.raises(ConfigError, match="coreset_precision"):
+        evaluate_detector("patchcore", m, m.select(split="test"), tmp_path, recipe={"model": {"coreset_precision": "double"}},
                           progress=False)

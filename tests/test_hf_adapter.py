@@ -22,19 +22,12 @@ from mmrbench.errors import ConfigError  # noqa: E402
 from mmrbench.testing.tiny_qwen import build_tiny_qwen25vl  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    pass
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tiny_qwen_dir):
-    return tiny_qwen_dir
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_dir):
-    return create_model("hf", str(tiny_dir))
+def hf(tiny_qwen_dir):
+    return create_model("hf", str(tiny_qwen_dir))
 
 
 def _img(w, h, seed):
@@ -69,10 +62,10 @@ def test_finish_cuts_at_eos_and_flags_truncation():
     assert finish([1, 2], eos, 5) == ([1, 2], "ok")  # stopped by another criterion, not the budget
 
 
-def test_special_ids_keep_answer_markers(tiny_dir):
+def test_special_ids_keep_answer_markers(tiny_qwen_dir):
     from mmrbench.adapters.hf_inputs import load_processor
 
-    tok = load_processor(tiny_dir).tokenizer
+    tok = load_processor(tiny_qwen_dir).tokenizer
     tok.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
     drop = special_ids_to_drop(tok)
     assert tok.convert_tokens_to_ids("<|im_end|>") in drop
@@ -124,13 +117,13 @@ def test_generate_two_images_records_sent_sizes_and_usage(hf):
     assert to_original([8, 4, 40, 20], "pixel", tuple(r.image_sizes[-1]), (90, 50)) == (9.0, 5.0, 45.0, 25.0)
 
 
-def test_pixel_limits_option_changes_frame(tiny_dir):
-    big = create_model("hf", str(tiny_dir), max_pixels=10000, min_pixels=256)
+def test_pixel_limits_option_changes_frame(tiny_qwen_dir):
+    big = create_model("hf", str(tiny_qwen_dir), max_pixels=10000, min_pixels=256)
     [r] = big.generate([_req("a", _img(64, 64, 0), _img(90, 50, 1), max_new_tokens=1)])
     assert r.image_sizes == [[64, 64], [88, 48]]
     assert big.describe()["image_resize"] == {"factor": 8, "min_pixels": 256, "max_pixels": 10000}
     with pytest.raises(ConfigError):
-        create_model("hf", str(tiny_dir), min_pixels=5000, max_pixels=4096)
+        create_model("hf", str(tiny_qwen_dir), min_pixels=5000, max_pixels=4096)
 
 
 def test_batched_greedy_equals_one_by_one(hf):
@@ -160,9 +153,9 @@ def test_truncation_status(hf):
         assert r.status == "ok" and r.usage.completion_tokens <= 2
 
 
-def test_describe(hf, tiny_dir):
+def test_describe(hf, tiny_qwen_dir):
     d = hf.describe()
-    assert d["provider"] == "hf" and d["model_id"] == str(tiny_dir) and d["convention"] == "pixel"
+    assert d["provider"] == "hf" and d["model_id"] == str(tiny_qwen_dir) and d["convention"] == "pixel"
     assert d["dtype"] == "float32" and d["device"] == "cpu"
 
 
@@ -180,13 +173,13 @@ def test_failing_batch_is_isolated(hf, monkeypatch):
     assert out[0].status in ("ok", "truncated") and out[1].status == "error" and "boom" in out[1].error
 
 
-def test_lora_adapter_loaded_merged_and_resolved(tiny_dir, tmp_path):
+def test_lora_adapter_loaded_merged_and_resolved(tiny_qwen_dir, tmp_path):
     peft = pytest.importorskip("peft")
     import transformers
 
     from mmrbench.adapters.hf_inputs import language_lora_targets
 
-    base = transformers.AutoModelForImageTextToText.from_pretrained(str(tiny_dir))
+    base = transformers.AutoModelForImageTextToText.from_pretrained(str(tiny_qwen_dir))
     torch.manual_seed(0)
     cfg = peft.LoraConfig(r=4, lora_alpha=16, target_modules=language_lora_targets(base), init_lora_weights=False)
     adapted = peft.get_peft_model(base, cfg)
@@ -198,16 +191,16 @@ def test_lora_adapter_loaded_merged_and_resolved(tiny_dir, tmp_path):
     adapted.save_pretrained(str(adapter_dir))
 
     req = _req("l", _img(48, 48, 0), _img(48, 48, 1), max_new_tokens=8)
-    plain = create_model("hf", str(tiny_dir))
-    with_lora = create_model("hf", str(tiny_dir), lora=str(adapter_dir))
-    merged = create_model("hf", str(tiny_dir), lora=str(adapter_dir), merge=True)
+    plain = create_model("hf", str(tiny_qwen_dir))
+    with_lora = create_model("hf", str(tiny_qwen_dir), lora=str(adapter_dir))
+    merged = create_model("hf", str(tiny_qwen_dir), lora=str(adapter_dir), merge=True)
     direct = create_model("hf", str(adapter_dir))  # adapter folder -> base from adapter_config.json
-    assert with_lora.describe()["lora"] == str(adapter_dir) and direct.describe()["base_model"] == str(tiny_dir)
+    assert with_lora.describe()["lora"] == str(adapter_dir) and direct.describe()["base_model"] == str(tiny_qwen_dir)
     texts = [m.generate([req])[0].text for m in (plain, with_lora, merged, direct)]
     assert texts[1] == texts[2] == texts[3]
     assert texts[0] != texts[1]
     with pytest.raises(ConfigError):
-        create_model("hf", str(tiny_dir), lora=str(tmp_path / "missing"))
+        create_model("hf", str(tiny_qwen_dir), lora=str(tmp_path / "missing"))
 
 
 def test_missing_model_is_config_error(tmp_path):
@@ -216,18 +209,18 @@ def test_missing_model_is_config_error(tmp_path):
 
 
 # -- command line: mmrbench eval with the hf provider ------------------------------------------
-def test_cli_eval_hf_tiny_model(tiny_dir, synth_small, tmp_path):
+def test_cli_eval_hf_tiny_model(tiny_qwen_dir, synth_small, tmp_path):
     import json
 
     from mmrbench.cli import main
     from mmrbench.predictions import read_predictions
 
     run = tmp_path / "run"
-    rc = main(["eval", "--model", f"hf:{tiny_dir}", "--data", str(synth_small), "--limit", "4", "--out", str(run),
+    rc = main(["eval", "--model", f"hf:{tiny_qwen_dir}", "--data", str(synth_small), "--limit", "4", "--out", str(run),
                "--max-new-tokens", "8", "--batch-size", "2", "--no-progress"])
     assert rc == 0
     result = json.loads((run / "result.json").read_text())
-    assert result["model"]["provider"] == "hf" and result["model"]["model_id"] == str(tiny_dir)
+    assert result["model"]["provider"] == "hf" and result["model"]["model_id"] == str(tiny_qwen_dir)
     assert result["model"]["dtype"] == "float32" and result["model"]["image_resize"]["factor"] == 8
     assert result["dataset"]["n_samples"] == 4 and result["provenance"] == "run"
     preds = read_predictions(run / "predictions.jsonl")

@@ -18,19 +18,12 @@ from mmrbench.adapters.qwen_vision import IMAGE_ONLY_PROCESSOR, resize_params, s
 from mmrbench.testing.tiny_qwen import SPECIAL_TOKENS, build_tiny_qwen25vl, load_tiny, tiny_qwen25vl_dir  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_torch_thread):
-    pass
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tiny_qwen_dir):
-    return tiny_qwen_dir
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir):
-    return load_tiny(tiny_dir)
+def tiny(tiny_qwen_dir):
+    return load_tiny(tiny_qwen_dir)
 
 
 def _img(w, h, seed):
@@ -43,14 +36,14 @@ def _messages(ref, query, text="Is there an anomaly?"):
             Message("user", [ImagePart(ref), ImagePart(query), TextPart(text)])]
 
 
-def test_saved_folder_loads_with_stock_auto_classes(tiny_dir):
-    names = {p.name for p in tiny_dir.iterdir()}
+def test_saved_folder_loads_with_stock_auto_classes(tiny_qwen_dir):
+    names = {p.name for p in tiny_qwen_dir.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= names
-    model = transformers.AutoModelForImageTextToText.from_pretrained(str(tiny_dir))
+    model = transformers.AutoModelForImageTextToText.from_pretrained(str(tiny_qwen_dir))
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     n = sum(p.numel() for p in model.parameters())
     assert 50_000 < n < 1_000_000
-    tok = transformers.AutoTokenizer.from_pretrained(str(tiny_dir))
+    tok = transformers.AutoTokenizer.from_pretrained(str(tiny_qwen_dir))
     cfg = model.config
     assert cfg.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
     assert cfg.video_token_id == tok.convert_tokens_to_ids("<|video_pad|>")
@@ -61,13 +54,13 @@ def test_saved_folder_loads_with_stock_auto_classes(tiny_dir):
         assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1
     text = "Yes. {'bbox_2d': [1, 2, 30, 40], 'label': 'rayure é'}"
     assert tok.decode(tok(text)["input_ids"]) == text
-    assert json.loads((tiny_dir / "processor_config.json").read_text())["processor_class"] == IMAGE_ONLY_PROCESSOR
+    assert json.loads((tiny_qwen_dir / "processor_config.json").read_text())["processor_class"] == IMAGE_ONLY_PROCESSOR
 
 
-def test_seeded_build_is_reproducible(tmp_path, tiny_dir):
+def test_seeded_build_is_reproducible(tmp_path, tiny_qwen_dir):
     from safetensors.torch import load_file
 
-    a = load_file(str(tiny_dir / "model.safetensors"))
+    a = load_file(str(tiny_qwen_dir / "model.safetensors"))
     b = load_file(str(build_tiny_qwen25vl(tmp_path / "same", seed=0) / "model.safetensors"))
     c = load_file(str(build_tiny_qwen25vl(tmp_path / "other", seed=1) / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -118,9 +111,9 @@ def test_mm_token_type_ids_change_positions(tiny):
     assert not torch.allclose(full, without, atol=1e-6)
 
 
-def test_lora_on_language_model_only_and_backward(tiny_dir):
+def test_lora_on_language_model_only_and_backward(tiny_qwen_dir):
     peft = pytest.importorskip("peft")
-    model, proc = load_tiny(tiny_dir)
+    model, proc = load_tiny(tiny_qwen_dir)
     targets = language_lora_targets(model)
     assert targets and not any("visual" in t for t in targets) and not any(t.endswith("lm_head") for t in targets)
     assert any(t.endswith("q_proj") for t in targets) and any(t.endswith("down_proj") for t in targets)

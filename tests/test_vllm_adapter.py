@@ -21,11 +21,6 @@ from mmrbench.adapters.vllm_engine import (build_prompt, engine_args, map_output
 from mmrbench.errors import ConfigError, MissingExtraError  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tiny_qwen_dir):
-    return tiny_qwen_dir
-
-
 def _img(w, h, seed):
     return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
 
@@ -40,10 +35,10 @@ def _out(text, reason, n_prompt, n_gen):
                            outputs=[SimpleNamespace(text=text, finish_reason=reason, token_ids=list(range(n_gen)))])
 
 
-def test_missing_vllm_names_the_extra(monkeypatch, tiny_dir):
+def test_missing_vllm_names_the_extra(monkeypatch, tiny_qwen_dir):
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError, installed or not
     with pytest.raises(MissingExtraError, match=r"mmrbench\[vllm\]"):
-        create_model("vllm", str(tiny_dir))
+        create_model("vllm", str(tiny_qwen_dir))
 
 
 def test_sampling_params():
@@ -66,8 +61,8 @@ def test_map_output_statuses_and_usage():
     assert e.status == "error"
 
 
-def test_build_prompt_two_images_in_order_and_sizes(tiny_dir):
-    proc = load_processor(tiny_dir)
+def test_build_prompt_two_images_in_order_and_sizes(tiny_qwen_dir):
+    proc = load_processor(tiny_qwen_dir)
     ref, query = _img(64, 64, 0), _img(90, 50, 1)
     prompt, sizes = build_prompt(proc, _req("a", ref, query), resize_params(proc.image_processor))
     assert prompt["multi_modal_data"]["image"][0] is ref and prompt["multi_modal_data"]["image"][1] is query
@@ -120,10 +115,10 @@ def fake_vllm(monkeypatch):
     return mod
 
 
-def test_engine_class_with_stand_in_module(fake_vllm, tiny_dir):
-    m = create_model("vllm", str(tiny_dir), tensor_parallel_size=2, max_pixels=10000, lora="/adapters/r1")
+def test_engine_class_with_stand_in_module(fake_vllm, tiny_qwen_dir):
+    m = create_model("vllm", str(tiny_qwen_dir), tensor_parallel_size=2, max_pixels=10000, lora="/adapters/r1")
     llm = _FakeLLM.instances[-1]
-    assert llm.kwargs["model"] == str(tiny_dir) and llm.kwargs["tensor_parallel_size"] == 2
+    assert llm.kwargs["model"] == str(tiny_qwen_dir) and llm.kwargs["tensor_parallel_size"] == 2
     assert llm.kwargs["mm_processor_kwargs"] == {"max_pixels": 10000}
     reqs = [_req("a", _img(64, 64, 0), _img(90, 50, 1)),
             _req("b", _img(32, 32, 2), _img(40, 40, 3), max_new_tokens=3, temperature=1.5, min_p=0.1, seed=5)]
@@ -137,8 +132,8 @@ def test_engine_class_with_stand_in_module(fake_vllm, tiny_dir):
     assert d["provider"] == "vllm" and d["engine"]["tensor_parallel_size"] == 2 and d["lora"] == "/adapters/r1"
 
 
-def test_engine_failure_isolated_per_request(fake_vllm, tiny_dir):
-    m = create_model("vllm", str(tiny_dir))
+def test_engine_failure_isolated_per_request(fake_vllm, tiny_qwen_dir):
+    m = create_model("vllm", str(tiny_qwen_dir))
     reqs = [_req("a", _img(32, 32, 0), _img(32, 32, 1)),
             Request("b", [Message("user", [ImagePart(_img(32, 32, 2)), TextPart("BOOM")])])]
     out = m.generate(reqs)
@@ -146,6 +141,6 @@ def test_engine_failure_isolated_per_request(fake_vllm, tiny_dir):
     assert out[1].image_sizes == [[32, 32]]
 
 
-def test_sent_size_method(fake_vllm, tiny_dir):
-    m = create_model("vllm", str(tiny_dir), max_pixels=10000)
+def test_sent_size_method(fake_vllm, tiny_qwen_dir):
+    m = create_model("vllm", str(tiny_qwen_dir), max_pixels=10000)
     assert m.sent_size((90, 50)) == (88, 48) and m.sent_size((64, 64)) == (64, 64)

@@ -73,7 +73,8 @@ def greedy_coreset(features: torch.Tensor | np.ndarray, ratio: float = 0.1, *, p
             z = (z / scale).to(torch.float16)
             sq = sq / (scale * scale)
         min_d = torch.full((n,), float("inf"), dtype=torch.float32)
-        d = torch.empty(n, dtype=z.dtype)
+        dist = torch.empty(n, dtype=torch.float32)  # preallocated: the loop allocates nothing per centre
+        dot = dist if z.dtype == torch.float32 else torch.empty(n, dtype=z.dtype)
         selected = np.empty(k, dtype=np.int64)
         idx = int(torch.randint(n, (1,), generator=seeded_generator(seed + 1)).item())
         it = range(k)
@@ -84,8 +85,9 @@ def greedy_coreset(features: torch.Tensor | np.ndarray, ratio: float = 0.1, *, p
             selected[step] = idx
             c = z[idx]
             # ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2, one matrix-vector product, no (n, n) anything
-            torch.mv(z, c, out=d)
-            dist = d.float() if d.dtype != torch.float32 else d
+            torch.mv(z, c, out=dot)
+            if dot is not dist:
+                dist.copy_(dot)
             dist.mul_(-2.0).add_(sq).add_(sq[idx])
             torch.minimum(min_d, dist, out=min_d)
             min_d[idx] = -1.0  # never pick a chosen row again (rounding can leave it slightly > 0)

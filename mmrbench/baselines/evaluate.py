@@ -195,12 +195,9 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
     pred_path = out / "predictions.jsonl"
     if pred_path.exists():
         pred_path.unlink()
-    heldout_scores: list[float] = []
     heldout_by_cat: dict[str, list[float]] = {}
     ranges: dict[str, dict[str, list[float]]] = {}
-    norm_mode = rec["normalisation"]
-    if norm_mode not in ("separate", "joint"):
-        raise ConfigError(f"recipe: normalisation must be 'separate' or 'joint', got {norm_mode!r}")
+    norm_mode = rec["normalisation"]  # validated by resolve_recipe
     joint = norm_mode == "joint"
     auroc_cat: dict[str, dict[str, dict[str, float | None]]] = defaultdict(dict)
     timing = {"fit_s": 0.0, "fit_images": 0, "score_s": 0.0, "score_images": 0, "cached_categories": 0}
@@ -253,9 +250,8 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
                 hs: list[float] = []
                 for x in iter_batches([(manifest.resolve(s.image), s.id) for s in held], size, bs):
                     _, sc = det.score(x)
-                    hs.extend(minmax(np.asarray(sc), s_lo, s_hi).tolist())
-                heldout_scores.extend(hs)
-                heldout_by_cat[f"{sub}/{cat}"] = [round(v, 6) for v in hs]
+                    hs.extend(round(v, 6) for v in minmax(np.asarray(sc), s_lo, s_hi).tolist())
+                heldout_by_cat[f"{sub}/{cat}"] = hs
             for s, sc, r, nm in zip(items, norm, raw, nmaps):
                 bbt = boxes_by_threshold(nm, GRID, out_size=(s.width, s.height), **box_kw)
                 writer.write(Prediction(
@@ -295,7 +291,8 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
             "oracle": "grid t maximising mean over subdatasets of (det accuracy + loc accuracy) on the test set; "
                       "ties -> lower t",
             "fair": f"smallest grid t above the median over categories of the {th['fair_quantile']} quantile of "
-                    f"normalised scores of held-out normal train images ({len(heldout_scores)} images)",
+                    f"normalised scores of held-out normal train images "
+                    f"({sum(map(len, heldout_by_cat.values()))} images)",
         },
         "metrics_fair": rep_fair.to_json(),
         "heldout_scores": heldout_by_cat,

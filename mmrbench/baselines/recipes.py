@@ -82,6 +82,10 @@ def _merge(base: dict, over: dict, where: str) -> dict:
     return out
 
 
+#: recipe values that must be one of a few words, checked when the recipe is resolved: before any
+#: weights load or an earlier run's predictions are replaced
+_CHOICES = {("normalisation",): ("joint", "separate"), ("model", "coreset_precision"): ("half", "single")}
+
 _OPTIONAL_MODEL_KEYS = {"padim": {"position_chunk"},
                         "patchcore": {"target_dim", "coreset_max", "bank_chunk"}}
 
@@ -104,4 +108,9 @@ def resolve_recipe(method: str, recipe: dict | str | os.PathLike | None) -> dict
     over.pop("method", None)
     out = _merge(base, over, "")
     out["model"] = {k: v for k, v in out["model"].items() if v is not None}
+    for path, allowed in _CHOICES.items():
+        table = out if len(path) == 1 else out.get(path[0], {})
+        if path[-1] in table and table[path[-1]] not in allowed:
+            raise ConfigError(f"recipe: {'.'.join(path)} must be {' or '.join(map(repr, allowed))}, "
+                              f"got {table[path[-1]]!r}")
     return out
