@@ -105,6 +105,60 @@ def _secretish(key: str) -> bool:
 _FIELDS = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
 
 
+def _schemas():
+    """pydantic models of a card's values (built on first use: pydantic is imported lazily)."""
+    global _SCHEMAS
+    if _SCHEMAS is not None:
+        return _SCHEMAS
+    from typing import Annotated, Literal, Optional
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    Finite = lambda **kw: Annotated[float, Field(allow_inf_nan=False, **kw)]  # noqa: E731
+    Pos = lambda hi: Annotated[int, Field(ge=1, le=hi)]  # noqa: E731
+    strict = ConfigDict(strict=True, extra="forbid")
+
+    class Sampling(BaseModel):
+        model_config = strict
+        max_new_tokens: Optional[Pos(1_000_000)] = None
+        temperature: Optional[Finite(ge=0, le=100)] = None
+        top_p: Optional[Finite(gt=0, le=1)] = None
+        top_k: Optional[Annotated[int, Field(ge=0)]] = None
+        min_p: Optional[Finite(ge=0, le=1)] = None
+        seed: Optional[int] = None
+
+    class ImageSettings(BaseModel):
+        model_config = strict
+        resize: Optional[Literal["none", "max_side", "smart"]] = None
+        max_side: Optional[Pos(100_000)] = None
+        min_pixels: Optional[Pos(10**9)] = None
+        max_pixels: Optional[Pos(10**9)] = None
+        factor: Optional[Pos(1024)] = None
+        format: Optional[Literal["png", "jpeg"]] = None
+        detail: Optional[Literal["auto", "low", "high"]] = None
+
+    class Card(BaseModel):
+        model_config = ConfigDict(strict=True, extra="allow")  # unknown keys are caught before, with the list
+        concurrency: Optional[Pos(4096)] = None
+        batch_size: Optional[Pos(65_536)] = None
+        timeout_s: Optional[Finite(gt=0, le=86_400)] = None
+        sampling: Sampling = Sampling()
+        image: ImageSettings = ImageSettings()
+
+    _SCHEMAS = Card
+    return Card
+
+
+_SCHEMAS = None
+
+
+def check_values(d: dict[str, Any], where: str) -> None:
+    """Types and ranges of a card's numbers and sampling (also after command-line overrides): a NaN
+    temperature or a top-p of 5 fails here, before the first request, not once per request."""
+    from mmrbench.validation import validated
+    validated(_schemas(), {k: v for k, v in d.items() if v is not None}, where, error=ConfigError)
+
+
 def cards_dir() -> Path:
     """``$MMRBENCH_CARDS_DIR`` or the repository's ``adapters/`` folder."""
     env = os.environ.get("MMRBENCH_CARDS_DIR")
@@ -136,9 +190,7 @@ def card_from_dict(d: dict[str, Any], where: str = "<card>") -> ModelCard:
     bad = sorted(set(d.get("image", {})) - set(IMAGE_KEYS))
     if bad:
         raise ConfigError(f"{where}: unknown image key(s) {', '.join(bad)} (known: {', '.join(IMAGE_KEYS)})")
-    for k in ("concurrency", "batch_size"):
-        if d.get(k) is not None and (not isinstance(d[k], int) or d[k] < 1):
-            raise ConfigError(f"{where}: '{k}' must be a positive integer")
+    check_values(d, where)
     return ModelCard(**{**d, "convention": conv})
 
 
@@ -206,11 +258,11 @@ def with_overrides(card: ModelCard, *, base_url: str | None = None, concurrency:
         changes["base_url"] = base_url
         if base_url != card.base_url:
             changes["require_key"] = None  # another server: a key is required only by official endpoints
-    if concurrency:
+    if concurrency is not None:
         changes["concurrency"] = concurrency
-    if batch_size:
+    if batch_size is not None:
         changes["batch_size"] = batch_size
-    if timeout_s:
+    if timeout_s is not None:
         changes["timeout_s"] = timeout_s
     if convention:
         from mmrbench.coords import check_convention
@@ -225,7 +277,12 @@ def with_overrides(card: ModelCard, *, base_url: str | None = None, concurrency:
         changes["image"] = {**card.image, **{k: v for k, v in image.items() if v is not None}}
     if options:
         changes["options"] = {**card.options, **options}
-    return dataclasses.replace(card, **changes) if changes else card
+    if not changes:
+        return card
+    out = dataclasses.replace(card, **changes)
+    check_values({"concurrency": out.concurrency, "batch_size": out.batch_size, "timeout_s": out.timeout_s,
+                  "sampling": out.sampling, "image": out.image}, "command line")
+    return out
 
 
 def model_kwargs(card: ModelCard, *, retry=None) -> dict[str, Any]:
@@ -254,6 +311,45 @@ def model_kwargs(card: ModelCard, *, retry=None) -> dict[str, Any]:
     return kw
 
 
+#: card fields and the command-line flag that sets each (for the error message)
+_CARD_FLAGS = {"base_url": "--base-url", "api_key_env": "api_key_env", "require_key": "require_key",
+               "reasoning_effort": "reasoning_effort", "concurrency": "--concurrency", "batch_size": "--batch-size",
+               "timeout_s": "--timeout", "reasoning": "reasoning", "stream": "stream",
+               "image_prep": "--max-image-side / [image]", "image_detail": "image.detail",
+               "retry": "--retries / --retry-wait"}
+#: passed to every provider that takes them; a provider without them reads sampling from each
+#: request, and create_model sets the convention, concurrency and batch size as attributes
+_ALWAYS = ("convention", "sampling", "concurrency", "batch_size")
+
+
+def provider_options(cls) -> list[str]:
+    """The keyword arguments a provider's constructor names: its valid ``--option`` keys."""
+    sig = inspect.signature(cls.__init__)
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return sorted(k for k, p in sig.parameters.items() if p.kind in kinds and k not in ("self", "model"))
+
+
+def check_options(card: ModelCard, cls, kw: dict[str, Any]) -> dict[str, Any]:
+    """No option is silently ignored: every ``--option``/card option and every card setting must be a
+    keyword the provider's constructor names (a ``**kwargs`` catch-all does not count), else one
+    error that lists the valid ones. ``--option lroa=PATH`` fails instead of evaluating the base model."""
+    valid = set(provider_options(cls))
+    bad_opts = sorted(k for k in card.options if k not in valid)
+    if bad_opts:
+        user_valid = sorted(valid - set(_CARD_FLAGS) - set(_ALWAYS) - {"client"})
+        raise ConfigError(f"provider '{card.provider}' has no option {', '.join(map(repr, bad_opts))} "
+                          f"(valid --option keys: {', '.join(user_valid) or 'none'})")
+    for k in list(kw):
+        if k in valid:
+            continue
+        if k in _ALWAYS:
+            kw.pop(k)
+            continue
+        raise ConfigError(f"provider '{card.provider}' does not use {_CARD_FLAGS.get(k, k)}: remove it "
+                          f"(or choose a provider that does)")
+    return kw
+
+
 def create_model(card: ModelCard, *, retry=None):
     """Instantiate the card's provider, passing only the keyword arguments its constructor takes
     (providers written by different people need not accept every card field)."""
@@ -268,14 +364,7 @@ def create_model(card: ModelCard, *, retry=None):
             raise MissingExtraError(getattr(exc, "name", None) or card.provider, info.extra,
                                     f"the '{card.provider}' provider") from exc
         raise ConfigError(f"provider '{card.provider}' is not available: {exc}") from exc
-    kw = model_kwargs(card, retry=retry)
-    sig = inspect.signature(cls.__init__)
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        kw = {k: v for k, v in kw.items() if k in sig.parameters}
-    else:
-        # providers with **kwargs get the options they know by name; still drop our bookkeeping keys
-        named = {k for k in sig.parameters}
-        kw = {k: v for k, v in kw.items() if k in named or k in card.options or k in ("convention",)}
+    kw = check_options(card, cls, model_kwargs(card, retry=retry))
     model = cls(card.model_id, **kw)
     # a card's declared convention wins; a bare spec keeps whatever the provider itself worked out
     declared = not (card.convention_source or "").startswith("default of")

@@ -10,9 +10,17 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from mmrbench import __version__
 from mmrbench.errors import MMRBenchError
+
+#: exit codes: 0 every selected sample answered / command done; 2 bad input or options (one line on
+#: stderr); 3 a run finished but some samples have no answer (result.json written; re-run to retry);
+#: 1 an internal error (a bug: one line, the traceback with -v); 130 interrupted
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+EXIT_INTERNAL = 1
 
 #: top-level command modules, in help order
 COMMANDS = [
@@ -21,8 +29,16 @@ COMMANDS = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (the usage text stays behind --help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmrbench", description="MMR-AD benchmark harness and leaderboard")
+    parser = OneLineParser(prog="mmrbench", description="MMR-AD benchmark harness and leaderboard")
     parser.add_argument("--version", action="version", version=f"mmrbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -45,12 +61,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except MMRBenchError as exc:
-        print(f"mmrbench: error: {exc}", file=sys.stderr)
-        return 2
+        if args.verbose:
+            traceback.print_exc()
+        print(f"mmrbench: error: {_one_line(exc)}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
     except KeyboardInterrupt:
         print("mmrbench: interrupted (finished answers are saved; run the same command to resume)", file=sys.stderr)
         return 130
+    except RecursionError:
+        if args.verbose:
+            traceback.print_exc()
+        print("mmrbench: error: input nested too deeply to read", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug, not a user error: one line, the traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"mmrbench: internal error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the traceback "
+              f"and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
     return int(rc or 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 2000 else text[:2000] + "..."
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,8 +5,9 @@ class MMRBenchError(Exception):
     """Base class: any error a user can fix (bad path, bad manifest, missing key)."""
 
 
-class ManifestError(MMRBenchError):
-    """A manifest line is malformed; the message names the file, the line and the field."""
+class InputError(MMRBenchError):
+    """Bad input (manifest, predictions, card, recipe, result, run parameter): one line that names the
+    file, the line and the field when they are known. See :mod:`mmrbench.validation`."""
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None):
         self.path, self.line, self.field = path, line, field
@@ -21,7 +22,11 @@ class ManifestError(MMRBenchError):
         super().__init__(where + message)
 
 
-class ConfigError(MMRBenchError):
+class ManifestError(InputError):
+    """A manifest line is malformed."""
+
+
+class ConfigError(InputError):
     """A model card, recipe or command-line option is unusable."""
 
 

@@ -6,17 +6,19 @@ leaderboard submission carries, so reading it treats every line as untrusted inp
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from mmrbench.errors import MMRBenchError
+from mmrbench.errors import InputError
+from mmrbench.validation import loads_json
 
 STATUSES = ("ok", "refused", "truncated", "error")
 
 
-class PredictionsError(MMRBenchError):
+class PredictionsError(InputError):
     pass
 
 
@@ -39,6 +41,9 @@ class Prediction:
     usage: dict[str, int] | None = None
     score: float | None = None
     boxes_by_threshold: dict[str, list[list[float]]] | None = None
+    #: the run this answer belongs to (a hash of the run's fingerprint): resume refuses lines of
+    #: another run or of no known run, so one model's answers are never credited to another
+    run: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -57,7 +62,7 @@ class Prediction:
 
 
 _FIELDS = {"id", "response", "status", "error", "image_sizes", "convention", "latency_s", "usage",
-           "score", "boxes_by_threshold"}
+           "score", "boxes_by_threshold", "run"}
 
 
 def _valid_sizes(sizes: Any) -> bool:
@@ -87,13 +92,18 @@ def parse_prediction(d: Any, where: str) -> Prediction:
     if sizes is not None and not _valid_sizes(sizes):
         raise PredictionsError(f"{where}: field 'image_sizes' must be a list of [width, height]")
     score = d.get("score")
-    if score is not None and (not isinstance(score, (int, float)) or isinstance(score, bool)):
-        raise PredictionsError(f"{where}: field 'score' must be a number")
+    if score is not None and (not isinstance(score, (int, float)) or isinstance(score, bool)
+                              or not math.isfinite(score)):
+        raise PredictionsError(f"{where}: field 'score' must be a finite number")
+    run = d.get("run")
+    if run is not None and not isinstance(run, str):
+        raise PredictionsError(f"{where}: field 'run' must be a string")
     bbt = d.get("boxes_by_threshold")
     if bbt is not None:
         ok = isinstance(bbt, dict) and all(
             isinstance(k, str) and isinstance(v, list) and all(
-                isinstance(b, list) and len(b) == 4 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
+                isinstance(b, list) and len(b) == 4 and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in b)
                 for b in v) for k, v in bbt.items())
         if not ok:
             raise PredictionsError(f"{where}: field 'boxes_by_threshold' must map thresholds to lists of boxes")
@@ -106,44 +116,50 @@ def parse_prediction(d: Any, where: str) -> Prediction:
         image_sizes=sizes, convention=conv,
         latency_s=d.get("latency_s") if isinstance(d.get("latency_s"), (int, float)) else None,
         usage=d.get("usage") if isinstance(d.get("usage"), dict) else None,
-        score=float(score) if score is not None else None, boxes_by_threshold=bbt,
+        score=float(score) if score is not None else None, boxes_by_threshold=bbt, run=run,
         extra={k: v for k, v in d.items() if k not in _FIELDS},
     )
 
 
-def read_predictions(path: str | os.PathLike, *, allow_torn_tail: bool = True,
-                     allow_duplicates: bool = False) -> list[Prediction]:
-    """Read a predictions file.
+def parse_predictions_bytes(raw: bytes, where: str, *, allow_torn_tail: bool = True) -> dict[str, Prediction]:
+    """Every id's *latest* line, in the order of those lines: the one rule for reading predictions.
 
-    A crash can leave the last line half written; with ``allow_torn_tail`` such a final line
-    (no trailing newline) is ignored, since resume will ask for that sample again. Any other bad
-    line is an error naming the line. Duplicate ids are an error unless allowed (then the first wins).
+    A retried id (an ``error`` line, then an ``ok`` line) appends a new line that replaces the
+    earlier one; the runner, ``score``, ``merge`` and the leaderboard all read files through here, so
+    they agree on which answer counts. A torn final line (no newline after it: a crash mid-write) is
+    ignored when ``allow_torn_tail``; any other bad line is an error naming the line.
     """
-    p = Path(path)
-    if not p.exists():
-        raise PredictionsError(f"predictions file not found: {p}")
-    raw = p.read_bytes()
     lines = raw.split(b"\n")
-    out: list[Prediction] = []
-    seen: set[str] = set()
+    out: dict[str, Prediction] = {}
     for i, bline in enumerate(lines, start=1):
         if not bline.strip():
             continue
-        last = i == len(lines)  # no newline after it
         try:
-            d = json.loads(bline.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            if last and allow_torn_tail:
+            d = loads_json(bline, f"{where}:{i}")
+        except InputError:
+            if i == len(lines) and allow_torn_tail:
                 break
-            raise PredictionsError(f"{p}:{i}: not valid JSON ({exc})") from None
-        pred = parse_prediction(d, f"{p}:{i}")
-        if pred.id in seen:
-            if allow_duplicates:
-                continue
-            raise PredictionsError(f"{p}:{i}: duplicate id '{pred.id}'")
-        seen.add(pred.id)
-        out.append(pred)
+            raise PredictionsError(f"{where}:{i}: not valid JSON (or nested too deeply)") from None
+        pred = parse_prediction(d, f"{where}:{i}")
+        out.pop(pred.id, None)  # re-insert so the order follows the latest line
+        out[pred.id] = pred
     return out
+
+
+def load_latest(path: str | os.PathLike, *, allow_torn_tail: bool = True) -> dict[str, Prediction]:
+    """:func:`parse_predictions_bytes` of a file; a missing file has no predictions."""
+    p = Path(path)
+    if not p.exists():
+        return {}
+    return parse_predictions_bytes(p.read_bytes(), str(p), allow_torn_tail=allow_torn_tail)
+
+
+def read_predictions(path: str | os.PathLike, *, allow_torn_tail: bool = True) -> list[Prediction]:
+    """The predictions of a file, one per id, the latest line winning (see :func:`parse_predictions_bytes`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise PredictionsError(f"predictions file not found: {p}")
+    return list(load_latest(p, allow_torn_tail=allow_torn_tail).values())
 
 
 class PredictionWriter:
@@ -156,8 +172,12 @@ class PredictionWriter:
         power cut can cost the last interval. On slow disks an fsync per line caps a fast API run."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_symlink():
+            raise PredictionsError(f"{self.path} is a symbolic link: predictions are never written through links")
         self._repair_torn_tail()
-        self._f = open(self.path, "a", encoding="utf-8", newline="\n")
+        # O_NOFOLLOW: a link planted after the check above still fails instead of being written through
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        self._f = os.fdopen(fd, "a", encoding="utf-8", newline="\n")
         self._fsync = fsync
         self._interval = max(0.0, float(fsync_interval_s))
         self._last_sync = 0.0
@@ -201,10 +221,14 @@ class PredictionWriter:
         self.close()
 
 
+def predictions_bytes(preds: Iterable[Prediction]) -> bytes:
+    return "".join(json.dumps(pr.to_json(), ensure_ascii=False) + "\n" for pr in preds).encode("utf-8")
+
+
 def write_predictions(path: str | os.PathLike, preds: Iterable[Prediction]) -> None:
-    """Write a whole predictions file at once (replacing any existing one)."""
+    """Write a whole predictions file at once, atomically (replacing any existing one, never
+    writing through a link)."""
+    from mmrbench.rundir import atomic_write_bytes
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w", encoding="utf-8", newline="\n") as f:
-        for pred in preds:
-            f.write(json.dumps(pred.to_json(), ensure_ascii=False) + "\n")
+    atomic_write_bytes(p, predictions_bytes(preds))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from mmrbench.adapters.base import GenerationConfig, ImagePart, Message, Request, TextPart
-from mmrbench.data.images import load_rgb
+from mmrbench.data.images import ImageLoadError, load_rgb
 from mmrbench.data.schema import Sample
 from mmrbench.prompts import VARIANTS, build_prompt
 
@@ -34,8 +34,15 @@ def build_request(sample: Sample, root: str | Path, *, variant: str = "default",
         labels = (domain_labels or {}).get((sample.subdataset, sample.category), [])
     prompt = build_prompt(sample, variant, domain_labels=labels)
     root = Path(root)
-    parts: list = [FileImagePart(load_rgb(root / rel, sample_id=sample.id), path=rel, file=str(root / rel))
-                   for rel in prompt.images]
+    parts: list = []
+    for rel in prompt.images:
+        im = load_rgb(root / rel, sample_id=sample.id)
+        if rel == sample.image and im.size != (sample.width, sample.height):
+            # the boxes are in the manifest's frame: scoring them against another would be silently wrong
+            raise ImageLoadError(f"image {root / rel} is {im.width}x{im.height} but the manifest says "
+                                 f"{sample.width}x{sample.height} (sample '{sample.id}'); fix the manifest "
+                                 f"('mmrbench data check' lists every mismatch)")
+        parts.append(FileImagePart(im, path=rel, file=str(root / rel)))
     parts.append(TextPart(prompt.user))
     return Request(sample.id, [Message("system", prompt.system), Message("user", parts)],
                    config or GenerationConfig())

@@ -66,11 +66,10 @@ class Result:
 
 
 def write_result(path: str | os.PathLike, result: Result) -> None:
+    from mmrbench.rundir import atomic_write_json
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, p)
+    atomic_write_json(p, result.to_json())
 
 
 def read_result(path: str | os.PathLike) -> Result:
@@ -79,8 +78,9 @@ def read_result(path: str | os.PathLike) -> Result:
         p = p / "result.json"
     if not p.exists():
         raise MMRBenchError(f"result not found: {p}")
+    from mmrbench.validation import loads_json
+    d = loads_json(p.read_bytes(), str(p))
     try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MMRBenchError(f"{p}: not valid JSON ({exc})") from None
-    return Result.from_json(d)
+        return Result.from_json(d)
+    except MMRBenchError as exc:
+        raise MMRBenchError(f"{p}: {exc}") from None

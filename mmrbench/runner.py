@@ -30,7 +30,9 @@ from mmrbench.cards import ModelCard
 from mmrbench.data.manifest import Manifest, file_sha256, read_manifest
 from mmrbench.data.schema import Sample
 from mmrbench.errors import ConfigError, MMRBenchError
-from mmrbench.predictions import Prediction, PredictionsError, PredictionWriter, parse_prediction
+from mmrbench.predictions import (Prediction, PredictionsError, PredictionWriter, load_latest, parse_prediction,
+                                  predictions_bytes)
+from mmrbench.rundir import RunLock, atomic_write_bytes, atomic_write_json, prepare_run_dir
 
 PREDICTIONS = "predictions.jsonl"
 RESULT = "result.json"
@@ -90,35 +92,8 @@ def select_samples(manifest: Manifest, *, split: str | None = "test", subdataset
 
 
 # -- the predictions file --------------------------------------------------------------------------
-def load_latest(path: str | os.PathLike) -> dict[str, Prediction]:
-    """Every id's latest line (a retry after an error appends a new line that replaces it).
-
-    A torn last line (the run was killed mid-write) is ignored; any other bad line is an error.
-    """
-    p = Path(path)
-    if not p.exists():
-        return {}
-    raw = p.read_bytes()
-    lines = raw.split(b"\n")
-    out: dict[str, Prediction] = {}
-    for i, bline in enumerate(lines, start=1):
-        if not bline.strip():
-            continue
-        try:
-            d = json.loads(bline.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            if i == len(lines):  # no newline after it: torn tail
-                break
-            raise PredictionsError(f"{p}:{i}: not valid JSON ({exc})") from None
-        pred = parse_prediction(d, f"{p}:{i}")
-        out.pop(pred.id, None)  # re-insert so dict order follows the latest line
-        out[pred.id] = pred
-    return out
-
-
 def write_compact(path: str | os.PathLike, preds: dict[str, Prediction], order: Sequence[str]) -> list[Prediction]:
     """Rewrite the file atomically with one line per id: ``order`` first, any other ids after."""
-    p = Path(path)
     seen = set()
     rows: list[Prediction] = []
     for sid in order:
@@ -126,17 +101,12 @@ def write_compact(path: str | os.PathLike, preds: dict[str, Prediction], order: 
             rows.append(preds[sid])
             seen.add(sid)
     rows.extend(pr for sid, pr in preds.items() if sid not in seen)
-    tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for pr in rows:
-            f.write(json.dumps(pr.to_json(), ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    atomic_write_bytes(path, predictions_bytes(rows))
     return rows
 
 
-def prediction_from_response(sample_id: str, resp: Any, convention: str, attempts: int | None = None) -> Prediction:
+def prediction_from_response(sample_id: str, resp: Any, convention: str, attempts: int | None = None,
+                             run: str | None = None) -> Prediction:
     usage = resp.usage.to_json() if getattr(resp, "usage", None) is not None else None
     extra: dict[str, Any] = {}
     if attempts and attempts > 1:
@@ -148,7 +118,7 @@ def prediction_from_response(sample_id: str, resp: Any, convention: str, attempt
     return Prediction(id=sample_id, response=resp.text, status=status, error=resp.error,
                       image_sizes=resp.image_sizes or None, convention=convention,
                       latency_s=round(resp.latency_s, 4) if resp.latency_s is not None else None,
-                      usage=usage, extra=extra)
+                      usage=usage, run=run, extra=extra)
 
 
 # -- provenance -----------------------------------------------------------------------------------
@@ -180,11 +150,46 @@ def scrub_argv(argv: Sequence[str]) -> list[str]:
 
 
 def fingerprint(card_json: dict, manifest_sha: str, variant: str, shard: tuple[int, int] | None) -> dict:
-    """What must match for two runs to share a predictions file."""
+    """What must match for two runs to share a predictions file: everything that changes an answer
+    (a LoRA adapter given as an option, the image preparation) or how it is read (the convention)."""
     return {"manifest_sha256": manifest_sha, "provider": card_json.get("provider"),
             "model_id": card_json.get("model_id"), "convention": card_json.get("convention"),
-            "sampling": card_json.get("sampling"), "prompt_variant": variant,
+            "sampling": card_json.get("sampling"), "options": card_json.get("options") or {},
+            "image": card_json.get("image") or {}, "prompt_variant": variant,
             "prompt_version": _prompt_version(), "shard": f"{shard[0]}/{shard[1]}" if shard else None}
+
+
+def run_tag(fp: dict) -> str:
+    """The short hash every predictions line carries to say which run it belongs to."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class RunSummary:
+    """How a run ended: the CLI exits 0 only when every selected sample ended answered."""
+
+    n_selected: int
+    n_unanswered: int
+    first_reason: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.n_unanswered == 0
+
+    def line(self) -> str:
+        why = f"; first reason: {self.first_reason}" if self.first_reason else ""
+        return (f"{self.n_unanswered} of {self.n_selected} samples have no answer{why} "
+                f"(result.json was written with them scored as wrong; run the same command to retry them)")
+
+
+def summarize(samples: Sequence[Sample], preds: dict[str, Prediction]) -> RunSummary:
+    unanswered = [s.id for s in samples if s.id not in preds or preds[s.id].status == "error"]
+    first = None
+    if unanswered:
+        p = preds.get(unanswered[0])
+        first = (p.error or "error") if p is not None else "no prediction"
+        first = f"'{unanswered[0]}': {first}"[:300]
+    return RunSummary(len(samples), len(unanswered), first)
 
 
 def _prompt_version() -> str:
@@ -232,23 +237,34 @@ def finalize(out_dir: Path, *, card_json: dict, manifest: Manifest, samples: Seq
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def _check_run_dir(out_dir: Path, fp: dict) -> None:
+    """A readable run.json of another run names what differs (the predictions' own tags are the
+    check that always runs: see :func:`check_origin`)."""
     run_path = out_dir / RUN
     if not run_path.exists():
         return
     try:
         prev = json.loads(run_path.read_text(encoding="utf-8")).get("fingerprint")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
         return
     if isinstance(prev, dict) and prev != fp:
         diff = sorted(k for k in set(prev) | set(fp) if prev.get(k) != fp.get(k))
         raise ConfigError(f"{out_dir} holds a run with different {', '.join(diff)}: resume needs the same "
                           f"settings; use another --out")
+
+
+def check_origin(path: Path, preds: dict[str, Prediction], tag: str) -> None:
+    """Resume only over lines this very run (same fingerprint) wrote: a line of another run, or of
+    no known run (written by hand, or by a harness before run tags), is refused, whatever run.json
+    says or whether it exists at all."""
+    for p in preds.values():
+        if p.run != tag:
+            who = f"of another run (run {p.run})" if p.run else "of unknown origin (no run tag)"
+            raise ConfigError(f"{path}: sample '{p.id}' holds an answer {who}; resuming would credit it to this "
+                              f"model and settings: use another --out, or delete the file to start over")
 
 
 # -- dispatch ---------------------------------------------------------------------------------------
@@ -303,10 +319,18 @@ def run_eval(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | o
     if not samples:
         raise MMRBenchError(f"no '{opts.split}' samples selected from {manifest.path}"
                             + (f" (shard {opts.shard[0]}/{opts.shard[1]})" if opts.shard else ""))
-    if card.provider == "detector":
-        return _run_detector(card, manifest, samples, out, opts)
+    prepare_run_dir(out)
+    with RunLock(out, opts.command):
+        if card.provider == "detector":
+            return _run_detector(card, manifest, samples, out, opts)
+        return _run_model(card, manifest, samples, out, opts, model)
 
-    out.mkdir(parents=True, exist_ok=True)
+
+def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: Path, opts: EvalOptions,
+               model: Any):
+    from mmrbench.prompts import category_anomaly_labels
+    from mmrbench.provenance import now_iso
+
     from mmrbench.cards import create_model
     if model is None:
         model = create_model(card, retry=opts.retry)
@@ -317,9 +341,11 @@ def run_eval(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | o
         card_json.setdefault(k, v)
     fp = fingerprint(card_json, manifest.sha256, opts.variant, opts.shard)
     _check_run_dir(out, fp)
+    tag = run_tag(fp)
 
     pred_path = out / PREDICTIONS
     existing = load_latest(pred_path)
+    check_origin(pred_path, existing, tag)
     done = {sid for sid, p in existing.items() if p.status != "error"}
     todo = [s for s in samples if s.id not in done]
     domain = category_anomaly_labels(manifest.samples) if opts.variant == "domain_knowledge" else None
@@ -333,7 +359,7 @@ def run_eval(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | o
         "fingerprint": fp, "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,
         "model": card_json, "selection": {"split": opts.split, "subdatasets": opts.subdatasets, "limit": opts.limit,
                                           "shard": fp["shard"]},
-        "prompt_variant": opts.variant, "started": started, "n_selected": len(samples),
+        "prompt_variant": opts.variant, "run_tag": tag, "started": started, "n_selected": len(samples),
         "n_done_before": len(samples) - len(todo), "n_todo": len(todo), "state": "running",
     }
     _write_json(out / RUN, run_info)
@@ -344,11 +370,11 @@ def run_eval(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | o
         try:
             req = build_request(sample, root, variant=opts.variant, domain_labels=domain, config=config)
         except MMRBenchError as exc:
-            return Prediction(sample.id, None, "error", str(exc), convention=convention)
+            return Prediction(sample.id, None, "error", str(exc), convention=convention, run=tag)
         resps = model.generate([req])
         if not resps:
-            return Prediction(sample.id, None, "error", "provider returned no response", convention=convention)
-        return prediction_from_response(sample.id, resps[0], convention, getattr(resps[0], "attempts", None))
+            return Prediction(sample.id, None, "error", "provider returned no response", convention=convention, run=tag)
+        return prediction_from_response(sample.id, resps[0], convention, getattr(resps[0], "attempts", None), tag)
 
     counts = {"ok": 0, "refused": 0, "truncated": 0, "error": 0}
     bar = _progress(len(todo), card.name, opts.progress and not opts.quiet)
@@ -366,10 +392,10 @@ def run_eval(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | o
         batch = max(1, int(getattr(model, "batch_size", 1) or 1))
         if batch == 1:
             k = max(1, int(opts.concurrency or card.concurrency or getattr(model, "max_concurrency", 1) or 1))
-            _dispatch_threads(todo, answer, record, k, convention)
+            _dispatch_threads(todo, answer, record, k, convention, tag)
         else:
             _dispatch_batches(todo, model, record, batch, convention, lambda s: build_request(
-                s, root, variant=opts.variant, domain_labels=domain, config=config))
+                s, root, variant=opts.variant, domain_labels=domain, config=config), tag)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -388,12 +414,14 @@ def run_eval(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | o
 
     result, report = finalize(out, card_json=card_json, manifest=manifest, samples=samples, preds=existing,
                               variant=opts.variant, split=opts.split, limit=opts.limit, shard=opts.shard)
-    run_info.update({"state": "complete", "finished": now_iso(), "predictions_sha256": result.predictions_sha256})
+    summary = summarize(samples, existing)
+    run_info.update({"state": "complete" if summary.complete else "incomplete", "finished": now_iso(),
+                     "n_unanswered": summary.n_unanswered, "predictions_sha256": result.predictions_sha256})
     _write_json(out / RUN, run_info)
+    result.run_summary = summary  # not serialised: the CLI's exit code
     if not opts.quiet:
-        n_err = sum(1 for s in samples if existing.get(s.id) is not None and existing[s.id].status == "error")
         print(f"{card.title} ({opts.variant}) on {manifest.path.name}: {len(samples)} samples, "
-              f"{len(todo)} asked this run, {n_err} errors (re-run the same command to retry them)")
+              f"{len(todo)} asked this run, {summary.n_unanswered} errors (re-run the same command to retry them)")
         print(report.render("table"))
         print(f"wrote {out / RESULT}")
     return result
@@ -406,7 +434,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Prediction],
-                      record: Callable[[Prediction], None], k: int, convention: str) -> None:
+                      record: Callable[[Prediction], None], k: int, convention: str, tag: str | None = None) -> None:
     if not todo:
         return
     pool = _DaemonPool(answer, k)
@@ -432,14 +460,15 @@ def _dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Predict
             if exc is not None:
                 if isinstance(exc, KeyboardInterrupt):
                     raise exc
-                pred = Prediction(sample.id, None, "error", f"{type(exc).__name__}: {exc}", convention=convention)
+                pred = Prediction(sample.id, None, "error", f"{type(exc).__name__}: {exc}", convention=convention,
+                                  run=tag)
             record(pred)
     finally:
         pool.close()
 
 
 def _dispatch_batches(todo: Sequence[Sample], model: Any, record: Callable[[Prediction], None], batch: int,
-                      convention: str, build: Callable[[Sample], Any]) -> None:
+                      convention: str, build: Callable[[Sample], Any], tag: str | None = None) -> None:
     for i in range(0, len(todo), batch):
         chunk = todo[i:i + batch]
         reqs, ids = [], []
@@ -448,7 +477,7 @@ def _dispatch_batches(todo: Sequence[Sample], model: Any, record: Callable[[Pred
                 reqs.append(build(s))
                 ids.append(s.id)
             except MMRBenchError as exc:
-                record(Prediction(s.id, None, "error", str(exc), convention=convention))
+                record(Prediction(s.id, None, "error", str(exc), convention=convention, run=tag))
         if not reqs:
             continue
         try:
@@ -457,16 +486,16 @@ def _dispatch_batches(todo: Sequence[Sample], model: Any, record: Callable[[Pred
             raise
         except Exception as exc:  # the whole batch failed: record each, the next run retries them
             for sid in ids:
-                record(Prediction(sid, None, "error", f"{type(exc).__name__}: {exc}", convention=convention))
+                record(Prediction(sid, None, "error", f"{type(exc).__name__}: {exc}", convention=convention, run=tag))
             continue
         if len(resps) != len(reqs):
             for sid in ids:
                 record(Prediction(sid, None, "error", f"provider returned {len(resps)} answers for {len(reqs)} requests",
-                                  convention=convention))
+                                  convention=convention, run=tag))
             continue
         for sid, r in zip(ids, resps):
             record(prediction_from_response(sid, r, getattr(model, "convention", convention) or convention,
-                                            getattr(r, "attempts", None)))
+                                            getattr(r, "attempts", None), tag))
 
 
 def _run_detector(card: ModelCard, manifest: Manifest, samples: list[Sample], out: Path, opts: EvalOptions):
@@ -474,11 +503,18 @@ def _run_detector(card: ModelCard, manifest: Manifest, samples: list[Sample], ou
         from mmrbench.baselines.evaluate import evaluate_detector
     except ImportError as exc:
         raise ConfigError(f"the classical detectors are not available in this build ({exc})") from None
+    from mmrbench.baselines.recipes import resolve_recipe
     from mmrbench.provenance import now_iso
-    out.mkdir(parents=True, exist_ok=True)
     recipe = opts.recipe or card.options.get("recipe")
     weights = opts.weights or card.options.get("weights")
+    resolve_recipe(card.model_id, recipe)  # a bad recipe fails here, before the previous run is touched
     started, t0 = now_iso(), time.perf_counter()
+    run_info = {"command": scrub_argv(opts.command if opts.command is not None else sys.argv),
+                "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,
+                "model": card.to_result_json(), "selection": {"split": opts.split, "subdatasets": opts.subdatasets,
+                                                              "limit": opts.limit, "shard": None},
+                "started": started, "n_selected": len(samples), "state": "running"}
+    _write_json(out / RUN, run_info)  # no longer "complete" until the new predictions are in place
     result = evaluate_detector(card.model_id, manifest, samples, out, recipe=recipe, weights=weights,
                                device=opts.device, progress=opts.progress and not opts.quiet)
     # The detector scored exactly `samples`; record how they were selected (limit, shard) as text runs
@@ -486,13 +522,10 @@ def _run_detector(card: ModelCard, manifest: Manifest, samples: list[Sample], ou
     from mmrbench.results import write_result
     result.dataset.update(dataset_json(manifest, samples, opts.split, opts.limit, opts.shard))
     write_result(out / RESULT, result)
-    _write_json(out / RUN, {
-        "command": scrub_argv(opts.command if opts.command is not None else sys.argv),
-        "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,
-        "model": card.to_result_json(), "selection": {"split": opts.split, "subdatasets": opts.subdatasets,
-                                                      "limit": opts.limit, "shard": None},
-        "started": started, "finished": now_iso(), "wall_s": round(time.perf_counter() - t0, 3),
-        "n_selected": len(samples), "state": "complete"})
+    run_info.update({"finished": now_iso(), "wall_s": round(time.perf_counter() - t0, 3), "state": "complete",
+                     "predictions_sha256": result.predictions_sha256})
+    _write_json(out / RUN, run_info)  # marked complete last
+    result.run_summary = RunSummary(len(samples), 0)
     metrics = getattr(result, "metrics", None)
     if not opts.quiet and isinstance(metrics, dict):
         from mmrbench.report import render_rows
@@ -577,12 +610,19 @@ def merge_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     out = Path(out_dir)
     if out.resolve() in {d.resolve() for d, _ in infos}:
         raise ConfigError("merge --out must be a new folder, not one of the inputs")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(out)
+    lock = RunLock(out).acquire()
     card_json = first["model"]
-    result, report = finalize(out, card_json=card_json, manifest=manifest, samples=samples, preds=merged,
-                              variant=first["prompt_variant"], split=sel.get("split"), limit=sel.get("limit"),
-                              shard=None)
     fp = dict(first["fingerprint"], shard=None)
+    # the merged lines belong to the merged (unsharded) run: the same tag an unsharded run has
+    merged = {sid: dataclasses.replace(p, run=run_tag(fp)) for sid, p in merged.items()}
+    try:
+        result, report = finalize(out, card_json=card_json, manifest=manifest, samples=samples, preds=merged,
+                                  variant=first["prompt_variant"], split=sel.get("split"), limit=sel.get("limit"),
+                                  shard=None)
+    except BaseException:
+        lock.release()
+        raise
     missing = len(wanted) - len(merged)
     _write_json(out / RUN, {"command": scrub_argv(sys.argv), "fingerprint": fp,
                             "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,
@@ -590,6 +630,8 @@ def merge_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
                             "prompt_variant": first["prompt_variant"], "merged_from": [str(d) for d, _ in infos],
                             "n_selected": len(samples), "n_missing": missing, "state": "complete",
                             "finished": now_iso(), "predictions_sha256": result.predictions_sha256})
+    lock.release()
+    result.run_summary = summarize(samples, merged)
     if not quiet:
         if missing:
             print(f"warning: {missing} of {len(samples)} samples have no prediction in these runs "

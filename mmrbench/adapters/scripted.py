@@ -7,12 +7,12 @@ the sizes of the images in the request, so ``pixel`` answers are read in the ori
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from mmrbench.adapters.base import ModelAPI, Request, Response
 from mmrbench.errors import ConfigError
+from mmrbench.validation import loads_json
 
 _STATUSES = ("ok", "refused", "truncated", "error")
 
@@ -22,13 +22,10 @@ def load_script(path: str | Path) -> dict[str, dict[str, Any]]:
     if not p.is_file():
         raise ConfigError(f"scripted answers file not found: {p}")
     out: dict[str, dict[str, Any]] = {}
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(p.read_bytes().splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{p}:{i}: not valid JSON ({exc})") from None
+        d = loads_json(line, f"{p}:{i}")  # bad UTF-8, NaN or deep nesting: one line naming the line
         if not isinstance(d, dict) or not isinstance(d.get("id"), str):
             raise ConfigError(f"{p}:{i}: expected an object with a string 'id'")
         resp = d.get("response")

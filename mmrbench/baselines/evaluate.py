@@ -192,8 +192,13 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
             raise MMRBenchError(f"subdataset '{key[0]}' category '{key[1]}': no normal train images in "
                                 f"{manifest.path} to fit {m} on")
 
-    pred_path = out / "predictions.jsonl"
-    if pred_path.exists():
+    # Written aside and moved over predictions.jsonl only when every category is done: a crash or a
+    # kill during a re-run leaves the previous run's predictions (and result.json) as they were.
+    final_path = out / "predictions.jsonl"
+    if final_path.is_symlink():
+        raise MMRBenchError(f"{final_path} is a symbolic link: predictions are never written through links")
+    pred_path = out / ".predictions.jsonl.partial"
+    if pred_path.exists() or pred_path.is_symlink():
         pred_path.unlink()
     heldout_by_cat: dict[str, list[float]] = {}
     ranges: dict[str, dict[str, list[float]]] = {}
@@ -319,6 +324,7 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
         f"random-weight {backbone.info['name']} backbone (seed {backbone.info['seed']}), not ImageNet-pretrained",
         extra={"detector": detector},
     )
+    os.replace(pred_path, final_path)
     write_result(out / "result.json", result)
     return result
 

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from mmrbench.cards import parse_spec, with_overrides
     from mmrbench.runner import EvalOptions, parse_shard, run_eval
 
+    check_run_params(args)
     card = parse_spec(args.model)
     card = with_overrides(
         card, base_url=args.base_url, concurrency=args.concurrency, batch_size=args.batch_size,
@@ -90,20 +91,53 @@ def run(args: argparse.Namespace) -> int:
         sampling={"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
                   "min_p": args.min_p, "seed": args.seed},
         options=parse_options(args.option),
-        image={"resize": "max_side", "max_side": args.max_image_side} if args.max_image_side else None)
+        image={"resize": "max_side", "max_side": args.max_image_side} if args.max_image_side is not None else None)
     retry = None
     if args.retries is not None or args.retry_wait is not None:
         from mmrbench.adapters.retry import RetryPolicy
         retry = RetryPolicy()
         if args.retries is not None:
-            retry = dataclasses.replace(retry, max_attempts=max(1, args.retries))
+            retry = dataclasses.replace(retry, max_attempts=args.retries)
         if args.retry_wait is not None:
-            wait = max(0.0, args.retry_wait)
+            wait = args.retry_wait
             retry = dataclasses.replace(retry, initial_s=wait, max_wait_s=max(wait, min(retry.max_wait_s, wait * 32)))
     subs = [s.strip() for s in args.subdatasets.split(",") if s.strip()] if args.subdatasets else None
     opts = EvalOptions(split=args.split, subdatasets=subs, limit=args.limit, variant=variant_of(args),
                        shard=parse_shard(args.shard) if args.shard else None, concurrency=args.concurrency,
                        progress=not args.no_progress, retry=retry, command=["mmrbench", *sys.argv[1:]],
                        device=args.device, weights=args.weights, recipe=args.recipe)
-    run_eval(card, args.data, args.out, opts)
+    result = run_eval(card, args.data, args.out, opts)
+    return exit_code(result)
+
+
+def check_run_params(args: argparse.Namespace) -> None:
+    """Types and ranges of the run's own flags, before the model loads or a request is sent (the
+    card's sampling and limits are checked by :func:`mmrbench.cards.check_values`)."""
+    from typing import Annotated, Optional
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from mmrbench.errors import ConfigError
+    from mmrbench.validation import validated
+
+    class RunParams(BaseModel):
+        model_config = ConfigDict(strict=True)
+        limit: Optional[Annotated[int, Field(ge=1)]] = None
+        retries: Optional[Annotated[int, Field(ge=1, le=100)]] = None
+        retry_wait: Optional[Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]] = None
+        max_image_side: Optional[Annotated[int, Field(ge=1, le=100_000)]] = None
+
+    validated(RunParams, {k: getattr(args, k) for k in ("limit", "retries", "retry_wait", "max_image_side")
+                          if getattr(args, k) is not None}, "command line", error=ConfigError)
+
+
+def exit_code(result) -> int:
+    """0 when every selected sample ended answered; else one summary line on stderr and 3."""
+    import sys
+
+    from mmrbench.cli import EXIT_INCOMPLETE
+    summary = getattr(result, "run_summary", None)
+    if summary is not None and not summary.complete:
+        print(f"mmrbench: incomplete: {summary.line()}", file=sys.stderr)
+        return EXIT_INCOMPLETE
     return 0

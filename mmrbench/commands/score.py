@@ -22,6 +22,13 @@ def run(args: argparse.Namespace) -> int:
     from mmrbench.predictions import read_predictions
     from mmrbench.scoring import score_predictions
 
+    if args.threshold is not None:
+        import math
+
+        from mmrbench.errors import InputError
+        if not (math.isfinite(args.threshold) and 0.0 <= args.threshold <= 1.0):
+            raise InputError(f"must be a number in [0, 1] (detector scores are normalised per category), "
+                             f"got {args.threshold}", path="command line", field="threshold")
     manifest = read_manifest(args.manifest, check_files=False)
     subs = [s for s in args.subdatasets.split(",") if s] if args.subdatasets else None
     samples = manifest.select(split=args.split, subdatasets=subs)

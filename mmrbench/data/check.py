@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from mmrbench.data.images import ImageLoadError, decode
 from mmrbench.data.manifest import Manifest
 
 
@@ -31,11 +32,9 @@ def _decode(path: Path) -> tuple[Image.Image | None, str | None]:
     if not path.is_file():
         return None, "file not found"
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy(), None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        return None, f"cannot decode ({exc})"
+        return decode(path), None
+    except ImageLoadError as exc:
+        return None, f"cannot decode ({str(exc).split(': ', 1)[-1]})"
 
 
 def check_manifest(manifest: Manifest, *, progress: bool = False, boxes: bool = False) -> CheckReport:

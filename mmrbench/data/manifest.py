@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mmrbench.data.schema import LABELS, SPLITS, Box, Sample
-from mmrbench.errors import ManifestError
+from mmrbench.errors import InputError, ManifestError
+from mmrbench.validation import loads_json
 
 _KNOWN = {
     "id", "subdataset", "category", "split", "image", "reference", "label", "width", "height",
@@ -155,10 +156,9 @@ def read_manifest(path: str | os.PathLike, *, check_files: bool = True) -> Manif
         if not bline.strip():
             continue
         try:
-            text = bline.decode("utf-8")
-            d = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"not valid JSON ({exc.__class__.__name__}: {exc})", path=sp, line=lineno) from None
+            d = loads_json(bline, sp)
+        except InputError as exc:
+            raise ManifestError(str(exc).split(": ", 1)[-1], path=sp, line=lineno) from None
         s = parse_sample(d, path=sp, line=lineno)
         if s.id in seen:
             raise ManifestError(f"duplicate id '{s.id}' (first on line {seen[s.id]})", path=sp, line=lineno, field="id")
@@ -182,9 +182,6 @@ def write_manifest(path: str | os.PathLike, samples: Iterable[Sample]) -> str:
     """Write samples (atomically) and return the file's sha256."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        for s in samples:
-            f.write(dumps_sample(s) + "\n")
-    os.replace(tmp, p)
+    from mmrbench.rundir import atomic_write_bytes
+    atomic_write_bytes(p, "".join(dumps_sample(s) + "\n" for s in samples).encode("utf-8"), fsync=False)
     return file_sha256(p)
