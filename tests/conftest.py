@@ -129,3 +129,23 @@ def no_leaked_module_state():
     if changes:
         pytest.fail("test left mmrbench module state changed (use monkeypatch): " + "; ".join(changes),
                     pytrace=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_leaked_module_state_per_file():
+    """The same check around a whole test file, for module-scoped fixtures that patch and never undo."""
+    before = _module_state()
+    yield
+    changes = _changes_and_restore(before)
+    if changes:
+        pytest.fail("a module-scoped fixture left mmrbench module state changed (use "
+                    "pytest.MonkeyPatch.context()): " + "; ".join(changes), pytrace=False)
+
+
+def pytest_collection_finish(session):
+    """A test file that patches mmrbench when it is imported changes every test of the run."""
+    found = [f"{name}.{attr}" for name, mod in _watched_modules().items()
+             for attr, value in list(vars(mod).items()) if _from_a_test_file(value)]
+    if found:
+        raise pytest.UsageError("importing the test files changed mmrbench module state (patch inside a "
+                                "test, with monkeypatch): " + ", ".join(found))

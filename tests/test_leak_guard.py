@@ -1,8 +1,9 @@
 """The suite fails when a test leaves an mmrbench module changed (issue 11 item 17).
 
-A small test file with leaking tests runs under a copy of this suite's conftest.py in a real pytest
+Small test files with leaking tests run under a copy of this suite's conftest.py in a real pytest
 process; each kind of leak must fail its test (naming what changed), the state must be put back for the
-next test, and monkeypatch (which undoes itself) must pass.
+next test, and monkeypatch (which undoes itself) must pass. A leak by a module-scoped fixture fails the
+file's last test; a test file that patches mmrbench when imported stops the run before any test.
 """
 from __future__ import annotations
 
@@ -74,6 +75,33 @@ def test_importing_a_module_is_fine():
     import mmrbench.coords  # noqa: F401  (adds the submodule to the package: not a leak)
 '''
 
+# a module-scoped fixture that patches and never undoes: the file's last test reports it at teardown
+LEAKY_MODULE_FIXTURE = '''
+import pytest
+
+import mmrbench.parsing as parsing
+
+
+@pytest.fixture(scope="module")
+def patched():
+    parsing.MAX_ANSWER_CHARS = 5
+
+
+def test_uses_the_fixture(patched):
+    assert parsing.MAX_ANSWER_CHARS == 5
+'''
+
+# a test file that patches mmrbench when it is imported
+LEAKY_IMPORT = '''
+import mmrbench.parsing as parsing
+
+parsing.find_boxes = lambda answer: []
+
+
+def test_anything():
+    pass
+'''
+
 EXPECTED_FAILURES = {
     "test_rebinds_a_function": "mmrbench.parsing.parse_answer rebound",
     "test_adds_a_global": "mmrbench.parsing.EXTRA added",
@@ -84,25 +112,47 @@ EXPECTED_FAILURES = {
 }
 
 
-def test_leaking_tests_fail_the_suite(tmp_path):
-    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
-    (tmp_path / "test_leaky.py").write_text(LEAKY_TESTS)
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    report = tmp_path / "report.xml"
+def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """A real pytest process on ``folder`` under a copy of this suite's conftest.py."""
+    (folder / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (folder / "pytest.ini").write_text("[pytest]\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           f"--junitxml={report}", "test_leaky.py"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    outcome = {}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+def outcomes(report: Path) -> dict[str, str]:
+    """Test name -> 'passed' or the text of its failure/error (a teardown error counts)."""
+    out: dict[str, str] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         bad = case.find("error")
         if bad is None:
             bad = case.find("failure")
-        outcome[case.get("name")] = "passed" if bad is None else (bad.get("message", "") + (bad.text or ""))
+        out[case.get("name")] = "passed" if bad is None else (bad.get("message", "") + (bad.text or ""))
+    return out
+
+
+def test_leaking_tests_fail_the_suite(tmp_path):
+    (tmp_path / "test_leaky.py").write_text(LEAKY_TESTS)
+    (tmp_path / "test_leaky_module_fixture.py").write_text(LEAKY_MODULE_FIXTURE)
+    report = tmp_path / "report.xml"
+    proc = run_pytest(tmp_path, f"--junitxml={report}", "test_leaky.py", "test_leaky_module_fixture.py")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    outcome = outcomes(report)
+    assert "mmrbench.parsing.MAX_ANSWER_CHARS rebound" in outcome["test_uses_the_fixture"], outcome
+    assert "module-scoped fixture" in outcome["test_uses_the_fixture"]
+    del outcome["test_uses_the_fixture"]
     for name, why in EXPECTED_FAILURES.items():
         assert "left mmrbench module state changed" in outcome[name] and why in outcome[name], (name, outcome[name])
     passed = {n for n, o in outcome.items() if o == "passed"}
     assert passed == {"test_next_test_sees_the_real_function", "test_monkeypatch_is_fine",
                       "test_restoring_by_hand_is_fine", "test_next_test_sees_the_real_class",
                       "test_importing_a_module_is_fine"}, outcome
+
+
+def test_patching_at_import_fails_the_run(tmp_path):
+    (tmp_path / "test_leaky_import.py").write_text(LEAKY_IMPORT)
+    proc = run_pytest(tmp_path, "test_leaky_import.py")
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage-error status: nothing ran
+    assert "importing the test files changed mmrbench module state" in proc.stderr
+    assert "mmrbench.parsing.find_boxes" in proc.stderr
