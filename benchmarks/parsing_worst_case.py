@@ -11,8 +11,10 @@ long digit runs, deep brackets, thousands of boxes). For every case it prints:
 * ``ratio``: uncapped time(largest) / time(smallest); linear is the size ratio (10 for 100K -> 1M).
 
     python benchmarks/parsing_worst_case.py                 # 100K, 300K and 1M characters
-    python benchmarks/parsing_worst_case.py --sizes 10000,40000 --impl tests/parsing_reference_v1.py
-                                                            # the old parser (quadratic), on smaller sizes
+    python benchmarks/parsing_worst_case.py --sizes 13107,131072 --impl tests/parsing_reference_v1.py
+                                                            # the old parser (quadratic), up to its read limit
+    python benchmarks/parsing_worst_case.py --only bare_boxes --search 400
+                                                            # also hunt random repeated patterns
 
 Sizes are characters; every case is ASCII except the curly-quote ones (3 bytes per character in UTF-8).
 Times are the best of ``--repeat`` runs of process time (CPU), so a busy machine skews them less.
@@ -111,12 +113,41 @@ def uncapped(mod: ModuleType) -> Callable[[str], object]:
     return run
 
 
+# pieces for --search: tags, brackets, quotes, words and numbers the patterns react to
+PIECES = ["<think>", "</think>", "<answer>", "</answer>", "[", "]", "{", "}", "'", '"', "\u2019", "\u201c", "`",
+          "```json", " ", "\n", "1", "12", ".", ",", ":", "=", "-", "e", "yes", "no", "Yes", "label", "type",
+          "anomaly_type", "description", "bbox_2d", "box", "x", "_", "\uff3b", "\uff0c", "<", ">", "/"]
+
+
+def search(mod: ModuleType, tries: int, seed: int, small: int = 25_000, large: int = 100_000) -> None:
+    """Random hunt for super-linear inputs: a random head and a random unit repeated to two lengths; the
+    growth of the slowest is printed (linear: large/small = 4; small timings are noisy, so read the ms)."""
+    import random
+
+    rng = random.Random(seed)
+    free = uncapped(mod)
+    found = []
+    for _ in range(tries):
+        unit = "".join(rng.choice(PIECES) for _ in range(rng.randint(1, 8)))
+        head = "".join(rng.choice(PIECES) for _ in range(rng.randint(0, 4)))
+        a = best_time(lambda: free(head + unit * (small // len(unit))), 1)
+        b = best_time(lambda: free(head + unit * (large // len(unit))), 1)
+        found.append((b, b / max(a, 1e-4), head, unit))
+    print(f"search: {tries} random patterns, {small // 1000}K -> {large // 1000}K characters (linear growth "
+          f"{large / small:.0f}); the slowest:")
+    for b, growth, head, unit in sorted(found, reverse=True)[:5]:
+        print(f"  {b * 1e3:8.1f} ms at {large // 1000}K  growth {growth:5.1f}  head={head!r} unit={unit!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100000,300000,1000000", help="comma-separated lengths in characters")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--impl", default=None, help="a parsing.py file to time instead of mmrbench.parsing")
     ap.add_argument("--only", default=None, help="comma-separated case names")
+    ap.add_argument("--search", type=int, default=0, metavar="N",
+                    help="also try N random repeated patterns and print the slowest")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     mod = load_impl(args.impl)
@@ -136,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:28}{capped * 1e3:12.2f}{row}{ratio:8.1f}", flush=True)
     print(f"slowest uncapped case at {sizes[-1]} characters: {worst[1]} {worst[0] * 1e3:.1f} ms "
           f"(size ratio {sizes[-1] / sizes[0]:.0f} = linear)")
+    if args.search:
+        search(mod, args.search, args.seed)
     return 0
 
 
