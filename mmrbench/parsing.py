@@ -4,18 +4,29 @@ Model text is untrusted input, so nothing here evaluates it: boxes are found wit
 expressions over the answer, which also tolerates the half-broken forms real models write
 (missing tags, ``Yes{...}``, Python-literal dicts, curly quotes, code fences, bare number lists).
 Coordinates are returned as written, in the model's own convention; :mod:`mmrbench.coords` maps them.
+
+Hostile answers cost little: the parse is linear in the length of the text (no pattern rescans an
+unbounded stretch from every position), reads at most ``MAX_RESPONSE_CHARS`` characters, and never
+recurses, so deeply nested brackets cannot raise RecursionError.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-#: Longest answer we look at; beyond this a reply is garbage and scanning it only costs time.
+#: Longest answer part we look at (after the ``<answer>``/``<think>`` split); beyond it a reply is
+#: garbage. Part of protocol ``mmr-ad-v1`` (docs/protocol.md), so it never changes within a version.
 MAX_ANSWER_CHARS = 65536
+#: Longest response we read at all: characters after this one are ignored, whatever they hold.
+MAX_RESPONSE_CHARS = 2 * MAX_ANSWER_CHARS
 
+# Every pattern below runs in time linear in the text it scans (benchmarks/parsing_worst_case.py
+# measures it). A lazy ``.*?`` that can fail at every start (``<think>.*?</think>`` on a reply of
+# unclosed ``<think>`` tags) is quadratic in Python's backtracking engine, so the reasoning blocks
+# are cut with single-tag searches instead.
 _ANSWER_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
-_THINK_CLOSED_RE = re.compile(r"<think>.*?</think>", re.S | re.I)
-_THINK_OPEN_RE = re.compile(r"<think>.*", re.S | re.I)
+_THINK_TAG_RE = re.compile(r"<think>", re.I)
+_THINK_END_RE = re.compile(r"</think>", re.I)
 _DECISION_RE = re.compile(r"(?<![A-Za-z0-9_])(yes|no)(?![A-Za-z0-9_])", re.I)
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _BOX_RE = re.compile(
@@ -67,9 +78,36 @@ def extract_answer(text: str) -> tuple[str, bool]:
     m = _ANSWER_RE.search(text)
     if m:
         return m.group(1), True
-    rest = _THINK_CLOSED_RE.sub(" ", text)
-    rest = _THINK_OPEN_RE.sub(" ", rest)  # an unclosed think (truncated reply) holds no answer
-    return rest, False
+    return _strip_think(text), False
+
+
+def _strip_think(text: str) -> str:
+    """Each ``<think>...</think>`` block becomes one space, and an unclosed ``<think>`` (a truncated
+    reply) one space up to the end: a reasoning block never holds the answer.
+
+    Same result as ``re.sub(r"<think>.*?</think>", " ")`` followed by ``re.sub(r"<think>.*", " ")``
+    (flags S, I), but each character is scanned a bounded number of times: once a ``<think>`` has no
+    ``</think>`` after it, no later one has either, so the scan stops there.
+    """
+    parts: list[str] = []
+    pos = 0
+    while True:
+        start = _THINK_TAG_RE.search(text, pos)
+        if start is None:
+            break
+        end = _THINK_END_RE.search(text, start.end())
+        if end is None:
+            break
+        parts.append(text[pos:start.start()])
+        parts.append(" ")
+        pos = end.end()
+    parts.append(text[pos:])
+    rest = "".join(parts)
+    # The pieces joined by " " hold no tag of their own, so the first unclosed tag is in the tail.
+    unclosed = _THINK_TAG_RE.search(rest)
+    if unclosed is not None:
+        rest = rest[:unclosed.start()] + " "
+    return rest
 
 
 def _normalise(text: str) -> str:
@@ -126,7 +164,7 @@ def parse_answer(text: str | None) -> ParsedAnswer:
     """
     if not isinstance(text, str) or not text.strip():
         return ParsedAnswer(decision=None)
-    answer, tagged = extract_answer(text[: MAX_ANSWER_CHARS * 2])
+    answer, tagged = extract_answer(text[:MAX_RESPONSE_CHARS])
     answer = _normalise(answer[:MAX_ANSWER_CHARS])
     decision = find_decision(answer)
     boxes = find_boxes(answer) if decision is not False else []

@@ -118,3 +118,74 @@ def test_never_evaluates_code(tmp_path):
 @pytest.mark.parametrize("word", ["YES", "yes", "Yes.", "yes!"])
 def test_case_insensitive(word):
     assert parse_answer(f"<answer>{word}</answer>").decision is True
+
+
+# --- cost and robustness on hostile answers (issue 11 item 15) ---------------------------------------
+
+def _worst_cases():
+    """The families of benchmarks/parsing_worst_case.py, so the benchmark and the tests stay one list."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "parsing_worst_case.py"
+    spec = importlib.util.spec_from_file_location("parsing_worst_case", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+WORST = _worst_cases()
+
+
+def _cpu(fn, *args):
+    import time
+
+    t = time.process_time()
+    out = fn(*args)
+    return time.process_time() - t, out
+
+
+def test_unclosed_think_tags_are_linear():
+    # was 8.6 s: '<think>.*?</think>' rescanned the rest of the reply from every unclosed tag
+    spent, p = _cpu(parse_answer, "<think>" * 18724)
+    assert spent < 0.5, f"{spent:.2f} s"
+    assert p.decision is None and p.answer_text == " "
+
+
+@pytest.mark.parametrize("case", sorted(WORST.CASES))
+def test_worst_cases_at_one_megabyte(case):
+    """Every worst case: the scorer's call on 1 MB is bounded by the protocol's read limit, and the parse
+    itself, caps lifted, stays linear (300K characters well under a second; the slowest takes ~0.2 s)."""
+    text = WORST.CASES[case](1_000_000)
+    assert len(text) >= 999_000
+    spent, p = _cpu(parse_answer, text)
+    assert spent < 0.5, f"{case}: {spent:.2f} s"
+    spent, _ = _cpu(WORST.uncapped(__import__("mmrbench.parsing", fromlist=["x"])), text[:300_000])
+    assert spent < 1.5, f"{case} uncapped: {spent:.2f} s"
+
+
+def test_only_the_protocol_prefix_is_read():
+    from mmrbench.parsing import MAX_ANSWER_CHARS, MAX_RESPONSE_CHARS
+
+    assert MAX_RESPONSE_CHARS == 2 * MAX_ANSWER_CHARS == 131072
+    assert parse_answer("x" * MAX_RESPONSE_CHARS + "Yes").decision is None
+    assert parse_answer("x" * MAX_ANSWER_CHARS + " Yes").decision is None  # the answer part is capped too
+    assert parse_answer("x" * (MAX_ANSWER_CHARS - 4) + " Yes").decision is True
+    assert parse_answer("<think>" + "x" * (MAX_RESPONSE_CHARS - 30) + "</think> Yes").decision is True
+    assert parse_answer("<answer>" + "x" * MAX_ANSWER_CHARS + " Yes</answer>").decision is None
+    assert parse_answer("<think>" + "x" * MAX_RESPONSE_CHARS + "</think>No").decision is None  # close tag unread
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 1_000_000, "{" * 1_000_000, "(" * 1_000_000, "[" * 500_000 + "]" * 500_000,
+    '{"a": ' * 200_000 + "1" + "}" * 200_000, "[{'bbox_2d': " * 50_000 + "[1, 2, 3, 4]" + "}]" * 50_000,
+])
+def test_deep_nesting_never_recurses(text):
+    # the parser reads with flat patterns, never a recursive JSON/literal reader: no RecursionError
+    p = parse_answer(text)
+    assert p.boxes == [] or coords(p) == [(1, 2, 3, 4)]
+
+
+def test_box_inside_deep_nesting_is_read():
+    p = parse_answer("Yes " + "[" * 30_000 + "1, 2, 3, 4" + "]" * 30_000)
+    assert p.decision is True and coords(p) == [(1, 2, 3, 4)]

@@ -35,15 +35,23 @@ def recipes(tiny: str, toy: str):
     return sft, grpo
 
 
-def train_both(tiny: str, toy: str, out: str, dist) -> None:
-    import mmrbench.train.grpo as grpo_mod
+def fixed_generate(pol, prompt, n, **kw):
+    """Stands in for ``mmrbench.train.grpo.generate``: the same completions on every rank."""
     from mmrbench.train.rollout import text_to_completion
+
+    return [text_to_completion(pol, FIXED[i % 3], 64) for i in range(n)]
+
+
+def train_both(tiny: str, toy: str, out: str, dist, setattr_) -> None:
+    """SFT then GRPO; ``setattr_`` installs the fixed rollout (the test's monkeypatch in this process,
+    so it is undone after the test and later GRPO tests run the real sampler; plain setattr in a rank)."""
+    import mmrbench.train.grpo as grpo_mod
     from mmrbench.train.sft import run_sft
 
     torch.set_num_threads(1)
     sft, grpo = recipes(tiny, toy)
     run_sft(sft, Path(out) / "sft", dist=dist, progress=False)
-    grpo_mod.generate = lambda pol, prompt, n, **kw: [text_to_completion(pol, FIXED[i % 3], 64) for i in range(n)]
+    setattr_(grpo_mod, "generate", fixed_generate)
     grpo_mod.run_grpo(grpo, Path(out) / "grpo", dist=dist, progress=False)
 
 
@@ -55,7 +63,7 @@ def worker(rank: int, world: int, port: int, tiny: str, toy: str, out: str) -> N
 
     d = init_from_env("cpu")
     try:
-        train_both(tiny, toy, out, d)
+        train_both(tiny, toy, out, d, setattr)  # a rank is its own process and ends here
     finally:
         tdist.destroy_process_group()
 
@@ -66,7 +74,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_ranks_equal_one_rank(tmp_path):
+def test_two_ranks_equal_one_rank(tmp_path, monkeypatch):
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
@@ -83,7 +91,7 @@ def test_two_ranks_equal_one_rank(tmp_path):
                        start_method=method)
     n = torch.get_num_threads()
     try:
-        train_both(tiny, toy, str(tmp_path / "one"), Dist())
+        train_both(tiny, toy, str(tmp_path / "one"), Dist(), monkeypatch.setattr)
     finally:
         torch.set_num_threads(n)
     for stage in ("sft", "grpo"):

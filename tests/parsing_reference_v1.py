@@ -1,0 +1,135 @@
+"""Frozen copy of ``mmrbench/parsing.py`` as of commit f280edb (before the linear-time rewrite).
+
+Test-only reference: ``tests/test_parsing_equivalence.py`` checks that the shipped parser returns exactly
+what this one returns. Never import it from the package; never edit it (it is the old behaviour).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+#: Longest answer we look at; beyond this a reply is garbage and scanning it only costs time.
+MAX_ANSWER_CHARS = 65536
+
+_ANSWER_RE = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.S | re.I)
+_THINK_CLOSED_RE = re.compile(r"<think>.*?</think>", re.S | re.I)
+_THINK_OPEN_RE = re.compile(r"<think>.*", re.S | re.I)
+_DECISION_RE = re.compile(r"(?<![A-Za-z0-9_])(yes|no)(?![A-Za-z0-9_])", re.I)
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_BOX_RE = re.compile(
+    rf"\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*\]"
+)
+_KEY_BEFORE_RE = re.compile(r"""["']?([A-Za-z_][A-Za-z0-9_]*)["']?\s*[:=]\s*\[?\s*$""")
+_QUOTES_OPEN = "\"'\u201c\u201d\u2018\u2019`"
+_LABEL_RE = re.compile(
+    rf"""["'\u2018\u2019\u201c\u201d]?(?:label|anomaly_type|type|category)["'\u2018\u2019\u201c\u201d]?\s*:\s*[{_QUOTES_OPEN}]([^\n{_QUOTES_OPEN}]{{0,200}})[{_QUOTES_OPEN}]""",
+    re.I,
+)
+_LABEL_SPAN_RE = re.compile(
+    rf"""(?:label|anomaly_type|description)["'\u2018\u2019\u201c\u201d]?\s*:\s*[{_QUOTES_OPEN}][^\n{_QUOTES_OPEN}]{{0,200}}[{_QUOTES_OPEN}]""",
+    re.I,
+)
+BOX_KEYS = ("bbox_2d", "box_2d", "bbox", "box", "boxes", "bboxes", "coordinates", "bounding_box")
+
+
+@dataclass(frozen=True)
+class RawBox:
+    """A box as the model wrote it: four numbers in the model's convention, its label and key."""
+
+    coords: tuple[float, float, float, float]
+    label: str = ""
+    key: str = ""
+
+
+@dataclass
+class ParsedAnswer:
+    """What the scorer needs from one response.
+
+    ``decision`` is True (anomalous), False (normal) or None (no readable answer: invalid).
+    ``boxes`` holds the answer's boxes only when the decision is Yes.
+    """
+
+    decision: bool | None
+    boxes: list[RawBox] = field(default_factory=list)
+    answer_text: str = ""
+    had_answer_tag: bool = False
+
+    @property
+    def valid(self) -> bool:
+        return self.decision is not None
+
+
+def extract_answer(text: str) -> tuple[str, bool]:
+    """The part of a response that counts: the first ``<answer>`` block, else the text after any
+    reasoning block. A ``<think>`` that mentions coordinates never contributes boxes."""
+    m = _ANSWER_RE.search(text)
+    if m:
+        return m.group(1), True
+    rest = _THINK_CLOSED_RE.sub(" ", text)
+    rest = _THINK_OPEN_RE.sub(" ", rest)  # an unclosed think (truncated reply) holds no answer
+    return rest, False
+
+
+def _normalise(text: str) -> str:
+    # Fences and full-width punctuation are decoration; boxes and words survive without them.
+    text = text.replace("```json", " ").replace("```python", " ").replace("```", " ")
+    return text.replace("\uff0c", ",").replace("\uff1a", ":").replace("\uff3b", "[").replace("\uff3d", "]")
+
+
+def find_decision(answer: str) -> bool | None:
+    """First standalone Yes/No word, ignoring words inside label strings ('no solder')."""
+    masked = _LABEL_SPAN_RE.sub(lambda m: " " * len(m.group(0)), answer)
+    m = _DECISION_RE.search(masked)
+    if not m:
+        return None
+    return m.group(1).lower() == "yes"
+
+
+def find_boxes(answer: str) -> list[RawBox]:
+    """Every 4-number list in the answer, with the key it was given and the nearest label after it."""
+    out: list[RawBox] = []
+    matches = list(_BOX_RE.finditer(answer))
+    for i, m in enumerate(matches):
+        try:
+            coords = tuple(float(g) for g in m.groups())
+        except ValueError:  # pragma: no cover - the regex admits only numbers
+            continue
+        if not all(abs(c) < 1e7 for c in coords):
+            continue
+        before = answer[max(0, m.start() - 40): m.start()]
+        km = _KEY_BEFORE_RE.search(before)
+        key = km.group(1).lower() if km else ""
+        if key and key not in BOX_KEYS and key not in ("label",):
+            # a list under some other key (e.g. 'point', 'size') is not a box
+            if not key.endswith("box") and not key.endswith("bbox"):
+                continue
+        # The label belongs to this box if it appears before the next box (same dict, usually after).
+        end = matches[i + 1].start() if i + 1 < len(matches) else min(len(answer), m.end() + 300)
+        lm = _LABEL_RE.search(answer, m.end(), end)
+        if lm is None:
+            # label written before the box in the same dict: {'label': 'x', 'bbox_2d': [...]}
+            start = matches[i - 1].end() if i > 0 else max(0, m.start() - 300)
+            lms = list(_LABEL_RE.finditer(answer, start, m.start()))
+            lm = lms[-1] if lms else None
+        label = lm.group(1).strip() if lm else ""
+        out.append(RawBox(coords, label, key))  # type: ignore[arg-type]
+    return out
+
+
+def parse_answer(text: str | None) -> ParsedAnswer:
+    """Decision and boxes of one response, per protocol ``mmr-ad-v1``.
+
+    The decision is the first standalone Yes/No word of the answer; an answer with no such word but
+    with a box counts as Yes; otherwise the answer is invalid. Boxes count only when the decision is Yes.
+    """
+    if not isinstance(text, str) or not text.strip():
+        return ParsedAnswer(decision=None)
+    answer, tagged = extract_answer(text[: MAX_ANSWER_CHARS * 2])
+    answer = _normalise(answer[:MAX_ANSWER_CHARS])
+    decision = find_decision(answer)
+    boxes = find_boxes(answer) if decision is not False else []
+    if decision is None and boxes:
+        decision = True
+    if decision is not True:
+        boxes = []
+    return ParsedAnswer(decision=decision, boxes=boxes, answer_text=answer, had_answer_tag=tagged)
