@@ -19,7 +19,6 @@ resolves to the model name. Every text is escaped here; the page's CSP allows no
 from __future__ import annotations
 
 import html
-import math
 from typing import Any
 
 W, H = 280, 250
@@ -35,9 +34,10 @@ def _fmt(v: float | None) -> str:
 
 
 def _domain(values: list[float]) -> tuple[float, float]:
-    """Axis range in percent: from a round number below the smallest value (at most 0) to 100."""
-    lo = min(values, default=0.0) * 100
-    return max(0.0, math.floor((lo - 5) / 20) * 20), 100.0  # ticks every (100 - lo) / 4: round numbers
+    """Axis range in percent: from 0, 20, 60 or 80 (the highest below the smallest value, with a margin)
+    to 100, so the four tick steps are round (25, 20, 10, 5)."""
+    lo = min(values, default=0.0) * 100 - 3
+    return max([b for b in (0.0, 20.0, 60.0, 80.0) if b <= lo], default=0.0), 100.0
 
 
 def _axes(out: list[str], x0: float, x1: float, y0: float, y1: float, xlabel: str, ylabel: str, title: str) -> None:
