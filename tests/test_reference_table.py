@@ -116,3 +116,47 @@ def test_parser_refuses_a_damaged_table():
         parse_table(good.rsplit("5,ablation", 1)[0], 5)  # a missing metric
     with pytest.raises(ValueError):
         parse_table(good.replace("80.0,50.0,\n", "80.0,,\n", 1), 5)  # localization for some cells only
+
+
+def _md_tables(md, start, stop):
+    """{model: {column: cell}} of every Markdown table between the headings ``start`` and ``stop``."""
+    body = md.split(start, 1)[1]
+    body = body.split(stop, 1)[0] if stop else body
+    rows, header = {}, None
+    for line in body.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not set(line) <= set("|:- "):
+            rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+@pytest.mark.parametrize("table", [4, 5])
+def test_committed_board_shows_every_paper_cell(table):
+    """The acceptance check: the committed leaderboard (built from results/) shows each cell as printed,
+    Table 4 in the MMR-AD section's groups, Table 5 in "Anomaly-R1 ablations"; the page's data too."""
+    lines = paper_csv(table)
+    md = (ROOT / "leaderboard" / "LEADERBOARD.md").read_text(encoding="utf-8")
+    paper = md.split("## MMR-AD test (paper)", 1)[1].split("\n## ", 1)[0]
+    if table == 4:
+        rows = _md_tables(paper, "### Commercial MLLMs", "### Anomaly-R1 ablations")
+    else:
+        rows = _md_tables(paper, "### Anomaly-R1 ablations", "\n### 95%")
+    titles = {"accuracy": "Acc", "recall": "Recall", "precision": "Precision"}
+    for ln in lines:
+        row = rows[ln["model"]]
+        assert row["Status"] == "📄 reported"
+        loc = ln["localization"] or "not reported"
+        assert row[f"{ln['subdataset']} {titles[ln['metric']]}"] == f"{ln['detection']}/{loc}", ln
+    page = (ROOT / "leaderboard" / "index.html").read_text(encoding="utf-8")
+    data = json.loads(page.split('id="lb-data">', 1)[1].split("</script>", 1)[0])
+    entries = {e["name"]: e for e in data["entries"]
+               if e["id"].startswith(f"reported/table{table}-") and e["status"] == "reported"}
+    for ln in lines:
+        c = entries[ln["model"]]["cells"][ln["subdataset"]][ln["metric"]]
+        assert c["det"] == float(Decimal(ln["detection"]) / 100)
+        assert c["loc"] == (float(Decimal(ln["localization"]) / 100) if ln["localization"] else None)
