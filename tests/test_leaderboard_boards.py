@@ -86,6 +86,11 @@ def test_a_maintainer_can_put_runs_on_the_paper_board_and_ablation_runs_sit_besi
     assert "MVTecAD Acc" in header and "VisA Precision" in header and "MPDD" not in header
     row = next(i for i, ln in enumerate(lines) if ln.startswith("| w/o Reinforcement learning"))
     assert lines[row + 1].startswith("| my-no-rl (recipe no-rl-sft)")
+    # a run that does not verify is not shown beside the paper's ablation rows
+    edit_json(rd / "result.json", lambda d: d["metrics"]["subdatasets"]["VisA"]["det"].update(accuracy=0.99))
+    board = build_board(results, manifest_stores=[tmp / "bench"], resamples=0)
+    e = next(e for e in board.entries if e["name"] == "my-no-rl")
+    assert e["status"] == "unverified" and e["section"] == "main" and e["kind"] == "submitted"
 
 
 def test_charts_have_one_mark_per_model_row(two_benchmarks):

@@ -274,7 +274,7 @@ def _entry(d: Path, rel: str, result: dict[str, Any], stores: list, *, resamples
     elif ver.status == UNVERIFIED and result.get("provenance") == "reported":
         entry["kind"] = "submitted"
     recipe = ablation_recipe(result) if result.get("provenance") == "run" else None
-    if recipe is not None:
+    if recipe is not None and ver.status == VERIFIED:  # an unverified claim stays among the submitted runs
         entry["section"], entry["ablation_row"], entry["kind"] = "ablation", ABLATION_RECIPES[recipe], ABLATION
         entry["recipe"] = recipe
     if result.get("provenance") == "run" and pred_path is not None and man_path is not None:

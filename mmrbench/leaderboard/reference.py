@@ -60,7 +60,7 @@ ABLATION_RECIPES = {
     "answer-only-sft": "w/o Reasoning Data", "answer-only-grpo": "w/o Reasoning Data",
     "no-reference-sft": "w/o Normal Reference Image", "no-reference-grpo": "w/o Normal Reference Image",
     "no-cold-start-grpo": "w/o CoT Cold-Start",
-    "no-rl-sft": "w/o Reinforcement learning",
+    "no-rl-sft": "w/o Reinforcement learning", "sft": "w/o Reinforcement learning",
     "no-contrastive-grpo": "w/o Contrastive Sampling",
     "grpo": "Anomaly-R1-7B",
     "domain-knowledge-sft": "+ Domain Knowledge", "domain-knowledge-grpo": "+ Domain Knowledge",
