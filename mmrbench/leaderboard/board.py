@@ -58,13 +58,6 @@ class Board:
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "path: reason" for files that failed validation
 
-    @property
-    def subdatasets(self) -> list[str]:
-        out: list[str] = []
-        for b in self.benchmarks:
-            out += [s for s in b["subdatasets"] if s not in out]
-        return out
-
     def benchmark_entries(self, key: str, section: str | None = None) -> list[dict[str, Any]]:
         return [e for e in self.entries if e["benchmark"] == key and (section is None or e["section"] == section)]
 
