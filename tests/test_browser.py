@@ -1,11 +1,13 @@
-"""The static page in a real headless Chromium (file://, no server): sort a column, open a sample,
-check the drawn boxes, and check that hostile names and responses stay text.
+"""The static page in a real headless Chromium (file://, no server): switch benchmarks, count chart
+marks against table rows, sort a column, open a sample, check the drawn boxes, check that hostile names
+and responses stay text, and that a screenshot shows something.
 
 Driven over the DevTools protocol (a websocket to the page target) with ``websockets``; no package
 that downloads browsers. Skipped, with the reason shown, when Chromium is not installed
 (``apt-get install chromium``; ``.ci/run`` does this).
 """
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -127,48 +129,136 @@ def det(cell):
     return None if not cell else float(cell.split("/")[0])
 
 
-def test_page_renders_all_entries_without_errors(page):
+def pick(cdp, select_id, value):
+    cdp.js(f"var s = document.getElementById('{select_id}'); s.value = {json.dumps(value)};"
+           " s.dispatchEvent(new Event('change'));")
+
+
+def benchmarks(cdp):
+    return cdp.js("Array.from(document.querySelectorAll('#filter-bench option')).map(function (o) {"
+                  " return [o.value, o.textContent]; })")
+
+
+def tiny_key(cdp):
+    return next(k for k, name in benchmarks(cdp) if name.startswith("tiny"))
+
+
+def test_page_renders_the_paper_board_first_without_errors(page):
     cdp, _ = page
+    assert [n for _, n in benchmarks(cdp)][0] == "MMR-AD test (paper)" and len(benchmarks(cdp)) == 2
     names = [n for n, _ in column(cdp, "VisA", "accuracy")]
-    assert "Anomaly-R1-7B" in names and "good-model" in names and len(names) == 18
+    assert "Anomaly-R1-7B" in names and "Anomaly-R1-7B\u2020" in names and len(names) == 21
+    assert "good-model" not in names  # runs on another benchmark are never in the paper's table
     errors = [e for e in cdp.events if e.get("method") == "Runtime.exceptionThrown"]
     assert errors == []
-    assert cdp.js("document.querySelectorAll('tr.group').length") == 5
+    assert cdp.js("document.querySelectorAll('#lb-table tr.group').length") == 4
+    assert cdp.js("document.getElementById('ablations').hidden") is False
+    assert cdp.js("document.querySelectorAll('#lb-ablation tr.entry').length") == 7
+    heads = cdp.js("Array.from(document.querySelectorAll('#lb-ablation th.sortable')).map(function (t) { return t.textContent; })")
+    assert heads[0] == "MVTecAD Acc" and heads[-1] == "VisA Precision" and len(heads) == 6
+    agpt = cdp.js("""Array.from(document.querySelectorAll('#lb-table tr.entry')).filter(function (tr) {
+        return tr.querySelector('.name').textContent === 'AnomalyGPT-7B'; })[0]
+        .querySelector('td.cell[data-sub="MPDD"][data-metric="accuracy"]').textContent""")
+    assert agpt == "67.6/not reported"
+
+
+def chart_counts(cdp):
+    """[(chart kind, subdataset, marks in its SVG, table rows with a value in that subdataset)] for the
+    charts of the benchmark on show."""
+    return cdp.js("""(function () {
+        var sec = Array.from(document.querySelectorAll('section.bench-charts')).filter(function (s) { return !s.hidden; });
+        if (sec.length !== 1) { return 'visible chart sections: ' + sec.length; }
+        var rows = Array.from(document.querySelectorAll('#lb-table tr.entry'));
+        return Array.from(sec[0].querySelectorAll('svg.chart[data-sub]')).map(function (svg) {
+          var sub = svg.getAttribute('data-sub');
+          var n = rows.filter(function (tr) {
+            var td = tr.querySelector('td.cell[data-sub="' + sub + '"][data-metric="accuracy"]');
+            return td && td.textContent !== ''; }).length;
+          var box = svg.getBoundingClientRect();
+          return [svg.getAttribute('data-chart'), sub, svg.querySelectorAll('g.mark').length, n, box.width > 100];
+        }); })()""")
+
+
+def screenshot_not_blank(cdp, name):
+    import base64
+    import io
+    from PIL import Image, ImageStat
+
+    png = base64.b64decode(cdp.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
+    im = Image.open(io.BytesIO(png)).convert("L")
+    if os.environ.get("MMRBENCH_SCREENSHOTS"):  # a folder to keep the screenshots in, for a human look
+        Image.open(io.BytesIO(png)).save(Path(os.environ["MMRBENCH_SCREENSHOTS"]) / name)
+    stat = ImageStat.Stat(im)
+    assert im.size[0] > 300 and im.size[1] > 300
+    assert stat.stddev[0] > 10, "screenshot is blank"  # text, tables and charts give contrast
+    return im
+
+
+def test_switching_benchmarks_shows_each_board_and_its_charts(page):
+    cdp, _ = page
+    counts = chart_counts(cdp)
+    assert isinstance(counts, list) and len(counts) == 8  # det-loc and recall-precision x 4 subdatasets
+    for kind, sub, marks, rows, visible in counts:
+        assert marks == rows == 21 and visible, (kind, sub, marks, rows)
+    screenshot_not_blank(cdp, "paper.png")
+    pick(cdp, "filter-bench", tiny_key(cdp))
+    names = sorted(n for n, _ in column(cdp, "VisA", "accuracy"))
+    assert names == sorted(["good-model", EVIL_NAME])
+    assert cdp.js("document.getElementById('ablations').hidden") is True
+    heads = cdp.js("Array.from(document.querySelectorAll('#lb-table th.sortable')).map(function (t) { return t.textContent; })")
+    assert {h.split()[0] for h in heads} == {"MVTecAD", "VisA"}  # the paper's other columns are gone
+    counts = chart_counts(cdp)
+    assert len(counts) == 4
+    for kind, sub, marks, rows, visible in counts:
+        assert marks == rows == 2 and visible, (kind, sub, marks, rows)
+    bars = cdp.js("""Array.from(document.querySelectorAll('section.bench-charts:not([hidden]) svg[data-chart="categories"]'))
+        .map(function (svg) { return svg.querySelectorAll('g.mark').length; })""")
+    assert bars == [3, 3]  # one bar group per category for each run
+    screenshot_not_blank(cdp, "tiny.png")
+    assert cdp.js("typeof window.__pwned") == "undefined"
+    pick(cdp, "filter-bench", "mmr-ad-paper")
+    assert len(column(cdp, "VisA", "accuracy")) == 21
 
 
 def test_sort_a_column(page):
     cdp, _ = page
-    cdp.js("document.querySelector('th[data-sub=\"VisA\"][data-metric=\"accuracy\"]').click()")
+    pick(cdp, "filter-bench", "mmr-ad-paper")
+    cdp.js("document.querySelector('#lb-table th[data-sub=\"VisA\"][data-metric=\"accuracy\"]').click()")
     vals = [det(c) for _, c in column(cdp, "VisA", "accuracy")]
     present = [v for v in vals if v is not None]
     assert present == sorted(present, reverse=True) and vals[:len(present)] == present  # blanks last
     assert present[0] == 90.6  # HGAD
-    assert cdp.js("document.querySelector('th.sorted-desc').textContent") == "VisA Acc"
-    cdp.js("document.querySelector('th[data-sub=\"VisA\"][data-metric=\"accuracy\"]').click()")
+    assert cdp.js("document.querySelector('#lb-table th.sorted-desc').textContent") == "VisA Acc"
+    cdp.js("document.querySelector('#lb-table th[data-sub=\"VisA\"][data-metric=\"accuracy\"]').click()")
     vals = [det(c) for _, c in column(cdp, "VisA", "accuracy") if c]
     assert vals == sorted(vals)
     # sort by the localization part instead
-    cdp.js("var s = document.getElementById('sort-part'); s.value = 'loc'; s.dispatchEvent(new Event('change'));")
-    cdp.js("document.querySelector('th[data-sub=\"MVTecAD\"][data-metric=\"accuracy\"]').click()")
-    locs = [c.split("/")[1] for _, c in column(cdp, "MVTecAD", "accuracy") if c and not c.endswith("/-")]
+    pick(cdp, "sort-part", "loc")
+    cdp.js("document.querySelector('#lb-table th[data-sub=\"MVTecAD\"][data-metric=\"accuracy\"]').click()")
+    locs = [c.split("/")[1] for _, c in column(cdp, "MVTecAD", "accuracy") if c and c[-1].isdigit()]
     nums = [float(x) for x in locs]
     assert nums == sorted(nums, reverse=True) and nums[0] == 73.2
+    pick(cdp, "sort-part", "det")
 
 
 def test_filter_by_subdataset_and_metric(page):
     cdp, _ = page
-    cdp.js("var s = document.getElementById('filter-sub'); s.value = 'MPDD'; s.dispatchEvent(new Event('change'));"
-           "var m = document.getElementById('filter-metric'); m.value = 'recall'; m.dispatchEvent(new Event('change'));")
+    pick(cdp, "filter-bench", tiny_key(cdp))
+    pick(cdp, "filter-sub", "VisA")
+    pick(cdp, "filter-metric", "recall")
     heads = cdp.js("Array.from(document.querySelectorAll('#lb-table th.sortable')).map(function (t) { return t.textContent; })")
-    assert heads == ["MPDD Recall"]
-    cdp.js("var s = document.getElementById('filter-status'); s.value = 'verified'; s.dispatchEvent(new Event('change'));")
-    assert sorted(n for n, _ in column(cdp, "MPDD", "recall")) == sorted(["good-model", EVIL_NAME])
-    cdp.js("['filter-sub','filter-metric','filter-status'].forEach(function (id) { var s = document.getElementById(id);"
-           " s.value = 'all'; s.dispatchEvent(new Event('change')); });")
+    assert heads == ["VisA Recall"]
+    pick(cdp, "filter-status", "verified")
+    assert sorted(n for n, _ in column(cdp, "VisA", "recall")) == sorted(["good-model", EVIL_NAME])
+    pick(cdp, "filter-status", "reported")
+    assert column(cdp, "VisA", "recall") == []
+    for sel in ("filter-sub", "filter-metric", "filter-status"):
+        pick(cdp, sel, "all")
 
 
 def test_sample_viewer_draws_the_boxes(page):
     cdp, samples = page
+    pick(cdp, "filter-bench", tiny_key(cdp))
     idx = cdp.js("""(function () { var rows = Array.from(document.querySelectorAll('#lb-table tr.entry'));
         var tr = rows.filter(function (r) { return r.querySelector('.name').textContent === 'good-model'; })[0];
         tr.querySelector('button.view-samples').click();
@@ -201,6 +291,7 @@ def test_sample_viewer_draws_the_boxes(page):
 
 def test_hostile_name_and_response_stay_text(page):
     cdp, samples = page
+    pick(cdp, "filter-bench", tiny_key(cdp))
     assert EVIL_NAME in [n for n, _ in column(cdp, "VisA", "accuracy")]
     cdp.js("""(function () { var rows = Array.from(document.querySelectorAll('#lb-table tr.entry'));
         rows.filter(function (r) { return r.querySelector('.name').textContent.indexOf('__pwned') >= 0; })[0]
@@ -212,4 +303,8 @@ def test_hostile_name_and_response_stay_text(page):
     srcs = cdp.js("Array.from(document.querySelectorAll('img')).map(function (i) { return i.getAttribute('src').slice(0, 11); })")
     assert set(srcs) <= {"data:image/"}
     assert cdp.js("document.querySelectorAll('script').length") == 2
+    # the charts' SVG hold no script, link or handler; the hostile name is a text node in a <title>
+    assert cdp.js("document.querySelectorAll('svg script, svg a, svg foreignObject, svg [onload], svg [onclick]').length") == 0
+    assert cdp.js("Array.from(document.querySelectorAll('svg.chart title')).some(function (t) {"
+                  " return t.textContent.indexOf('window.__pwned=2') >= 0 && t.children.length === 0; })")
     assert not [e for e in cdp.events if e.get("method") == "Page.javascriptDialogOpening"]

@@ -3,6 +3,7 @@ import json
 import shutil
 
 from mmrbench.cli import main
+from mmrbench.data.synth import SYNTH_VERSION
 
 
 def test_bundled_main_job(synth_small, tmp_path, capsys):
@@ -18,7 +19,17 @@ def test_bundled_main_job(synth_small, tmp_path, capsys):
     assert set(result["metrics"]["subdatasets"]) <= {"SynMVTecAD", "SynVisA", "SynMVTec3D", "SynMPDD"}
     md = (out / "leaderboard" / "LEADERBOARD.md").read_text()
     assert "✅ verified" in md  # the run was re-scored from its predictions
-    assert "📄 reported" in md  # next to the paper's rows
+    assert "📄 reported" in md  # the paper's rows, on their own board
+    sections = {sec.split("\n", 1)[0]: sec for sec in md.split("\n## ")[1:]}
+    paper = sections["MMR-AD test (paper)"]
+    synth = next(v for k, v in sections.items() if k.startswith("bundled synthetic v"))
+    assert "✅ verified" not in paper and "✅ verified" in synth and "📄 reported" not in synth
+    page = (out / "leaderboard" / "index.html").read_text()
+    data = json.loads(page.split('id="lb-data">', 1)[1].split("</script>", 1)[0])
+    assert [b["name"] for b in data["benchmarks"]][0] == "MMR-AD test (paper)"
+    assert [b["name"].split(" (manifest")[0] for b in data["benchmarks"]][1:] == [f"bundled synthetic v{SYNTH_VERSION}"]
+    for e in data["entries"]:  # no synthetic run on the paper's board, on the page either
+        assert (e["benchmark"] == "mmr-ad-paper") == (e["provenance"] == "reported")
     assert (out / "leaderboard" / "index.html").stat().st_size > 1000
     assert any((out / "results").glob("padim-*/result.json"))
 

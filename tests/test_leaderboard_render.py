@@ -1,5 +1,6 @@
 """LEADERBOARD.md and index.html: Table-4 layout, badges, CIs, and hostile names rendered as text."""
 import json
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -51,12 +52,16 @@ def test_markdown_layout_and_escaping(board_dir):
     tmp, results = board_dir
     board = build_board(results, manifest_stores=[tmp / "bench"], resamples=100)
     md = render_markdown(board)
-    # groups in Table-4 order, then submitted runs
-    order = [md.index(h) for h in ("## Commercial MLLMs", "## Open-source MLLMs", "## Task-specific anomaly models",
-                                   "## Full-shot anomaly detectors", "## Submitted runs")]
-    assert order == sorted(order)
+    # one section per benchmark: the paper's board first, then the runs' own benchmark
+    paper, tiny = md.index("## MMR-AD test (paper)"), md.index("## tiny (manifest ")
+    assert paper < tiny
+    # groups in Table-4 order on the paper's board, the runs only on theirs
+    order = [md.index(h) for h in ("### Commercial MLLMs", "### Open-source MLLMs", "### Full-shot anomaly detectors",
+                                   "### Anomaly-R1 (the paper's model)", "### Anomaly-R1 ablations")]
+    assert order == sorted(order) and paper < order[0] and order[-1] < tiny
+    assert md.index("### Submitted runs") > tiny and md.index("plain-model") > tiny
     assert "| Anomaly-R1-7B | 📄 reported | 88.8/66.3" in md.replace("  ", " ").replace("  ", " ").replace("  ", " ")
-    assert "85.7/-" in md  # AnomalyGPT has no localization
+    assert "85.7/not reported" in md and "85.7/-" not in md  # AnomalyGPT: no localization reported, never 0
     assert "✅ verified" in md and "## 95% bootstrap confidence intervals" in md
     assert "<script" not in md and "<img" not in md and "[x](javascript" not in md
     assert "\\[x\\](javascript" in md  # brackets escaped: no link
@@ -96,9 +101,14 @@ def test_html_has_no_injected_markup(board_dir):
     p.feed(page)
     kinds = [k for k, _ in p.scripts]
     assert kinds == ["application/json", "js"]  # only our two script elements
-    assert not [t for t, _ in p.tags if t in ("img", "iframe", "object", "embed", "svg")]
-    assert not [a for _, a in p.tags if any(k.startswith("on") for k in a)]
-    assert "alert(" not in page.replace(p.scripts[0][1], "")  # hostile text lives only in the data block
+    assert not [t for t, _ in p.tags if t in ("img", "iframe", "object", "embed", "image", "foreignobject", "a")]
+    assert not [a for _, a in p.tags if any(k.startswith("on") or k in ("href", "src") for k in a)]
+    # outside the data block, hostile text appears only escaped (chart titles and legend)
+    outside = page.replace(p.scripts[0][1], "")
+    assert "<script>alert" not in outside and "<img src=x" not in outside and "<img onerror" not in outside
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in outside
+    svgs = [a for t, a in p.tags if t == "svg"]
+    assert svgs and all(a.get("class", "").startswith("chart") for a in svgs)  # only the package's charts
     assert "&lt;b&gt;now&lt;/b&gt;" in page
     data = json.loads(p.scripts[0][1])
     evil = next(e for e in data["entries"] if e["name"] == EVIL_NAME)
@@ -139,3 +149,7 @@ def test_build_cli_and_committed_board_is_current(tmp_path, capsys):
     committed = root / "leaderboard" / "LEADERBOARD.md"
     assert committed.is_file() and committed.read_text() == built, (
         "leaderboard/LEADERBOARD.md is stale: run `mmrbench leaderboard build --results results --out leaderboard`")
+    # the committed page holds the same board (the build date aside)
+    page = (root / "leaderboard" / "index.html").read_text()
+    strip = lambda t: re.sub(r"Built [^<]*</p>", "</p>", t)  # noqa: E731
+    assert strip(page) == strip((out / "index.html").read_text()), "leaderboard/index.html is stale"

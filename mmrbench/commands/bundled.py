@@ -1,8 +1,8 @@
 """``mmrbench bundled``: the main job, offline, in one command.
 
 Generates the bundled synthetic benchmark (or reuses it when seed and scale match), evaluates the
-offline models on its held-out subdatasets, stores every run as a verified leaderboard entry next to
-the paper's reported Table-4 rows, and writes the leaderboard. Needs no key and no download.
+offline models on its held-out subdatasets, stores every run as a verified leaderboard entry, and writes
+the leaderboard: the runs on the bundled benchmark's own board, the paper's reported rows on theirs. Needs no key and no download.
 API models only join when asked with ``--api`` (and their key is set), so the quick start never
 spends money behind a user's back.
 """

@@ -1,29 +1,44 @@
-"""Collect leaderboard entries from a ``results/`` folder: validate, verify, add CIs and viewer samples.
+"""Collect leaderboard entries from a ``results/`` folder: validate, verify, sort onto one board per
+benchmark, add CIs and viewer samples.
 
 Layout: every entry is a folder holding ``result.json`` (and, for runs, ``predictions.jsonl`` or
 ``predictions.jsonl.gz``), anywhere under the results folder: submissions in
-``results/<canonical-name>/``, the paper's rows in ``results/reported/table4-*``. Manifests are found
-by sha256 in the manifest stores (``--manifests`` folders and the results folder itself).
+``results/<canonical-name>/``, the paper's rows in ``results/reported/table{4,5}-*``.
 
-The output is plain JSON-able dicts (:class:`Board`), shared by the Markdown and HTML renderers, so
-both show the same numbers. Untrusted text (model names, responses) is carried as data here and
-escaped by each renderer.
+Trust. Manifests come only from the stores the maintainer names (``--manifests``); nothing found in the
+results folder (which holds what submitters sent) is used to verify, to name a benchmark, or to read
+images. A thumbnail is embedded only when its path resolves, after symbolic links, inside the data
+root of that manifest. A ``reported`` row counts only when it equals the shipped paper table. An entry
+that cannot be read (a corrupt ``.gz``, say) is shown unverified with the reason; the board still builds.
+
+Benchmarks. An entry belongs to the benchmark its manifest identifies: the paper's rows to
+"MMR-AD test (paper)"; a run to its manifest sha256, named from the ``info.json`` beside that manifest
+in the store ("bundled synthetic vN" for :mod:`mmrbench.data.synth`; an ``info.json`` with
+``"benchmark": "MMR-AD test (paper)"`` puts a run on the paper's board) or else from the result's
+dataset name. Numbers from different benchmarks never share a table or a chart.
+
+The output is plain JSON-able dicts (:class:`Board`), shared by every renderer, so all formats show
+the same numbers. Untrusted text (model names, responses) is carried as data here and escaped by each
+renderer.
 """
 from __future__ import annotations
 
 import base64
 import io
+import json
 import logging
 import os
+import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from mmrbench.errors import MMRBenchError
-from mmrbench.leaderboard.reference import KIND_TITLES, KINDS, SUBDATASETS, TABLE4
+from mmrbench.leaderboard.reference import (ABLATION, ABLATION_RECIPES, KIND_TITLES, KINDS, PAPER_BENCHMARK,
+                                            SUBDATASETS, table4, table5)
 from mmrbench.leaderboard.schema import check_result, load_result_json
-from mmrbench.leaderboard.verify import (REPORTED, VERIFIED, detector_threshold, find_manifest,
-                                         decisions_for, find_predictions, load_predictions, scored_samples,
+from mmrbench.leaderboard.verify import (REPORTED, UNVERIFIED, VERIFIED, decisions_for, detector_threshold,
+                                         find_manifest, find_predictions, load_predictions, scored_samples,
                                          verify_entry)
 
 log = logging.getLogger(__name__)
@@ -31,18 +46,24 @@ METRICS = ("accuracy", "recall", "precision")
 DEFAULT_SAMPLES_PER_RUN = 24
 THUMB_MAX_SIDE = 192
 MAX_RESPONSE_CHARS = 4000
-GROUP_ORDER = (*KINDS, "submitted")
+GROUP_ORDER = (*KINDS, "submitted", ABLATION)
+PAPER_KEY = "mmr-ad-paper"
+#: what reading one entry may raise; any of these makes that entry unverified, never the build fail
+ENTRY_ERRORS = (MMRBenchError, OSError, ValueError, EOFError, zlib.error, RecursionError, KeyError, TypeError)
 
 
 @dataclass
 class Board:
     entries: list[dict[str, Any]] = field(default_factory=list)
-    subdatasets: list[str] = field(default_factory=lambda: list(SUBDATASETS))
+    benchmarks: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "path: reason" for files that failed validation
 
+    def benchmark_entries(self, key: str, section: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.entries if e["benchmark"] == key and (section is None or e["section"] == section)]
+
     def to_json(self) -> dict[str, Any]:
-        return {"subdatasets": self.subdatasets, "metrics": list(METRICS), "groups": [
-            {"kind": k, "title": KIND_TITLES[k]} for k in GROUP_ORDER], "entries": self.entries}
+        return {"metrics": list(METRICS), "benchmarks": self.benchmarks,
+                "groups": [{"kind": k, "title": KIND_TITLES[k]} for k in GROUP_ORDER], "entries": self.entries}
 
 
 def entry_dirs(results_dir: str | os.PathLike) -> list[Path]:
@@ -61,16 +82,34 @@ def _cells(metrics: dict[str, Any]) -> dict[str, dict[str, dict[str, float | Non
     return out
 
 
-def _kind(result: dict[str, Any]) -> str:
-    """Table-4 group: the model card's ``kind`` when it names one, else "submitted"."""
+def _kind(result: dict[str, Any], status: str) -> str:
+    """Table-4 group: a reported row's paper group; a run's model-card ``kind`` when it names one,
+    else "submitted" (a run never joins the paper's groups by claiming "ours")."""
     k = (result.get("model") or {}).get("kind")
-    return k if k in KINDS else "submitted"
+    if status == REPORTED:
+        return k
+    return k if k in KINDS and k != "ours" else "submitted"
+
+
+def ablation_recipe(result: dict[str, Any]) -> str | None:
+    """The shipped ablation recipe a run names in ``model.recipe`` (a name or a path ending in it)."""
+    r = (result.get("model") or {}).get("recipe")
+    if not isinstance(r, str):
+        return None
+    stem = PurePosixPath(r.replace("\\", "/")).name.removesuffix(".toml")
+    return stem if stem in ABLATION_RECIPES else None
 
 
 def _order_key(e: dict[str, Any]) -> tuple:
-    names = list(TABLE4)
+    if e["section"] == "ablation":
+        rows = list(table5())
+        anchor = e.get("ablation_row")
+        pos = rows.index(anchor) if anchor in rows else len(rows)
+        return (1, pos, e["provenance"] != "reported", e["name"].lower(), e["id"])
+    names = list(table4())
     pos = names.index(e["name"]) if e["provenance"] == "reported" and e["name"] in names else len(names)
-    return (GROUP_ORDER.index(e["kind"]), e["provenance"] != "reported", pos, e["name"].lower(), e["id"])
+    return (0, GROUP_ORDER.index(e["kind"]) if e["kind"] in GROUP_ORDER else len(GROUP_ORDER),
+            e["provenance"] != "reported", pos, e["name"].lower(), e["id"])
 
 
 def _data_url(img, max_side: int = THUMB_MAX_SIDE) -> str:
@@ -79,6 +118,19 @@ def _data_url(img, max_side: int = THUMB_MAX_SIDE) -> str:
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def confined_image(manifest, rel: str) -> Path | None:
+    """The file ``rel`` names when it resolves (after symbolic links) inside the manifest's data root;
+    ``None`` for an absolute path, a ``..`` escape or a link pointing out."""
+    root = manifest.root.resolve()
+    try:
+        path = (root / rel).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
 
 
 def viewer_samples(result: dict[str, Any], manifest, preds, limit: int) -> list[dict[str, Any]]:
@@ -106,9 +158,14 @@ def viewer_samples(result: dict[str, Any], manifest, preds, limit: int) -> list[
         for key, rel in (("image", s.image), ("reference", s.reference)):
             if rel is None:
                 continue
+            path = confined_image(manifest, rel)
+            if path is None:
+                log.warning("viewer: %s: image %r is not a file inside the data root %s; not embedded",
+                            s.id, rel, manifest.root)
+                continue
             try:
-                images[key] = _data_url(load_rgb(manifest.resolve(rel), sample_id=s.id))
-            except ImageLoadError as exc:
+                images[key] = _data_url(load_rgb(path, sample_id=s.id))
+            except (ImageLoadError, OSError, ValueError) as exc:
                 log.warning("viewer: %s", exc)
         out.append({
             "id": s.id, "subdataset": s.subdataset, "category": s.category, "label": s.label,
@@ -121,84 +178,198 @@ def viewer_samples(result: dict[str, Any], manifest, preds, limit: int) -> list[
     return out
 
 
+def _store_info(man_path: Path) -> dict[str, Any]:
+    """``info.json`` beside a manifest in a maintainer's store, when it describes that manifest."""
+    try:
+        info = json.loads((man_path.parent / "info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def identify_benchmark(result: dict[str, Any], man_path: Path | None) -> tuple[str, str, str | None]:
+    """(key, name, manifest sha256) of the benchmark an entry was measured on."""
+    if result.get("provenance") == "reported":
+        return PAPER_KEY, PAPER_BENCHMARK, None
+    ds = result.get("dataset") or {}
+    sha = ds.get("manifest_sha256") if isinstance(ds.get("manifest_sha256"), str) else None
+    info = _store_info(man_path) if man_path is not None else {}
+    if info and info.get("manifest_sha256") not in (None, sha):
+        info = {}
+    if info.get("benchmark") == PAPER_BENCHMARK:
+        return PAPER_KEY, PAPER_BENCHMARK, None
+    if info.get("generator") == "mmrbench.data.synth":
+        name = f"bundled synthetic v{info.get('generator_version')}"
+    elif isinstance(info.get("benchmark"), str):
+        name = info["benchmark"][:80]
+    else:
+        name = str(ds.get("name") or "benchmark")[:80]
+    if sha is None:
+        return "no-manifest", f"{name} (no manifest named)", None
+    where = "" if man_path is not None else ", manifest not found"
+    return f"sha-{sha[:16]}", f"{name} (manifest {sha[:8]}{where})", sha
+
+
+def _base_entry(rel: str, result: dict[str, Any], status: str, reasons: list[str], metrics: dict[str, Any]) -> dict:
+    model = result.get("model") if isinstance(result.get("model"), dict) else {}
+    ds = result.get("dataset") if isinstance(result.get("dataset"), dict) else {}
+    return {
+        "id": rel, "name": str(model.get("name")), "kind": _kind(result, status),
+        "provenance": result.get("provenance"), "status": status, "reasons": reasons,
+        "variant": str(result.get("variant") or (result.get("protocol") or {}).get("prompt_variant") or "default"),
+        "provider": model.get("provider"), "model_id": model.get("model_id"),
+        "date": result.get("date"), "manifest_sha256": ds.get("manifest_sha256"),
+        "predictions_sha256": result.get("predictions_sha256"),
+        "cells": _cells(metrics), "ci": None, "categories": [], "samples": [],
+        "source": None, "notes": result.get("notes"), "section": "main", "ablation_row": None,
+        "loc_reported": True,
+    }
+
+
+def _add_statistics(entry: dict, result: dict, pred_path: Path, man_path: Path, *, resamples: int, seed: int,
+                    samples_per_run: int) -> None:
+    from mmrbench.data.manifest import read_manifest
+    from mmrbench.leaderboard.stats import bootstrap_ci, category_ci, ci_to_json, per_image_counts
+
+    manifest = read_manifest(man_path, check_files=False)
+    preds, _ = load_predictions(pred_path)
+    samples = scored_samples(result, manifest)
+    per = per_image_counts(samples, decisions=decisions_for(result, samples, preds))
+    if resamples > 0:
+        entry["ci"] = ci_to_json(bootstrap_ci(per, resamples=resamples, seed=seed), resamples, seed)
+        cats = category_ci(per, resamples=resamples, seed=seed)
+        entry["categories"] = [
+            {"subdataset": sub, "category": cat, "det_accuracy": parts["det"]["accuracy"].to_json(),
+             "loc_accuracy": parts["loc"]["accuracy"].to_json()}
+            for sub, by_cat in category_ci(per, resamples=resamples, seed=seed).items()
+            for cat, parts in by_cat.items()]
+    entry["samples"] = viewer_samples(result, manifest, preds, samples_per_run)
+
+
+def _entry(d: Path, rel: str, result: dict[str, Any], stores: list, *, resamples: int, seed: int,
+           samples_per_run: int) -> dict[str, Any]:
+    pred_path = find_predictions(d)
+    ver = verify_entry(result, predictions=pred_path, manifest_stores=stores)
+    metrics = result["metrics"]
+    if ver.status == VERIFIED and ver.recomputed is not None:
+        metrics = ver.recomputed
+    entry = _base_entry(rel, result, ver.status, ver.reasons, metrics)
+    man_path = None
+    if result.get("provenance") == "run":
+        man_path = find_manifest(entry["manifest_sha256"] or "", stores=stores)
+    entry["benchmark"], entry["benchmark_name"], _ = identify_benchmark(result, man_path)
+    ref = result.get("reference") if isinstance(result.get("reference"), dict) else {}
+    if ver.status == REPORTED:
+        entry["source"] = " - ".join(str(ref[k]) for k in ("table", "paper") if ref.get(k))
+        entry["loc_reported"] = any((b or {}).get("loc") for b in (metrics.get("subdatasets") or {}).values())
+        if ref.get("table") == "Table 5":
+            entry["section"], entry["ablation_row"], entry["kind"] = "ablation", entry["name"], ABLATION
+    elif ver.status == UNVERIFIED and result.get("provenance") == "reported":
+        entry["kind"] = "submitted"
+    recipe = ablation_recipe(result) if result.get("provenance") == "run" else None
+    if recipe is not None and ver.status == VERIFIED:  # an unverified claim stays among the submitted runs
+        entry["section"], entry["ablation_row"], entry["kind"] = "ablation", ABLATION_RECIPES[recipe], ABLATION
+        entry["recipe"] = recipe
+    if result.get("provenance") == "run" and pred_path is not None and man_path is not None:
+        try:
+            _add_statistics(entry, result, pred_path, man_path, resamples=resamples, seed=seed,
+                            samples_per_run=samples_per_run)
+        except ENTRY_ERRORS as exc:
+            log.warning("%s: no statistics or samples: %s", rel, exc)
+    return entry
+
+
 def build_board(results_dir: str | os.PathLike, *, manifest_stores: Iterable[str | os.PathLike] = (),
                 resamples: int = 1000, seed: int = 0, samples_per_run: int = DEFAULT_SAMPLES_PER_RUN,
                 strict: bool = False) -> Board:
-    """Every entry under ``results_dir``, verified, with CIs and viewer samples where data allows.
+    """Every entry under ``results_dir``, verified, on the board of its benchmark, with CIs and viewer
+    samples where data allows.
 
-    A file that fails schema validation is skipped with its reason (or raises with ``strict``).
+    A ``result.json`` that fails schema validation is skipped with its reason (or raises with
+    ``strict``); an entry whose other files cannot be read is shown unverified with the reason.
     """
-    from mmrbench.data.manifest import read_manifest
-    from mmrbench.leaderboard.stats import bootstrap_ci, ci_to_json, per_image_counts
-
-    stores = [*manifest_stores, results_dir]
+    stores = [Path(s) for s in manifest_stores]
+    for s in stores:
+        if not s.exists():
+            raise MMRBenchError(f"--manifests {s}: no such file or folder")
     board = Board()
-    seen_subs: list[str] = list(SUBDATASETS)
+    benchmarks: dict[str, dict[str, Any]] = {}
     for d in entry_dirs(results_dir):
         rel = d.relative_to(Path(results_dir)).as_posix()
         try:
             result = load_result_json(d)
             check_result(result, f"{rel}/result.json")
-        except MMRBenchError as exc:
+        except ENTRY_ERRORS as exc:
             if strict:
                 raise
-            board.skipped.append(str(exc))
+            board.skipped.append(f"{rel}/result.json: {exc}" if not str(exc).startswith(rel) else str(exc))
             log.warning("skipping %s", exc)
             continue
-        pred_path = find_predictions(d)
-        ver = verify_entry(result, predictions=pred_path, manifest_stores=stores)
-        metrics = result["metrics"]
-        if ver.status == VERIFIED and ver.recomputed is not None:
-            metrics = ver.recomputed
-        model = result.get("model") or {}
-        entry: dict[str, Any] = {
-            "id": rel, "name": str(model.get("name")), "kind": _kind(result),
-            "provenance": result.get("provenance"), "status": ver.status, "reasons": ver.reasons,
-            "variant": str(result.get("variant") or (result.get("protocol") or {}).get("prompt_variant") or "default"),
-            "provider": model.get("provider"), "model_id": model.get("model_id"),
-            "date": result.get("date"), "manifest_sha256": (result.get("dataset") or {}).get("manifest_sha256"),
-            "predictions_sha256": result.get("predictions_sha256"),
-            "cells": _cells(metrics), "ci": None, "samples": [],
-            "source": None, "notes": result.get("notes"),
-        }
-        if ver.status == REPORTED:
-            ref = result.get("reference") or {}
-            entry["source"] = " - ".join(str(ref[k]) for k in ("table", "paper") if ref.get(k))
+        try:
+            entry = _entry(d, rel, result, stores, resamples=resamples, seed=seed, samples_per_run=samples_per_run)
+        except ENTRY_ERRORS as exc:
+            if strict:
+                raise
+            log.warning("%s: unreadable: %s", rel, exc)
+            entry = _base_entry(rel, result, UNVERIFIED, [f"unreadable entry: {type(exc).__name__}: {exc}"[:500]],
+                                result.get("metrics") or {})
+            entry["kind"] = "submitted"
+            entry["benchmark"], entry["benchmark_name"], _ = identify_benchmark(
+                {**result, "provenance": "run"}, None)
+        b = benchmarks.setdefault(entry["benchmark"], {
+            "key": entry["benchmark"], "name": entry.pop("benchmark_name"), "subdatasets": [],
+            "manifest_sha256": entry["manifest_sha256"] if entry["benchmark"] != PAPER_KEY else None})
+        entry.pop("benchmark_name", None)
         for sub in entry["cells"]:
-            if sub not in seen_subs:
-                seen_subs.append(sub)
-        if result.get("provenance") == "run" and pred_path is not None:
-            man_path = find_manifest(entry["manifest_sha256"] or "", stores=stores)
-            if man_path is not None:
-                try:
-                    manifest = read_manifest(man_path, check_files=False)
-                    preds, _ = load_predictions(pred_path)
-                    samples = scored_samples(result, manifest)
-                    per = per_image_counts(samples, decisions=decisions_for(result, samples, preds))
-                    if resamples > 0:
-                        entry["ci"] = ci_to_json(bootstrap_ci(per, resamples=resamples, seed=seed), resamples, seed)
-                    entry["samples"] = viewer_samples(result, manifest, preds, samples_per_run)
-                except MMRBenchError as exc:
-                    log.warning("%s: no statistics or samples: %s", rel, exc)
+            if sub not in b["subdatasets"]:
+                b["subdatasets"].append(sub)
         board.entries.append(entry)
+    for b in benchmarks.values():
+        if b["key"] == PAPER_KEY:  # the paper's column order
+            b["subdatasets"] = [s for s in SUBDATASETS if s in b["subdatasets"]] + [
+                s for s in b["subdatasets"] if s not in SUBDATASETS]
+        else:
+            b["subdatasets"].sort()
+    board.benchmarks = sorted(benchmarks.values(), key=lambda b: (b["key"] != PAPER_KEY, b["name"].lower(), b["key"]))
     board.entries.sort(key=_order_key)
-    board.subdatasets = seen_subs
     return board
+
+
+FORMATS = ("md", "html", "csv", "json")
+FILE_NAMES = {"md": "LEADERBOARD.md", "html": "index.html", "csv": "leaderboard.csv", "json": "leaderboard.json"}
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"md,html"`` -> ["md", "html"]; an unknown or empty list is a one-line error."""
+    fmts = [f.strip().lower() for f in text.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad or not fmts:
+        raise MMRBenchError(f"--format {text!r}: unknown format {', '.join(bad) or '(none)'}; "
+                            f"choose from {','.join(FORMATS)}")
+    return list(dict.fromkeys(fmts))
 
 
 def write_leaderboard(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                       manifest_stores: Iterable[str | os.PathLike] = (), resamples: int = 1000, seed: int = 0,
-                      samples_per_run: int = DEFAULT_SAMPLES_PER_RUN, generated: str | None = None) -> Board:
-    """Build the board and write ``LEADERBOARD.md`` and ``index.html`` (atomically) into ``out_dir``."""
+                      samples_per_run: int = DEFAULT_SAMPLES_PER_RUN, generated: str | None = None,
+                      formats: Iterable[str] = ("md", "html")) -> Board:
+    """Build the board and write the chosen formats (``LEADERBOARD.md``, ``index.html``,
+    ``leaderboard.csv``, ``leaderboard.json``) atomically into ``out_dir``."""
+    from mmrbench.leaderboard.export import render_csv, render_json
     from mmrbench.leaderboard.render_html import render_html
     from mmrbench.leaderboard.render_md import render_markdown
 
+    formats = list(formats)
     board = build_board(results_dir, manifest_stores=manifest_stores, resamples=resamples, seed=seed,
                         samples_per_run=samples_per_run)
+    renderers = {"md": render_markdown, "html": lambda b: render_html(b, generated=generated),
+                 "csv": render_csv, "json": render_json}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("LEADERBOARD.md", render_markdown(board)), ("index.html", render_html(board, generated=generated))):
+    for fmt in formats:
+        name = FILE_NAMES[fmt]
+        text = renderers[fmt](board)
         tmp = out / (name + ".tmp")
-        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8", newline="")
         os.replace(tmp, out / name)
     return board

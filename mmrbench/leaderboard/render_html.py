@@ -7,6 +7,9 @@ builds the DOM with ``textContent`` only, and a Content-Security-Policy allows e
 (by hash), inline styles and ``data:`` images: even a markup injection could not run code or load
 anything from the network.
 
+Charts are inline SVG drawn by :mod:`mmrbench.leaderboard.charts` (static markup, every text escaped),
+one section per benchmark, shown for the benchmark picked in the selector.
+
 Images in the sample viewer are embedded as JPEG data URLs (thumbnails, at most 192 px on the long
 side, the first N test samples of each run), so the page stays one portable file.
 """
@@ -49,19 +52,29 @@ TEMPLATE = """<!DOCTYPE html>
 <h1>MMR-AD leaderboard</h1>
 <p class="intro">Protocol <code>mmr-ad-v1</code>. Each cell is <code>det/loc</code> in percent: image-level
 anomaly detection / box-level localization (IoU &ge; 0.1), macro-averaged over the categories of a subdataset.
-<b>verified</b>: re-scored from the submitted predictions against the manifest named by sha256;
-<b>reported</b>: copied from the MMR-AD paper (Table 4); <b>unverified</b>: claimed numbers that could not be
-reproduced (reason shown). Click a column header to sort (by the detection or localization part, see
+One board per benchmark (the manifest an entry was scored on): numbers from different benchmarks are never
+compared. <b>verified</b>: re-scored from the submitted predictions against the manifest named by sha256;
+<b>reported</b>: the MMR-AD paper's Tables 4 and 5, as shipped with mmrbench; <b>unverified</b>: claimed
+numbers that could not be reproduced (reason shown). &ldquo;not reported&rdquo;: the paper gives no
+localization for that model. Click a column header to sort (by the detection or localization part, see
 &ldquo;sort by&rdquo;); hover a run's cell for its 95% bootstrap interval; &ldquo;view&rdquo; opens the sample viewer
 (green: ground truth, red dashed: prediction). @@generated@@</p>
-<noscript><p>This page needs JavaScript; LEADERBOARD.md next to it has the same table.</p></noscript>
+<noscript><p>This page needs JavaScript for the tables; LEADERBOARD.md next to it has the same tables.</p></noscript>
 <div class="controls">
+<label>benchmark <select id="filter-bench"></select></label>
 <label>subdataset <select id="filter-sub"></select></label>
 <label>metric <select id="filter-metric"></select></label>
 <label>sort by <select id="sort-part"></select></label>
 <label>status <select id="filter-status"></select></label>
 </div>
+<h2 id="bench-title"></h2>
 <table id="lb-table"></table>
+<section id="ablations" hidden>
+<h2>Anomaly-R1 ablations</h2>
+<p class="intro">The paper's Table 5 (reported) with any verified run of the shipped ablation recipes
+(<code>baselines/anomaly-r1/ablations/</code>, named in the run's <code>model.recipe</code>) beside its row.</p>
+<table id="lb-ablation"></table>
+</section>
 <section id="viewer" hidden>
 <h2 id="viewer-title"></h2>
 <div class="legend"><span class="gt">&#9632; ground truth</span><span class="pred">&#9632; prediction</span></div>
@@ -70,6 +83,9 @@ reproduced (reason shown). Click a column header to sort (by the detection or lo
 <h3>Model response</h3>
 <pre class="response" id="sample-response"></pre>
 </section>
+<div id="charts">
+@@charts@@
+</div>
 <script type="application/json" id="lb-data">@@data@@</script>
 <script>@@js@@</script>
 </body>
@@ -77,12 +93,25 @@ reproduced (reason shown). Click a column header to sort (by the detection or lo
 """
 
 
+def charts_html(board: Board) -> str:
+    """One ``<section class="bench-charts">`` per benchmark (the first shown), SVG drawn by the package."""
+    from mmrbench.leaderboard.charts import benchmark_charts, esc
+
+    out = []
+    for i, b in enumerate(board.benchmarks):
+        body = benchmark_charts(board, b)
+        out.append(f'<section class="bench-charts" data-benchmark="{esc(b["key"])}"{" hidden" if i else ""}>'
+                   f'<h2>Charts: {esc(b["name"])}</h2>{body or "<p>No charts: no rows with numbers.</p>"}</section>')
+    return "\n".join(out)
+
+
 def render_html(board: Board, *, generated: str | None = None) -> str:
     js = _static("leaderboard.js")
     digest = base64.b64encode(hashlib.sha256(js.encode("utf-8")).digest()).decode("ascii")
+    data = board.to_json()
     values = {
         "script_hash": f"sha256-{digest}", "css": _static("leaderboard.css"), "js": js,
-        "data": json_for_script(board.to_json()),
+        "data": json_for_script(data), "charts": charts_html(board),
         "generated": html.escape(f"Built {generated}." if generated else ""),
     }
     # one pass, so a substituted value is never scanned for placeholders again

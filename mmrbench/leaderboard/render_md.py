@@ -1,4 +1,5 @@
-"""``LEADERBOARD.md``: the Table-4 layout (pandas + tabulate), rows grouped by model kind.
+"""``LEADERBOARD.md``: one section per benchmark, each in the Table-4 layout (pandas + tabulate), rows
+grouped by model kind, then the "Anomaly-R1 ablations" (Table 5 and runs of the ablation recipes).
 
 Columns are subdataset x {Acc, Recall, Precision}; each cell is ``det/loc`` in percent with one
 decimal, as in the paper. Every model name, reason and note is escaped: Markdown renders raw HTML,
@@ -11,7 +12,7 @@ import re
 from typing import Any
 
 from mmrbench.leaderboard.board import GROUP_ORDER, METRICS, Board
-from mmrbench.leaderboard.reference import KIND_TITLES, NOT_TRANSCRIBED
+from mmrbench.leaderboard.reference import ABLATION, KIND_TITLES, NOT_REPORTED
 
 BADGES = {"verified": "✅ verified", "reported": "📄 reported", "unverified": "⚠️ unverified"}
 METRIC_TITLES = {"accuracy": "Acc", "recall": "Recall", "precision": "Precision"}
@@ -30,11 +31,12 @@ def pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
-def cell(c: dict[str, float | None] | None) -> str:
-    """``det/loc`` like the paper: ``88.8/66.3``; ``85.7/-`` when there is no localization."""
+def cell(c: dict[str, float | None] | None, loc_reported: bool = True) -> str:
+    """``det/loc`` like the paper: ``88.8/66.3``; ``85.7/not reported`` for a paper row without
+    localization (never a zero); ``85.7/-`` for a run without localization numbers."""
     if not c or (c.get("det") is None and c.get("loc") is None):
         return ""
-    loc = "-" if c.get("loc") is None else pct(c["loc"])
+    loc = (NOT_REPORTED if not loc_reported else "-") if c.get("loc") is None else pct(c["loc"])
     return f"{pct(c.get('det'))}/{loc}"
 
 
@@ -43,11 +45,15 @@ def _table(entries: list[dict[str, Any]], subdatasets: list[str]) -> str:
 
     rows = []
     for e in entries:
-        row = {"Model": md_escape(e["name"]) + ("" if e["variant"] == "default" else f" \\[{md_escape(e['variant'])}\\]"),
+        name = md_escape(e["name"]) + ("" if e["variant"] == "default" else f" \\[{md_escape(e['variant'])}\\]")
+        if e.get("recipe"):
+            name += f" (recipe {md_escape(e['recipe'])})"
+        row = {"Model": name,
                "Status": BADGES.get(e["status"], md_escape(e["status"]))}
         for sub in subdatasets:
             for m in METRICS:
-                row[f"{md_escape(sub)} {METRIC_TITLES[m]}"] = cell((e["cells"].get(sub) or {}).get(m))
+                row[f"{md_escape(sub)} {METRIC_TITLES[m]}"] = cell((e["cells"].get(sub) or {}).get(m),
+                                                                   e.get("loc_reported", True))
         rows.append(row)
     df = pd.DataFrame(rows)
     return df.to_markdown(index=False, disable_numparse=True)
@@ -77,28 +83,49 @@ def _ci_table(entries: list[dict[str, Any]], subdatasets: list[str]) -> str | No
     return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
 
 
+def _benchmark_section(board: Board, b: dict[str, Any]) -> list[str]:
+    subs = b["subdatasets"]
+    out = [f"## {md_escape(b['name'])}", ""]
+    if b.get("manifest_sha256"):
+        out += [f"Manifest sha256 `{b['manifest_sha256']}`.", ""]
+    main = board.benchmark_entries(b["key"], "main")
+    for kind in GROUP_ORDER:
+        group = [e for e in main if e["kind"] == kind]
+        if not group:
+            continue
+        group_subs = [s for s in subs if any(e["cells"].get(s) for e in group)] or subs
+        out += [f"### {md_escape(KIND_TITLES[kind])}", "", _table(group, group_subs), ""]
+    abl = board.benchmark_entries(b["key"], "ablation")
+    if abl:
+        abl_subs = [s for s in subs if any(e["cells"].get(s) for e in abl)] or subs
+        out += [f"### {md_escape(KIND_TITLES[ABLATION])}", "",
+                "The paper's Table 5 (reported), with any run of a shipped ablation recipe "
+                "(`baselines/anomaly-r1/ablations/`, named in the run's `model.recipe`) right after its row.", "",
+                _table(abl, abl_subs), ""]
+    ci = _ci_table(board.benchmark_entries(b["key"]), subs)
+    if ci:
+        r = next(e["ci"] for e in board.benchmark_entries(b["key"]) if e.get("ci"))
+        out += ["### 95% bootstrap confidence intervals", "",
+                f"Percentile bootstrap ({r['resamples']} resamples, seed {r['seed']}), images resampled within "
+                "categories; each cell is `det [low, high] / loc [low, high]`.", "", ci, ""]
+    return out
+
+
 def render_markdown(board: Board) -> str:
-    subs = board.subdatasets
     out = ["# MMR-AD leaderboard", "",
            "Protocol `mmr-ad-v1`: each cell is `det/loc` in percent (image-level detection / box-level "
            "localization at IoU >= 0.1), macro-averaged over the categories of each subdataset. "
+           "One section per benchmark (the manifest an entry was scored on); numbers from different "
+           "benchmarks are never put in one table. "
            "✅ verified = re-scored from the submitted predictions against the manifest named by sha256; "
-           "📄 reported = copied from the MMR-AD paper (Table 4), not re-scorable; "
-           "⚠️ unverified = claimed numbers that could not be reproduced (reasons below).", ""]
-    for kind in GROUP_ORDER:
-        group = [e for e in board.entries if e["kind"] == kind]
-        if not group:
-            continue
-        # only the subdatasets this group was scored on: the paper's rows and runs on another
-        # benchmark (e.g. the bundled synthetic one) would otherwise share a table of empty columns
-        group_subs = [s for s in subs if any(e["cells"].get(s) for e in group)] or subs
-        out += [f"## {md_escape(KIND_TITLES[kind])}", "", _table(group, group_subs), ""]
-    ci = _ci_table(board.entries, subs)
-    if ci:
-        r = next(e["ci"] for e in board.entries if e.get("ci"))
-        out += ["## 95% bootstrap confidence intervals", "",
-                f"Percentile bootstrap ({r['resamples']} resamples, seed {r['seed']}), images resampled within "
-                "categories; each cell is `det [low, high] / loc [low, high]`.", "", ci, ""]
+           "📄 reported = the MMR-AD paper's Tables 4 and 5 as shipped with mmrbench, not re-scorable "
+           f"(\"{NOT_REPORTED}\": the paper gives no localization for that model); "
+           "⚠️ unverified = claimed numbers that could not be reproduced (reasons below). "
+           "Charts (detection vs localization, recall vs precision, per-category intervals) are in `index.html`.", ""]
+    if board.benchmarks:
+        out += ["Benchmarks: " + ", ".join(md_escape(b["name"]) for b in board.benchmarks) + ".", ""]
+    for b in board.benchmarks:
+        out += _benchmark_section(board, b)
     unverified = [e for e in board.entries if e["status"] == "unverified"]
     if unverified:
         out += ["## Why entries are unverified", ""]
@@ -106,11 +133,6 @@ def render_markdown(board: Board) -> str:
             out.append(f"- **{md_escape(e['name'])}** (`{md_escape(e['id'])}`): "
                        + "; ".join(md_escape(r) for r in e["reasons"]))
         out.append("")
-    if any(e["provenance"] == "reported" for e in board.entries):
-        out += ["## Reported rows not yet transcribed", "",
-                "The reference entries hold only cells confirmed from a reprint of the paper's Table 4; "
-                "missing cells are blank. Not transcribed: " + ", ".join(md_escape(n) for n in NOT_TRANSCRIBED) + ".",
-                ""]
     if board.skipped:
         out += ["## Skipped files", ""] + [f"- {md_escape(s)}" for s in board.skipped] + [""]
     return "\n".join(out)

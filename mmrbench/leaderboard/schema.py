@@ -208,7 +208,7 @@ def validate_result(d: Any) -> list[Issue]:
         c.err("$.model", "is required")
     elif c.obj(model, "$.model"):
         c.string(model, "name", "$.model")
-        for k in ("provider", "model_id", "convention", "kind"):
+        for k in ("provider", "model_id", "convention", "kind", "recipe"):
             c.string(model, k, "$.model", required=False, nullable=True)
 
     ds = d.get("dataset")

@@ -224,3 +224,17 @@ def paired_compare(a: dict[str, PerImage], b: dict[str, PerImage], *, resamples:
                     row.extra = {"a_only_correct": n01, "b_only_correct": n10}
                 rows.append(row)
     return rows
+
+
+def category_ci(per_sub: dict[str, PerImage], *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                level: float = 0.95) -> dict[str, dict[str, dict[str, dict[str, CellCI]]]]:
+    """Percentile CIs of every category's own metrics: ``{sub: {category: {"det"|"loc": {metric: CellCI}}}}``.
+
+    Each category is bootstrapped alone (its images resampled), the same method as the macro cells
+    restricted to one category; for the per-run bar charts."""
+    out: dict[str, dict[str, dict[str, dict[str, CellCI]]]] = {}
+    for sub, per in per_sub.items():
+        singles = {cat: PerImage([cat], [per.ids[k]], [per.det[k]], [per.loc[k]])
+                   for k, cat in enumerate(per.categories)}
+        out[sub] = bootstrap_ci(singles, resamples=resamples, seed=seed, level=level)
+    return out

@@ -48,7 +48,7 @@ def submit_run(run_dir: str | os.PathLike, *, results_dir: str | os.PathLike, ma
         raise MMRBenchError(f"{src}: only provenance 'run' can be submitted (reported rows are added with their source)")
     pred_path = find_predictions(src)
     ver = verify_entry(result, predictions=pred_path, manifest=manifest,
-                       manifest_stores=[*manifest_stores, results_dir])
+                       manifest_stores=manifest_stores)  # never a manifest a submitter put in results/
     if ver.status == UNVERIFIED and not allow_unverified:
         raise MMRBenchError(f"submission rejected ({src}): " + "; ".join(ver.reasons))
     dest = Path(results_dir) / canonical_name(result)

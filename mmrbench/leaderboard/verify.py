@@ -5,7 +5,8 @@ names by sha256. An entry is ``verified`` only when all three agree: the predict
 claimed ``predictions_sha256``, the manifest hashes to the claimed ``dataset.manifest_sha256``, and
 scoring the predictions with :mod:`mmrbench.scoring` on the same split and subdatasets reproduces every
 claimed metric to 1e-9. Anything else is ``unverified`` with every reason spelled out. Entries copied
-from a paper are ``reported``: they have nothing to re-score.
+from a paper are ``reported`` when they equal the shipped paper tables (nothing to re-score);
+a reported row that differs is unverified.
 
 Predictions are untrusted: read with size limits, parsed as JSON only, never evaluated.
 """
@@ -17,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -247,7 +249,10 @@ def verify_entry(result: dict[str, Any], *, predictions: str | os.PathLike | Non
                  manifest_stores: Iterable[str | os.PathLike] = ()) -> Verification:
     """Check one parsed, schema-valid result against its predictions and manifest."""
     if result.get("provenance") == "reported":
-        return Verification(REPORTED, [])
+        from mmrbench.leaderboard.reference import check_reported
+
+        _, why = check_reported(result)  # only the shipped paper rows are shown as reported
+        return Verification(UNVERIFIED if why else REPORTED, why)
     reasons: list[str] = []
     v = Verification(UNVERIFIED, reasons)
     claimed_pred_sha = result.get("predictions_sha256")
@@ -259,7 +264,7 @@ def verify_entry(result: dict[str, Any], *, predictions: str | os.PathLike | Non
     else:
         try:
             preds, v.predictions_sha256 = load_predictions(predictions)
-        except (PredictionsError, OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (PredictionsError, OSError, EOFError, ValueError, zlib.error) as exc:
             reasons.append(f"unreadable predictions: {exc}")
         else:
             if v.predictions_sha256 != claimed_pred_sha:

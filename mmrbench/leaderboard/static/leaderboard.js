@@ -8,7 +8,7 @@
   var data = JSON.parse(document.getElementById('lb-data').textContent);
   var METRIC_TITLES = { accuracy: 'Acc', recall: 'Recall', precision: 'Precision' };
   var SVG_NS = 'http://www.w3.org/2000/svg';
-  var state = { sub: 'all', metric: 'all', status: 'all', part: 'det', sortSub: null, sortMetric: null, sortDir: -1 };
+  var state = { bench: (data.benchmarks[0] || { key: null }).key, sub: 'all', metric: 'all', status: 'all', part: 'det', sortSub: null, sortMetric: null, sortDir: -1 };
 
   function el(tag, attrs, text) {
     var e = document.createElement(tag);
@@ -22,13 +22,22 @@
     return e;
   }
   function pct(v) { return (v === null || v === undefined) ? '\u2013' : (100 * v).toFixed(1); }
-  function cellText(c) {
+  function cellText(c, e) {
     if (!c || (c.det == null && c.loc == null)) { return ''; }
-    return pct(c.det) + '/' + (c.loc == null ? '-' : pct(c.loc));
+    return pct(c.det) + '/' + (c.loc == null ? (e && e.loc_reported === false ? 'not reported' : '-') : pct(c.loc));
   }
   function isImageUrl(u) { return typeof u === 'string' && u.indexOf('data:image/') === 0; }
-  function columns() {
-    var subs = state.sub === 'all' ? data.subdatasets : [state.sub];
+  function bench() {
+    return data.benchmarks.filter(function (b) { return b.key === state.bench; })[0] || { subdatasets: [] };
+  }
+  function columns(section) {
+    var all = bench().subdatasets;
+    if (section === 'ablation') {  // only the subdatasets the ablation rows have (Table 5: MVTecAD, VisA)
+      all = all.filter(function (s) {
+        return data.entries.some(function (e) { return e.benchmark === state.bench && e.section === 'ablation' && e.cells[s]; });
+      });
+    }
+    var subs = state.sub === 'all' ? all : all.filter(function (s) { return s === state.sub; });
     var metrics = state.metric === 'all' ? data.metrics : [state.metric];
     var cols = [];
     subs.forEach(function (s) { metrics.forEach(function (m) { cols.push({ sub: s, metric: m }); }); });
@@ -38,13 +47,14 @@
     var c = (entry.cells[sub] || {})[metric];
     return c ? c[state.part] : null;
   }
-  function visibleEntries() {
+  function visibleEntries(section) {
     return data.entries.map(function (e, i) { return { e: e, i: i }; }).filter(function (x) {
-      return state.status === 'all' || x.e.status === state.status;
+      return x.e.benchmark === state.bench && x.e.section === section &&
+        (state.status === 'all' || x.e.status === state.status);
     });
   }
-  function sortedEntries() {
-    var list = visibleEntries();
+  function sortedEntries(section) {
+    var list = visibleEntries(section);
     if (state.sortSub === null) { return list; }
     return list.slice().sort(function (a, b) {
       var va = value(a.e, state.sortSub, state.sortMetric), vb = value(b.e, state.sortSub, state.sortMetric);
@@ -56,9 +66,16 @@
   }
 
   function renderTable() {
-    var table = document.getElementById('lb-table');
+    renderSection('lb-table', 'main');
+    var n = renderSection('lb-ablation', 'ablation');
+    document.getElementById('ablations').hidden = n === 0;
+  }
+
+  function renderSection(tableId, section) {
+    var table = document.getElementById(tableId);
     while (table.firstChild) { table.removeChild(table.firstChild); }
-    var cols = columns();
+    var cols = columns(section);
+    var count = 0;
     var thead = el('thead'), hr = el('tr');
     hr.appendChild(el('th', { 'class': 'model' }, 'Model'));
     hr.appendChild(el('th', null, 'Status'));
@@ -75,10 +92,11 @@
     thead.appendChild(hr);
     table.appendChild(thead);
     var tbody = el('tbody');
-    var grouped = state.sortSub === null;
+    var grouped = state.sortSub === null && section === 'main';
     var lastKind = null;
-    sortedEntries().forEach(function (x) {
+    sortedEntries(section).forEach(function (x) {
       var e = x.e;
+      count += 1;
       if (grouped && e.kind !== lastKind) {
         var title = (data.groups.filter(function (g) { return g.kind === e.kind; })[0] || { title: e.kind }).title;
         var gr = el('tr', { 'class': 'group' });
@@ -89,7 +107,9 @@
       var tr = el('tr', { 'class': 'entry', 'data-index': String(x.i) });
       var name = el('td', { 'class': 'model' });
       name.appendChild(el('span', { 'class': 'name' }, e.name + (e.variant && e.variant !== 'default' ? ' [' + e.variant + ']' : '')));
-      var kind = el('span', { 'class': 'kind' }, e.kind + (e.source ? ' \u00b7 ' + e.source.split(' - ')[0] : ''));
+      var kindText = e.kind + (e.source ? ' \u00b7 ' + e.source.split(' - ')[0] : '');
+      if (e.recipe) { kindText = 'run of recipe ' + e.recipe + ' (beside \u201c' + e.ablation_row + '\u201d)'; }
+      var kind = el('span', { 'class': 'kind' }, kindText);
       if (e.source) { kind.setAttribute('title', e.source); }
       name.appendChild(kind);
       tr.appendChild(name);
@@ -99,7 +119,7 @@
       tr.appendChild(st);
       cols.forEach(function (c) {
         var cell = (e.cells[c.sub] || {})[c.metric];
-        var td = el('td', { 'class': 'cell', 'data-sub': c.sub, 'data-metric': c.metric }, cellText(cell));
+        var td = el('td', { 'class': 'cell', 'data-sub': c.sub, 'data-metric': c.metric }, cellText(cell, e));
         var ci = e.ci && e.ci.subdatasets && e.ci.subdatasets[c.sub];
         if (ci) {
           var d = ci.det[c.metric], l = ci.loc[c.metric];
@@ -117,6 +137,7 @@
       tbody.appendChild(tr);
     });
     table.appendChild(tbody);
+    return count;
   }
 
   function sortBy(sub, metric) {
@@ -194,13 +215,32 @@
     sel.addEventListener('change', function () { onChange(sel.value); renderTable(); });
   }
 
-  fillSelect('filter-sub', [['all', 'all']].concat(data.subdatasets.map(function (s) { return [s, s]; })), 'all',
-    function (v) { state.sub = v; });
+  function showBenchmark() {
+    Array.prototype.forEach.call(document.querySelectorAll('section.bench-charts'), function (sec) {
+      sec.hidden = sec.getAttribute('data-benchmark') !== state.bench;
+    });
+    var sel = document.getElementById('filter-sub');
+    while (sel.firstChild) { sel.removeChild(sel.firstChild); }
+    [['all', 'all']].concat(bench().subdatasets.map(function (s) { return [s, s]; })).forEach(function (v) {
+      sel.appendChild(el('option', { value: v[0] }, v[1]));
+    });
+    state.sub = 'all';
+    state.sortSub = null;
+    document.getElementById('viewer').hidden = true;
+    document.getElementById('bench-title').textContent = bench().name || '';
+  }
+
+  fillSelect('filter-bench', data.benchmarks.map(function (b) { return [b.key, b.name]; }), state.bench,
+    function (v) { state.bench = v; showBenchmark(); });
+  document.getElementById('filter-sub').addEventListener('change', function () {
+    state.sub = document.getElementById('filter-sub').value; renderTable();
+  });
   fillSelect('filter-metric', [['all', 'all']].concat(data.metrics.map(function (m) { return [m, METRIC_TITLES[m]]; })), 'all',
     function (v) { state.metric = v; });
   fillSelect('sort-part', [['det', 'detection'], ['loc', 'localization']], 'det', function (v) { state.part = v; });
   fillSelect('filter-status', [['all', 'all'], ['verified', 'verified'], ['reported', 'reported'], ['unverified', 'unverified']],
     'all', function (v) { state.status = v; });
+  showBenchmark();
   renderTable();
   document.body.setAttribute('data-ready', '1');
 }());
