@@ -198,12 +198,16 @@ def test_the_card_declares_both_keys():
 
 
 def test_thinking_model_with_a_small_budget_warns(capsys):
-    model([], sampling=GenerationConfig(max_new_tokens=512))
+    m = model([response(), response()], sampling=GenerationConfig(max_new_tokens=512))
+    assert capsys.readouterr().err == ""  # nothing at construction: a failing command prints one line
+    m.generate([request()]), m.generate([request()])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "max_new_tokens=512" in err[0] and "--max-new-tokens" in err[0]
-    model([], sampling=GenerationConfig(max_new_tokens=16384))
-    model([], sampling=GenerationConfig(max_new_tokens=512), thinking_budget=0)
-    GeminiModel("gemini-2.0-flash", client=FakeClient([]), sampling=GenerationConfig(max_new_tokens=512))
+    for m in (model([response()], sampling=GenerationConfig(max_new_tokens=16384)),
+              model([response()], sampling=GenerationConfig(max_new_tokens=512), thinking_budget=0),
+              GeminiModel("gemini-2.0-flash", client=FakeClient([response()]), retry=FAST,
+                          sampling=GenerationConfig(max_new_tokens=512))):
+        m.generate([request()])
     assert capsys.readouterr().err == ""
 
 

@@ -266,10 +266,14 @@ def test_refused_connection_names_the_url():
 def test_pixel_model_without_resize_rule_warns_once(server, capsys):
     from mmrbench.adapters.image_encoding import ImagePrep
 
-    OpenAIModel("Qwen/Qwen2.5-VL-7B-Instruct", base_url=server.base_url)
+    m = OpenAIModel("Qwen/Qwen2.5-VL-7B-Instruct", base_url=server.base_url)
+    assert capsys.readouterr().err == ""  # nothing at construction: a failing command prints one line
+    m.generate([request(), request()])
+    m.generate([request()])
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning: openai:Qwen/Qwen2.5-VL-7B-Instruct writes pixel boxes")
     assert 'resize = "smart"' in err[0]
-    OpenAIModel("Qwen/Qwen2.5-VL-7B-Instruct", base_url=server.base_url, image_prep=ImagePrep(resize="smart"))
-    OpenAIModel("internvl", base_url=server.base_url, convention="norm1000")
+    for m in (OpenAIModel("Qwen/Qwen2.5-VL-7B-Instruct", base_url=server.base_url, image_prep=ImagePrep(resize="smart")),
+              OpenAIModel("internvl", base_url=server.base_url, convention="norm1000")):
+        m.generate([request()])
     assert capsys.readouterr().err == ""

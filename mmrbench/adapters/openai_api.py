@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -104,10 +105,10 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         self._openai = require("openai", "api", "the openai provider")
         self._secrets = [k for k in (os.environ.get(self.api_key_env, "").strip(),) if len(k) >= 8]
         quiet_http_logs()
-        warning = resize_warning(self.model, self.convention, self.image_prep)
-        if warning:
-            import sys
-            print(f"warning: {warning}", file=sys.stderr)
+        # said once, with the first request (not at construction: a command that fails on its own
+        # input afterwards must print only its one error line)
+        self._start_warning = resize_warning(self.model, self.convention, self.image_prep)
+        self._warn_lock = threading.Lock()
 
     # -- request mapping -------------------------------------------------------------------------
     def build_messages(self, request: Request) -> tuple[list[dict], list[list[int]]]:
@@ -215,7 +216,16 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             return None, "error", "malformed response: stream carried no content", usage
         return text, status, err, usage
 
+    def _warn_once(self) -> None:
+        if self._start_warning:
+            with self._warn_lock:
+                warning, self._start_warning = self._start_warning, None
+            if warning:
+                import sys
+                print(f"warning: {warning}", file=sys.stderr)
+
     def _call(self, request: Request) -> Response:
+        self._warn_once()
         oa = self._openai
         t0 = time.perf_counter()
         try:
