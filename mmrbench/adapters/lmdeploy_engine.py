@@ -200,8 +200,10 @@ def processor_resize(model: str, min_pixels: int | None = None, max_pixels: int 
 
 
 def sent_sizes(images, qwen: bool, min_pixels: int | None, max_pixels: int | None,
-               proc: dict[str, int] | None, version: tuple[int, int] = SINGLE_STAGE_FROM) -> list[list[int]]:
-    """(width, height) of each image as the model sees it (see the module docstring)."""
+               proc: dict[str, int] | None, version: tuple[int, int] = (0, 15)) -> list[list[int]]:
+    """(width, height) of each image as the model sees it (see the module docstring). ``version`` is
+    LMDeploy's (major, minor); callers that do not know it get the two-stage frame of <= 0.15 (the
+    provider always passes the installed version; ``describe()["image_resize"]["stages"]`` says which)."""
     from mmrbench.adapters.qwen_vision import (QWEN_VL_UTILS_MAX_PIXELS, QWEN_VL_UTILS_MIN_PIXELS,
                                                qwen_vl_utils_resize, smart_resize)
 
