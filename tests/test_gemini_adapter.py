@@ -218,3 +218,11 @@ def test_box_key_counts_printed_at_close(capsys):
     m.close()
     assert capsys.readouterr().err.strip() == \
         "gemini: box keys in answers: (none) 1, bbox_2d 1 (read as norm1000)"
+
+
+def test_box_keys_count_only_keys_holding_coordinates():
+    from mmrbench.adapters.gemini_api import box_keys
+
+    assert box_keys('<answer>Yes. {"boxes": [{"box_2d": [10, 20, 30, 40], "label": "x"}]}</answer>') == ["box_2d"]
+    assert box_keys("<think>{'bbox': [1, 2, 3, 4]}</think><answer>Yes. {'box_2d': [ 1.5, 2, 3, 4]}</answer>") == ["box_2d"]
+    assert box_keys("<answer>No.</answer>") == [] and box_keys(None) == []

@@ -48,15 +48,18 @@ THINKING_MIN_TOKENS = 4096
 
 
 def box_keys(text: str | None) -> list[str]:
-    """The box keys an answer writes (``'bbox_2d': [...]``), in order, from its ``<answer>`` part
-    when it has one. Uses the parser's list of keys so what is counted is what is scored."""
+    """The box keys an answer writes coordinates under (``'bbox_2d': [x, ...]``), in order, from its
+    ``<answer>`` part when it has one. Uses the parser's list of keys so what is counted is what is
+    scored."""
     from mmrbench.parsing import BOX_KEYS
 
     if not text:
         return []
     m = re.search(r"<answer>(.*?)(?:</answer>|$)", text, re.S | re.I)
     body = m.group(1) if m else text
-    pat = r"[\"']?\b(" + "|".join(re.escape(k) for k in sorted(BOX_KEYS, key=len, reverse=True)) + r")\b[\"']?\s*:"
+    # a key counts where it holds coordinates ("key": [12, ...); a wrapper ("boxes": [{...}]) does not
+    pat = (r"[\"']?\b(" + "|".join(re.escape(k) for k in sorted(BOX_KEYS, key=len, reverse=True))
+           + r")\b[\"']?\s*:\s*\[\s*[-+]?\.?\d")
     return [k.lower() for k in re.findall(pat, body, re.I)]
 
 
