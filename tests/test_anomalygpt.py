@@ -50,7 +50,8 @@ def _req(rid, query, reference=None, query_path=None):
 
 @pytest.fixture(scope="module")
 def agpt():
-    m = create_model("anomalygpt", fake_cmd(), timeout_s=20, startup_timeout_s=30)
+    # 0.75: above the stand-in's one-shot floor (0.55), as a calibrated threshold would be
+    m = create_model("anomalygpt", fake_cmd(), timeout_s=20, startup_timeout_s=30, threshold=0.75)
     yield m
     m.close()
 
@@ -111,11 +112,14 @@ def test_location_box_and_answer_text():
 
 # -- end to end with the stand-in worker -------------------------------------------------------
 def test_boxes_from_map_in_original_pixels(agpt):
-    truth = (150, 10, 190, 30)
+    """A non-square query: AnomalyGPT sees its central square (x 50..150 of 200x100), and the box lands
+    where the defect is, not stretched over the whole width (#16 item 1)."""
+    truth = (110, 10, 140, 30)
     [r] = agpt.generate([_req("a1", _with_square(truth), reference=_grey())])
     assert r.status == "ok", r.error
     assert r.image_sizes == [[200, 100], [200, 100]]
-    assert r.text.startswith("<think>Yes, there is an anomaly in the image, at the top right of the image.</think>")
+    assert r.text.startswith("<think>Yes, there is an anomaly in the image")
+    assert "at the top of the image.</think>" in r.text
     parsed = parse_answer(r.text)
     assert parsed.decision is True and len(parsed.boxes) == 1
     box = [float(v) for v in parsed.boxes[0].coords]
@@ -129,7 +133,7 @@ def test_normal_image_says_no(agpt):
 
 def test_existing_absolute_path_is_passed_through(agpt, tmp_path):
     p = tmp_path / "query.png"
-    _with_square((10, 75, 40, 95)).save(p)
+    _with_square((60, 75, 90, 95)).save(p)
     # the in-memory image is plain: a Yes proves the worker read the file on disk, not a temp copy
     [r] = agpt.generate([_req("p1", _grey(), reference=_grey(), query_path=str(p))])
     assert r.status == "ok" and "bottom left" in r.text
@@ -179,8 +183,10 @@ def test_start_failures_are_config_errors(monkeypatch):
     assert m.describe()["worker_info"]["protocol"] == PROTOCOL and m.describe()["threshold"] == 0.3
     assert m.sent_size((300, 200)) == (300, 200)
     m.close()
-    with pytest.raises(ConfigError):
-        create_model("anomalygpt", fake_cmd(), threshold=1.5)
+    for bad in ({"threshold": 2.5}, {"threshold": float("nan")}, {"frame": "squash"},
+                {"threshold": 0.5, "calibration": "/x"}, {"calibration_quantile": 1.5}):
+        with pytest.raises(ConfigError):
+            create_model("anomalygpt", fake_cmd(), **bad)
 
 
 def test_restart_gives_up_after_repeated_start_failures():
@@ -227,6 +233,14 @@ def test_worker_script_help_and_framing(tmp_path):
     assert replies[3]["id"] == "b" and "not a readable file" in replies[3]["error"]
     assert len(replies) == 4 and n == 2
     assert seen == [(str(img), None, "Q?", {"max_new_tokens": 32, "temperature": 0.7})]
+    # the sampling fields are checked as transformers checks them when sampling (AnomalyGPT always does)
+    bad = [{"temperature": 0.0}, {"temperature": -1}, {"top_p": 1.5}, {"max_new_tokens": 0}, {"seed": "x"}]
+    out = io.StringIO()
+    mod.serve(backend, io.StringIO("\n".join(json.dumps({"id": f"x{i}", "query_image": str(img), "prompt": "Q?", **b})
+                                             for i, b in enumerate(bad)) + "\n"), out)
+    errors = [json.loads(x)["error"] for x in out.getvalue().splitlines()[1:]]
+    assert len(errors) == 5 and all(e and e.startswith("ValueError") for e in errors)
+    assert "strictly positive" in errors[0] and len(seen) == 1
 
 
 # -- command line: the model card's id with the worker from the environment ---------------------
@@ -237,9 +251,9 @@ def test_cli_eval_anomalygpt_card_with_stand_in_worker(synth_small, tmp_path, mo
     monkeypatch.setenv("MMRBENCH_ANOMALYGPT_WORKER", fake_cmd())
     run = tmp_path / "run"
     assert main(["eval", "--model", "anomalygpt:AnomalyGPT-7B", "--data", str(synth_small), "--limit", "6",
-                 "--out", str(run), "--no-progress", "--option", "threshold=0.4"]) == 0
+                 "--out", str(run), "--no-progress", "--option", "threshold=0.8"]) == 0
     result = json.loads((run / "result.json").read_text())
-    assert result["model"]["provider"] == "anomalygpt" and result["model"]["threshold"] == 0.4
+    assert result["model"]["provider"] == "anomalygpt" and result["model"]["threshold"] == 0.8
     assert "pid" not in result["model"]["worker_info"]
     preds = read_predictions(run / "predictions.jsonl")
     assert len(preds) == 6 and all(p.status == "ok" for p in preds)
@@ -248,3 +262,207 @@ def test_cli_eval_anomalygpt_card_with_stand_in_worker(synth_small, tmp_path, mo
         assert decision is not None and p.response.startswith("<think>")
     subsets = result["metrics"]["subdatasets"]
     assert sum(v["invalid"] for v in subsets.values()) == 0
+
+
+# -- issue #16 items 1-3 and 8, issue #11 item 12 ---------------------------------------------------
+def test_crop_region_follows_torchvision_resize_and_centre_crop():
+    from mmrbench.adapters.anomalygpt import crop_region
+
+    assert crop_region((200, 100)) == (50.0, 0.0, 100.0, 100.0)  # 448x224, crop from 112
+    assert crop_region((100, 100)) == (0.0, 0.0, 100.0, 100.0)
+    # 333x100 -> int(224 * 3.33) = 745 wide, crop from round(260.5) = 260 (banker's rounding, as Python)
+    x0, y0, w, h = crop_region((333, 100))
+    assert (round(x0, 3), y0, round(w, 3), h) == (round(260 * 333 / 745, 3), 0.0, round(224 * 333 / 745, 3), 100.0)
+    x0, y0, w, h = crop_region((100, 300))  # portrait: the crop is vertical
+    assert (x0, w, h) == (0.0, 100.0, 100.0) and y0 == pytest.approx(100.0)
+
+
+def test_pad_frame_sees_the_whole_image_and_strips_the_padding():
+    truth = (150, 10, 190, 30)  # outside the central square of 200x100: AnomalyGPT's crop cannot see it
+    crop = create_model("anomalygpt", fake_cmd(), timeout_s=20, startup_timeout_s=30, threshold=0.75)
+    pad = create_model("anomalygpt", fake_cmd(), timeout_s=20, startup_timeout_s=30, threshold=0.75, frame="pad")
+    try:
+        [rc] = crop.generate([_req("c1", _with_square(truth), reference=_grey())])
+        assert parse_answer(rc.text).decision is False
+        [rp] = pad.generate([_req("p1", _with_square(truth), reference=_grey())])
+        parsed = parse_answer(rp.text)
+        assert parsed.decision is True and len(parsed.boxes) == 1
+        box = [float(v) for v in parsed.boxes[0].coords]
+        assert iou(box, truth) > 0.7 and box[3] <= 100  # inside the image, not in the padding
+        assert pad.describe()["frame"] == "pad" and crop.describe()["frame"] == "crop"
+    finally:
+        crop.close()
+        pad.close()
+
+
+def _normals(folder, n, seed, size=(200, 100)):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        base = rng.integers(90, 110, (size[1], size[0], 1), dtype=np.uint8).repeat(3, axis=2)
+        Image.fromarray(base).save(folder / f"n{i}.png")
+    return folder
+
+
+def test_one_shot_threshold_is_calibrated_on_held_out_normals(tmp_path, capsys):
+    """One-shot maps are 1 - cosine similarity: their floor on normal pairs is far from 0, so 0.5 puts a
+    box over the whole visible square; the fair threshold from held-out normals finds the defect (#16
+    item 2)."""
+    from mmrbench.baselines.thresholds import fair_threshold
+
+    cal = tmp_path / "heldout"
+    _normals(cal / "widget", 4, 0)
+    _normals(cal / "gadget", 3, 1)
+    truth = (110, 10, 140, 30)
+    query, reference = _with_square(truth), _grey()
+    plain = create_model("anomalygpt", fake_cmd(), timeout_s=20, startup_timeout_s=30)
+    calib = create_model("anomalygpt", fake_cmd(), timeout_s=20, startup_timeout_s=30, calibration=str(cal))
+    try:
+        [r0] = plain.generate([_req("q0", query, reference)])
+        warn = capsys.readouterr().err
+        assert "uncalibrated" in warn and "calibration=DIR" in warn
+        [b0] = parse_answer(r0.text).boxes
+        assert iou([float(v) for v in b0.coords], (50, 0, 150, 100)) > 0.9  # the whole crop: uncalibrated
+        d = calib.describe()
+        assert d["threshold_source"].startswith("calibrated") and d["calibration"]["images"] == 7
+        per = d["calibration"]["per_folder"]
+        assert set(per) == {"widget", "gadget"} and all(0.55 < v < 0.7 for v in per.values())
+        assert calib.threshold == fair_threshold({k: [v] for k, v in per.items()}) > 0.55
+        [r1] = calib.generate([_req("q1", query, reference)])
+        [b1] = parse_answer(r1.text).boxes
+        assert iou([float(v) for v in b1.coords], truth) > 0.7
+        assert "uncalibrated" not in capsys.readouterr().err
+    finally:
+        plain.close()
+        calib.close()
+    with pytest.raises(ConfigError, match="fewer than 2 images"):
+        _normals(tmp_path / "one" / "cat", 1, 2)
+        create_model("anomalygpt", fake_cmd(), calibration=str(tmp_path / "one"))
+
+
+def test_requests_are_seeded_and_greedy_is_recorded_as_unavailable(tmp_path):
+    """AnomalyGPT samples whatever it is told: each request carries a seed, so a run repeats (#16 item 3)."""
+    from mmrbench.adapters.anomalygpt import request_seed
+
+    log = tmp_path / "requests.jsonl"
+    m = create_model("anomalygpt", fake_cmd("--log", str(log)), timeout_s=20, startup_timeout_s=30, threshold=0.75,
+                     seed=5)
+    try:
+        sq = _with_square((60, 30, 90, 70))
+        greedy = _req("s1", sq, _grey())
+        seeded = Request("s2", greedy.messages, GenerationConfig(max_new_tokens=64, temperature=0.7, top_p=0.9, seed=11))
+        m.generate([greedy, seeded, greedy])
+        sent = [json.loads(x) for x in log.read_text().splitlines()]
+        assert [s["seed"] for s in sent] == [request_seed(5, "s1"), 11, request_seed(5, "s1")]
+        assert "temperature" not in sent[0] and (sent[1]["temperature"], sent[1]["top_p"]) == (0.7, 0.9)
+        assert m.describe()["sampling"].startswith("AnomalyGPT always samples")
+    finally:
+        m.close()
+    # the stand-in samples as AnomalyGPT does: the same seed repeats, no seed does not
+    spec = __import__("importlib.util").util.spec_from_file_location("fake_agpt", FAKE)
+    fake = __import__("importlib.util").util.module_from_spec(spec)
+    spec.loader.exec_module(fake)
+    q, r = tmp_path / "q.png", tmp_path / "r.png"
+    sq.save(q)
+    _grey().save(r)
+    a, b = fake.detector(str(q), str(r), "", {"seed": 3}), fake.detector(str(q), str(r), "", {"seed": 3})
+    assert a[0] == b[0] and np.array_equal(a[1], b[1])
+    c, d = fake.detector(str(q), str(r), "", {}), fake.detector(str(q), str(r), "", {})
+    assert not np.array_equal(c[1], d[1])
+
+
+def test_map_files_are_confined_to_the_map_folder(agpt):
+    """A worker may name a .npy map only inside the folder the harness gave it, links resolved (#11 item 12)."""
+    sq = _with_square((60, 30, 90, 70))
+    out = agpt.generate([_req("npy2", sq, _grey()), _req("outside1", sq, _grey()), _req("symlink1", sq, _grey())])
+    assert out[0].status == "ok" and len(parse_answer(out[0].text).boxes) == 1
+    assert out[1].status == "error" and "outside the map folder" in out[1].error
+    assert out[2].status == "error" and "outside the map folder" in out[2].error
+
+
+def test_decode_map_allowed_dir(tmp_path):
+    inside, outside = tmp_path / "maps", tmp_path / "else"
+    inside.mkdir()
+    outside.mkdir()
+    np.save(inside / "ok.npy", np.zeros((4, 4), np.float32))
+    np.save(outside / "secret.npy", np.ones((4, 4), np.float32))
+    (inside / "link.npy").symlink_to(outside / "secret.npy")
+    assert decode_map(str(inside / "ok.npy"), allowed_dir=str(inside)).shape == (4, 4)
+    for p in (outside / "secret.npy", inside / "link.npy", inside / ".." / "else" / "secret.npy"):
+        with pytest.raises(WorkerError, match="outside the map folder"):
+            decode_map(str(p), allowed_dir=str(inside))
+
+
+# -- tools/anomalygpt_worker.py: anomalygpt_backend against a checkout-shaped stand-in --------------
+FAKE_OPENLLAMA = """
+# A stand-in for AnomalyGPT's code/model/openllama.py (commit f21c51b): the constructor keys its
+# test scripts pass, load_state_dict(strict=False), and generate(inputs) reading exactly the keys
+# the real generate reads, sampling with torch's RNG (do_sample=True, no seed of its own).
+import json, os
+import torch
+
+CONSTRUCTOR_KEYS = {"model", "imagebind_ckpt_path", "vicuna_ckpt_path", "anomalygpt_ckpt_path", "delta_ckpt_path",
+                    "stage", "max_tgt_len", "lora_r", "lora_alpha", "lora_dropout"}
+GENERATE_KEYS = {"prompt", "image_paths", "normal_img_paths", "audio_paths", "video_paths", "thermal_paths",
+                 "top_p", "temperature", "max_tgt_len", "modality_embeds"}
+
+
+class OpenLLAMAPEFTModel(torch.nn.Module):
+    def __init__(self, **args):
+        super().__init__()
+        assert set(args) == CONSTRUCTOR_KEYS, sorted(set(args) ^ CONSTRUCTOR_KEYS)
+        self.args = args
+        self.proj = torch.nn.Linear(2, 2)
+        self.loaded = []
+
+    def load_state_dict(self, state, strict=True):
+        assert strict is False and isinstance(state, dict)
+        self.loaded.append(sorted(state))
+        return super().load_state_dict({k: v for k, v in state.items() if k.startswith("proj.")}, strict=False)
+
+    def generate(self, inputs, web_demo=False):
+        assert set(inputs) == GENERATE_KEYS, sorted(set(inputs) ^ GENERATE_KEYS)
+        assert os.path.isfile(inputs["image_paths"][0]) and inputs["modality_embeds"] == []
+        assert isinstance(inputs["top_p"], float) and isinstance(inputs["temperature"], float)
+        noise = torch.rand(1, 1, 224, 224)  # sampling: torch's global RNG
+        word = "Yes" if float(noise.mean()) > 0.5 else "No"
+        text = json.dumps({"word": word, "top_p": inputs["top_p"], "temperature": inputs["temperature"],
+                           "max_tgt_len": inputs["max_tgt_len"], "normal": inputs["normal_img_paths"],
+                           "prompt": inputs["prompt"], "loaded": self.loaded})
+        return text, noise.half()
+"""
+
+
+@pytest.mark.slow
+def test_anomalygpt_backend_against_a_checkout_stand_in(tmp_path):
+    torch = pytest.importorskip("torch")
+    root = tmp_path / "AnomalyGPT"
+    (root / "code" / "model").mkdir(parents=True)
+    (root / "code" / "model" / "__init__.py").write_text("")
+    (root / "code" / "model" / "openllama.py").write_text(FAKE_OPENLLAMA)
+    torch.save({"proj.weight": torch.ones(2, 2)}, tmp_path / "delta.pt")
+    torch.save({"proj.bias": torch.zeros(2), "decoder.w": torch.ones(1)}, tmp_path / "agpt.pt")
+    q, r = tmp_path / "q.png", tmp_path / "r.png"
+    _grey().save(q)
+    _grey().save(r)
+    reqs = [{"id": "a", "query_image": str(q), "reference_image": str(r), "prompt": "Is there any anomaly?", "seed": 7},
+            {"id": "b", "query_image": str(q), "reference_image": None, "prompt": "P", "seed": 7, "temperature": 0.5,
+             "top_p": 0.9, "max_new_tokens": 20},
+            {"id": "c", "query_image": str(q), "reference_image": str(r), "prompt": "Is there any anomaly?", "seed": 8}]
+    cmd = [sys.executable, str(WORKER), "--root", str(root), "--device", "cpu", "--delta-ckpt", str(tmp_path / "delta.pt"),
+           "--anomalygpt-ckpt", str(tmp_path / "agpt.pt"), "--imagebind-ckpt", "ib.pth", "--vicuna-ckpt", "vicuna"]
+    res = subprocess.run(cmd, input="\n".join(json.dumps(x) for x in reqs) + "\n", capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    ready, a, b, c = lines
+    assert ready["ready"] and ready["frame"] == "resize-shorter-224-centre-crop" and ready["sampling"] == "always"
+    for rep in (a, b, c):
+        assert rep["error"] is None and decode_map(rep["anomaly_map"]).shape == (224, 224)
+    ta, tb = json.loads(a["text"]), json.loads(b["text"])
+    assert (ta["top_p"], ta["temperature"], ta["max_tgt_len"]) == (0.1, 1.0, 512)  # the test scripts' defaults
+    assert (tb["top_p"], tb["temperature"], tb["max_tgt_len"]) == (0.9, 0.5, 20)
+    assert ta["normal"] == [str(r)] and tb["normal"] == []
+    assert ta["loaded"] == [["proj.weight"], ["decoder.w", "proj.bias"]]  # delta first, then AnomalyGPT's
+    # seeded per request: the same seed gives the same sample, another seed another one
+    assert a["anomaly_map"] == b["anomaly_map"] and a["anomaly_map"] != c["anomaly_map"]

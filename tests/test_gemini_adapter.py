@@ -137,3 +137,92 @@ def test_real_client_construction_needs_key(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "k-123-secret")
     m = GeminiModel("gemini-2.5-pro", timeout_s=5)
     assert "k-123-secret" not in repr(m.describe())
+
+
+# -- issue #16 item 7 --------------------------------------------------------------------------------
+def test_body_only_429_retry_delay_is_honoured():
+    """Gemini puts a 429's wait in the body (google.rpc.RetryInfo), with no Retry-After header."""
+    import time
+
+    import httpx
+    body = {"error": {"code": 429, "message": "Quota exceeded for generate_content_free_tier_requests",
+                      "status": "RESOURCE_EXHAUSTED",
+                      "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                                  {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0.4s"}]}}
+    err = errors.ClientError(429, body, httpx.Response(429, json=body))
+    m = model([err, response()])
+    t0 = time.perf_counter()
+    [r] = m.generate([request()])
+    assert r.status == "ok" and r.attempts == 2 and time.perf_counter() - t0 >= 0.4
+    first = model([err])._call(request())
+    assert first.retryable and first.retry_after_s == pytest.approx(0.4)
+
+
+def test_retry_delay_forms():
+    from mmrbench.adapters.retry import retry_delay_from_body
+
+    info = "type.googleapis.com/google.rpc.RetryInfo"
+    assert retry_delay_from_body({"error": {"details": [{"@type": info, "retryDelay": "37s"}]}}) == 37.0
+    assert retry_delay_from_body({"details": [{"@type": info, "retryDelay": "1.500s"}]}) == 1.5
+    assert retry_delay_from_body({"details": [{"@type": info, "retryDelay": {"seconds": 2, "nanos": 5e8}}]}) == 2.5
+    assert retry_delay_from_body({"error": {"details": [{"@type": info, "retryDelay": "soon"}]}}) is None
+    assert retry_delay_from_body({"error": {"message": "no details"}}) is None and retry_delay_from_body("x") is None
+
+
+def test_box_convention_is_declared_per_answer_key_and_counted():
+    conv = {"box_2d": "gemini", "bbox_2d": "norm1000"}
+    native = "<answer>Yes. {'box_2d': [100, 200, 300, 400], 'label': 'scratch'}</answer>"
+    prompt_key = "<answer>Yes. {'bbox_2d': [200, 100, 400, 300], 'label': 'scratch'}</answer>"
+    other = "<answer>Yes. {'bbox': [1, 2, 3, 4]}</answer>"
+    mixed = "<answer>Yes. {'bbox_2d': [1, 2, 3, 4]}, {'box_2d': [1, 2, 3, 4]}</answer>"
+    m = model([response(native), response(prompt_key), response(other), response(mixed),
+               response("<answer>No.</answer>")], box_conventions=conv)
+    out = [m.generate([request()])[0] for _ in range(5)]
+    assert (out[0].status, out[0].convention, out[0].box_key) == ("ok", "gemini", "box_2d")
+    assert (out[1].status, out[1].convention, out[1].box_key) == ("ok", "norm1000", "bbox_2d")
+    assert out[2].status == "error" and "'bbox'" in out[2].error and "not declared" in out[2].error
+    assert out[3].status == "error" and "mixes box keys" in out[3].error
+    assert out[4].status == "ok" and not hasattr(out[4], "convention")
+    d = m.describe()
+    assert d["box_conventions"] == conv
+    assert d["box_keys_seen"] == {"(none)": 1, "bbox": 1, "bbox_2d": 2, "box_2d": 2}
+    # a bare spec declares only Gemini's documented key: the prompt's key is not guessed
+    [r] = model([response(prompt_key)]).generate([request()])
+    assert r.status == "error" and "'bbox_2d'" in r.error
+
+
+def test_the_card_declares_both_keys():
+    from mmrbench.cards import parse_spec
+    card = parse_spec("gemini-2.5-pro")
+    assert card.options["box_conventions"] == {"box_2d": "gemini", "bbox_2d": "norm1000"}
+
+
+def test_thinking_model_with_a_small_budget_warns(capsys):
+    m = model([response(), response()], sampling=GenerationConfig(max_new_tokens=512))
+    assert capsys.readouterr().err == ""  # nothing at construction: a failing command prints one line
+    m.generate([request()]), m.generate([request()])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "max_new_tokens=512" in err[0] and "--max-new-tokens" in err[0]
+    for m in (model([response()], sampling=GenerationConfig(max_new_tokens=16384)),
+              model([response()], sampling=GenerationConfig(max_new_tokens=512), thinking_budget=0),
+              GeminiModel("gemini-2.0-flash", client=FakeClient([response()]), retry=FAST,
+                          sampling=GenerationConfig(max_new_tokens=512))):
+        m.generate([request()])
+    assert capsys.readouterr().err == ""
+
+
+def test_box_key_counts_printed_at_close(capsys):
+    m = model([response("<answer>Yes. {'bbox_2d': [1, 2, 3, 4]}</answer>"), response()],
+              box_conventions={"box_2d": "gemini", "bbox_2d": "norm1000"})
+    m.generate([request()]), m.generate([request()])
+    m.close()
+    assert capsys.readouterr().err.strip() == \
+        "gemini: box keys in answers: (none) 1, bbox_2d 1 (read as norm1000)"
+
+
+def test_box_keys_count_only_keys_holding_coordinates():
+    from mmrbench.adapters.gemini_api import box_keys
+
+    assert box_keys('<answer>Yes. {"boxes": [{"box_2d": [10, 20, 30, 40], "label": "x"}]}</answer>') == ["box_2d"]
+    assert box_keys("<think>{'bbox': [1, 2, 3, 4]}</think><answer>Yes. {'box_2d': [ 1.5, 2, 3, 4]}</answer>") == ["box_2d"]
+    assert box_keys("<answer>No.</answer>") == [] and box_keys(None) == []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import time
 
 import pytest
@@ -221,3 +222,58 @@ def test_api_resize_matches_the_local_qwen_frame():
     from mmrbench.adapters.qwen_vision import smart_resize as qwen
     for w, h in [(256, 256), (1000, 700), (37, 900), (4096, 2160), (30, 30)]:
         assert smart_resize(w, h) == tuple(reversed(qwen(h, w, min_pixels=4 * 28 * 28)))
+
+
+# -- issue #11 item 11: the server's explanation, bounded and scrubbed, and the URL ------------------
+def test_http_400_keeps_the_servers_detail_and_the_url(server, monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-live-abcdefghijklmnopqrstuvwxyz")
+    detail = {"detail": "max_tokens (99) is larger than the context left (42); key sk-live-abcdefghijklmnopqrstuvwxyz"}
+    server.enqueue(Reply(status=400, body=json.dumps(detail).encode()))
+    m = OpenAIModel("qwen", base_url=server.base_url, api_key_env="MY_KEY", retry=FAST)
+    r = m._call(request())
+    assert r.status == "error" and not r.retryable
+    assert r.error.startswith(f"HTTP 400 BadRequestError from {server.base_url}/chat/completions: ")
+    assert "max_tokens (99) is larger than the context left (42)" in r.error
+    assert "abcdefghijklmnop" not in r.error and "***" in r.error
+
+
+def test_http_422_pydantic_detail_and_openai_error_shape(server):
+    server.enqueue(Reply(status=422, body=json.dumps({"detail": [{"loc": ["body", "top_p"], "msg": "must be <= 1"}]}).encode()),
+                   Reply(status=400, body=json.dumps({"error": {"message": "Invalid image", "type": "invalid_request_error"}}).encode()),
+                   Reply(status=400, body=("x" * 5000).encode()))
+    m = OpenAIModel("qwen", base_url=server.base_url, retry=FAST)
+    r = m._call(request())
+    assert "HTTP 422" in r.error and "top_p" in r.error and "must be <= 1" in r.error
+    assert m._call(request()).error.endswith(": Invalid image")
+    long = m._call(request()).error
+    assert len(long) < 500 and long.endswith("...")
+
+
+def test_refused_connection_names_the_url():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    m = OpenAIModel("qwen", base_url=f"http://user:pw@127.0.0.1:{port}/v1", retry=FAST)
+    r = m._call(request())
+    assert r.status == "error" and r.retryable
+    assert f"connection error to http://127.0.0.1:{port}/v1/chat/completions" in r.error
+    assert "pw@" not in r.error
+
+
+# -- issue #11 item 9: a pixel-convention model with no resize rule is named at start ----------------
+def test_pixel_model_without_resize_rule_warns_once(server, capsys):
+    from mmrbench.adapters.image_encoding import ImagePrep
+
+    m = OpenAIModel("Qwen/Qwen2.5-VL-7B-Instruct", base_url=server.base_url)
+    assert capsys.readouterr().err == ""  # nothing at construction: a failing command prints one line
+    m.generate([request(), request()])
+    m.generate([request()])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: openai:Qwen/Qwen2.5-VL-7B-Instruct writes pixel boxes")
+    assert 'resize = "smart"' in err[0]
+    for m in (OpenAIModel("Qwen/Qwen2.5-VL-7B-Instruct", base_url=server.base_url, image_prep=ImagePrep(resize="smart")),
+              OpenAIModel("internvl", base_url=server.base_url, convention="norm1000")):
+        m.generate([request()])
+    assert capsys.readouterr().err == ""

@@ -7,7 +7,7 @@ per line (protocol ``mmrbench-anomalygpt/1``, specified in docs/local-models.md)
 
     ready  -> {"ready": true, "protocol": "mmrbench-anomalygpt/1", "model": ..., "map_size": [224, 224]}
     request <- {"id", "query_image", "reference_image" (path or null), "prompt",
-                optional "max_new_tokens", "temperature", "top_p"}
+                optional "max_new_tokens", "temperature", "top_p", "seed", "map_dir"}
     reply  -> {"id", "text", "anomaly_map": {"dtype": "float16", "shape": [224, 224], "data": base64},
                "error": null}
     {"cmd": "shutdown"} or end of input -> exit
@@ -23,6 +23,19 @@ What it calls in the AnomalyGPT checkout (``--root``, the folder holding ``code/
    or [], 'audio_paths': [], 'video_paths': [], 'thermal_paths': [], 'top_p', 'temperature',
    'max_tgt_len', 'modality_embeds': []})``, which returns ``(text, pixel_output)``; the anomaly map
    is ``pixel_output`` reshaped to 224x224.
+
+What AnomalyGPT does that the harness must know (read in its repository, commit f21c51b, Dec 2023):
+
+* frame: ``generate`` loads images with ImageBind's ``load_and_transform_vision_data`` (``code/model/
+  ImageBind/data.py``): shorter side resized to 224 (bicubic), then a 224x224 centre crop; only
+  ``web_demo=True`` squashes to 224x224 instead. The map therefore covers the central square of a
+  non-square query; the harness places it there (or pads the query to square first).
+* map meaning: without a reference the map is a softmax probability; with one it is 1 - cosine
+  similarity of patch tokens (``extract_multimodal_feature``), not a probability.
+* sampling: ``generate`` calls ``llama_model.generate(..., do_sample=True)`` unconditionally and sets
+  no seed, so greedy decoding is not available and repeated runs differ. This worker seeds torch per
+  request (``seed``) so a run can be repeated; transformers rejects ``temperature <= 0`` and ``top_p``
+  outside [0, 1] when sampling, and so does this worker (before the model is called).
 
 Protocol output goes to the real stdout only; everything else printed by the model code is sent to
 stderr, so a chatty library cannot break the framing. Checkpoints are loaded with
@@ -43,6 +56,8 @@ import traceback
 
 PROTOCOL = "mmrbench-anomalygpt/1"
 MAP_SIZE = 224
+#: what the ready line tells the harness about the engine (see the module docstring)
+READY_INFO = {"frame": "resize-shorter-224-centre-crop", "sampling": "always"}
 
 
 def encode_map(arr):
@@ -90,7 +105,7 @@ def serve(backend, infile, outfile, info=None):
             ref = req.get("reference_image")
             if ref is not None and not os.path.isfile(ref):
                 raise ValueError("reference_image is not a readable file: %r" % (ref,))
-            params = {k: req[k] for k in ("max_new_tokens", "temperature", "top_p") if req.get(k) is not None}
+            params = check_params(req)
             text, amap = backend(query, ref, req.get("prompt") or "", params)
             send({"id": rid, "text": text, "anomaly_map": None if amap is None else encode_map(amap), "error": None})
         except Exception as exc:  # noqa: BLE001 - answer with the error, keep serving
@@ -98,6 +113,25 @@ def serve(backend, infile, outfile, info=None):
             send({"id": rid, "text": None, "anomaly_map": None, "error": "%s: %s" % (type(exc).__name__, exc)})
         answered += 1
     return answered
+
+
+def check_params(req):
+    """The sampling fields of a request, checked as transformers' sampling warpers check them
+    (AnomalyGPT always samples): temperature > 0, 0 <= top_p <= 1, max_new_tokens >= 1, integer seed."""
+    params = {k: req[k] for k in ("max_new_tokens", "temperature", "top_p", "seed") if req.get(k) is not None}
+    t = params.get("temperature")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0):
+        raise ValueError("temperature (=%r) has to be a strictly positive float: AnomalyGPT always samples" % (t,))
+    p = params.get("top_p")
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1):
+        raise ValueError("top_p has to be in [0, 1], got %r" % (p,))
+    n = params.get("max_new_tokens")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError("max_new_tokens has to be a positive integer, got %r" % (n,))
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63):
+        raise ValueError("seed has to be a non-negative integer, got %r" % (seed,))
+    return params
 
 
 def load_state(torch, path, unsafe):
@@ -135,9 +169,14 @@ def anomalygpt_backend(args):
     model = OpenLLAMAPEFTModel(**cfg)
     model.load_state_dict(load_state(torch, args.delta_ckpt, args.unsafe_load), strict=False)
     model.load_state_dict(load_state(torch, args.anomalygpt_ckpt, args.unsafe_load), strict=False)
-    model = model.eval().half().cuda()
+    model = model.eval()
+    model = model.half().cuda() if args.device == "cuda" else model.to(args.device)
 
     def run(query, reference, prompt, params):
+        if params.get("seed") is not None:  # AnomalyGPT samples and seeds nothing: seed here
+            torch.manual_seed(int(params["seed"]))
+            if torch.cuda.is_available():
+                torch.cuda.manual_seed_all(int(params["seed"]))
         with torch.no_grad():
             text, pixel_output = model.generate({
                 "prompt": prompt,
@@ -167,6 +206,7 @@ def build_parser():
     p.add_argument("--top-p", type=float, default=0.1, help="used when a request sends none (checkout's test scripts: 0.1)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--unsafe-load", action="store_true", help="allow pickled checkpoints (only files you trust)")
+    p.add_argument("--device", default="cuda", help="cuda (half precision, as the checkout's scripts) or cpu")
     return p
 
 
@@ -180,7 +220,7 @@ def main(argv=None):
     protocol_out = sys.stdout
     sys.stdout = sys.stderr  # everything the model code prints goes to stderr
     backend = anomalygpt_backend(args)
-    serve(backend, sys.stdin, protocol_out, info={"model": "AnomalyGPT-7B", "checkpoint": args.anomalygpt_ckpt})
+    serve(backend, sys.stdin, protocol_out, info=dict(READY_INFO, model="AnomalyGPT-7B", checkpoint=args.anomalygpt_ckpt))
     return 0
 
 

@@ -13,8 +13,10 @@ never logged or returned by :meth:`describe`. A custom server that needs no key 
 from __future__ import annotations
 
 import os
+import re
+import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart,
@@ -101,7 +103,12 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             key = resolve_api_key(api_key_env, base_url, require_key)
             self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout_s)
         self._openai = require("openai", "api", "the openai provider")
+        self._secrets = [k for k in (os.environ.get(self.api_key_env, "").strip(),) if len(k) >= 8]
         quiet_http_logs()
+        # said once, with the first request (not at construction: a command that fails on its own
+        # input afterwards must print only its one error line)
+        self._start_warning = resize_warning(self.model, self.convention, self.image_prep)
+        self._warn_lock = threading.Lock()
 
     # -- request mapping -------------------------------------------------------------------------
     def build_messages(self, request: Request) -> tuple[list[dict], list[list[int]]]:
@@ -209,7 +216,16 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             return None, "error", "malformed response: stream carried no content", usage
         return text, status, err, usage
 
+    def _warn_once(self) -> None:
+        if self._start_warning:
+            with self._warn_lock:
+                warning, self._start_warning = self._start_warning, None
+            if warning:
+                import sys
+                print(f"warning: {warning}", file=sys.stderr)
+
     def _call(self, request: Request) -> Response:
+        self._warn_once()
         oa = self._openai
         t0 = time.perf_counter()
         try:
@@ -234,18 +250,22 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             return Response(None, "error", f"timeout after {self.timeout_s:g} s", None,
                             time.perf_counter() - t0, sizes, retryable=True)
         except oa.APIConnectionError as exc:
-            return Response(None, "error", f"connection error: {_short(exc)}", None,
+            url = _request_url(exc) or self._endpoint()
+            return Response(None, "error", f"connection error to {url}: {scrub(_short(exc), self._secrets)}", None,
                             time.perf_counter() - t0, sizes, retryable=True)
         except oa.APIStatusError as exc:
             code = int(getattr(exc, "status_code", 0) or 0)
             headers = getattr(getattr(exc, "response", None), "headers", None)
             transient = code in (408, 409, 429) or code >= 500
-            return Response(None, "error", f"HTTP {code} {type(exc).__name__}: {_short(exc)}", None,
+            return Response(None, "error", status_error_text(exc, code, self._secrets, self._endpoint()), None,
                             time.perf_counter() - t0, sizes, retryable=transient,
                             retry_after_s=parse_retry_after(headers) if transient else None)
         except Exception as exc:  # malformed bodies, validation errors: final for this attempt
             return Response(None, "error", f"malformed response ({type(exc).__name__}: {_short(exc)})", None,
                             time.perf_counter() - t0, sizes)
+
+    def _endpoint(self) -> str:
+        return safe_url((self.base_url or f"https://{OFFICIAL_HOST}/v1").rstrip("/") + "/chat/completions")
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -262,6 +282,109 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         close = getattr(self._client, "close", None)
         if callable(close):
             close()
+
+
+#: how long a server's explanation may be in a prediction's error
+MAX_SERVER_MESSAGE = 300
+_KEY_PATTERNS = (
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), "***"),            # OpenAI-style keys
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), "***"),          # Google API keys
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._\-~+/=]{8,}"), r"\1 ***"),
+    (re.compile(r"(?i)\b(api[_-]?key|key|token|access_token)(\s*[=:]\s*[\"']?)[A-Za-z0-9._\-~+/]{8,}"), r"\1\2***"),
+)
+
+
+def scrub(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with API keys blanked: the key in use, and anything shaped like a key."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    for pat, repl in _KEY_PATTERNS:
+        text = pat.sub(repl, text)
+    return text
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for a prediction line: no credentials, no query string (keys travel there)."""
+    parts = urlsplit(redact_url(url) or "")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _request_url(exc: BaseException) -> str | None:
+    req = getattr(exc, "request", None)
+    url = getattr(req, "url", None)
+    return safe_url(str(url)) if url is not None else None
+
+
+def server_message(body: Any, text: str | None = None) -> str | None:
+    """The server's own explanation from an error body: FastAPI/vLLM ``{"detail": ...}``, OpenAI
+    ``{"error": {"message": ...}}``, ``{"message": ...}``, or the raw text."""
+    msg: Any = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail")
+        elif isinstance(err, str):
+            msg = err
+        if msg is None:
+            msg = body.get("detail", body.get("message"))
+    elif isinstance(body, (str, list)):
+        msg = body
+    if msg is None and text:
+        msg = text
+    if msg is None:
+        return None
+    if not isinstance(msg, str):
+        import json
+        try:
+            msg = json.dumps(msg, ensure_ascii=False)
+        except (TypeError, ValueError):
+            msg = str(msg)
+    msg = " ".join(msg.split())
+    return msg or None
+
+
+def status_error_text(exc: Any, code: int, secrets: Sequence[str] = (), fallback_url: str | None = None) -> str:
+    """``HTTP 400 BadRequestError from URL: <server's message>``, bounded and with keys scrubbed."""
+    resp = getattr(exc, "response", None)
+    raw = None
+    try:
+        raw = resp.text if resp is not None else None
+    except Exception:  # noqa: BLE001 - a streamed body that cannot be read
+        raw = None
+    msg = server_message(getattr(exc, "body", None), raw) or _short(exc)
+    msg = scrub(msg, secrets)
+    if len(msg) > MAX_SERVER_MESSAGE:
+        msg = msg[:MAX_SERVER_MESSAGE] + "..."
+    url = _request_url(exc) or fallback_url
+    where = f" from {url}" if url else ""
+    return f"HTTP {code} {type(exc).__name__}{where}: {msg}"
+
+
+#: model-name fragments of families that ground in pixels of an image the *server* resizes
+_SERVER_RESIZING = ("qwen2-vl", "qwen2.5-vl", "qwen2_5_vl", "qwen2_vl", "qvq", "qwen-vl", "qwen3-vl")
+
+
+def resize_warning(model: str, convention: str, prep: ImagePrep) -> str | None:
+    """One line when a pixel-convention model gets images with no client-side resize rule.
+
+    Boxes in ``pixel`` are read in the frame of the image as sent; the harness records the size it
+    sent, but a server that resizes again (every Qwen-VL server does: smart_resize to multiples of 28
+    within max_pixels) makes the model answer in a frame nobody recorded, and boxes end up off by the
+    resize factor. The fix is a resize rule on the client, which then sends the image already in the
+    model's frame.
+    """
+    if convention != "pixel" or prep.resize != "none":
+        return None
+    low = model.lower()
+    if any(k in low for k in _SERVER_RESIZING):
+        how = ('add image = { resize = "smart", min_pixels = 3136, max_pixels = 1003520 } (the server\'s '
+               'limits) to the model card')
+    else:
+        how = ('if the server resizes images, add a resize rule to the model card (image = { resize = "smart" '
+               'or "max_side", ... }) so the frame the model answers in is the one recorded')
+    return (f"openai:{model} writes pixel boxes but has no image resize rule: sizes are recorded as sent "
+            f"(original), so a server-side resize shifts every box; {how}")
 
 
 def _reasoning_of(completion: Any) -> str:

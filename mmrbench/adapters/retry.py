@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import email.utils
 import random
+import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from mmrbench.errors import require
 
@@ -80,6 +81,38 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     import datetime as _dt
     now = _dt.datetime.now(when.tzinfo or _dt.timezone.utc)
     return max(0.0, (when - now).total_seconds())
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def retry_delay_from_body(body: Any) -> float | None:
+    """Seconds from a Google error body's ``google.rpc.RetryInfo`` detail (``"retryDelay": "37s"``).
+
+    Gemini's 429 carries its wait only there, not in a Retry-After header:
+    ``{"error": {"code": 429, "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+    "retryDelay": "37s"}]}}`` (a protobuf Duration in its JSON form: seconds with an ``s`` suffix,
+    up to nine decimals). Accepts the whole body or its ``error`` object; None when absent.
+    """
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error", body)
+    details = err.get("details") if isinstance(err, dict) else None
+    if not isinstance(details, list):
+        return None
+    for d in details:
+        if not isinstance(d, dict) or not str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            continue
+        delay = d.get("retryDelay")
+        if isinstance(delay, dict):  # the non-JSON-mapped form {"seconds": 37, "nanos": 0}
+            try:
+                return max(0.0, float(delay.get("seconds", 0) or 0) + float(delay.get("nanos", 0) or 0) / 1e9)
+            except (TypeError, ValueError):
+                return None
+        m = _DURATION.match(str(delay or ""))
+        if m:
+            return float(m.group(1))
+    return None
 
 
 def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,

@@ -4,13 +4,20 @@ For models too large for one GPU use ``tensor_parallel_size``; the other route, 
 process behind the ``openai`` provider, is documented in docs/local-models.md.
 
 The request is rendered with the model's own chat template (through its transformers processor,
-the same path as the ``hf`` provider) and sent as ``{"prompt": text, "multi_modal_data":
-{"image": [reference, query]}}``; vLLM expands the image placeholders. Sampling is set per
-request (``SamplingParams`` with its own seed, so results do not depend on batch composition).
-Stop status comes from vLLM's ``finish_reason`` (``length`` -> truncated), usage from the token
-ids. For Qwen-VL models the sent image sizes follow the processor's ``smart_resize`` with the
-``min_pixels`` / ``max_pixels`` that are also handed to vLLM (``mm_processor_kwargs``), so
-``pixel`` boxes map back exactly.
+the same path as the ``hf`` provider), tokenised here with ``add_special_tokens=False`` and sent
+as ``{"prompt_token_ids": ids, "multi_modal_data": {"image": [reference, query]}}``; vLLM expands
+the image placeholders in the token ids. The rendered template already holds every special token
+it wants; a text prompt would be tokenised again by vLLM *with* special tokens (its default), which
+doubles the BOS of templates that emit one (Llama, Gemma). Token prompts with multi-modal data are
+accepted from vLLM 0.7.2 (the floor, the first release with Qwen2.5-VL) on.
+
+Sampling is set per request (``SamplingParams``, with the request's seed when it has one). vLLM
+itself warns that outputs are not guaranteed to be identical across batch compositions (batched
+kernels reduce in a different order, so near-ties can flip), so a run is reproducible only with the
+same batch size and order; the ``hf`` provider has the same caveat. Stop status comes from vLLM's
+``finish_reason`` (``length`` -> truncated), usage from the token ids. For Qwen-VL models the sent
+image sizes follow the processor's ``smart_resize`` with the ``min_pixels`` / ``max_pixels`` that
+are also handed to vLLM (``mm_processor_kwargs``), so ``pixel`` boxes map back exactly.
 
 The request building and output mapping are plain functions, unit-tested without the engine.
 """
@@ -46,7 +53,10 @@ def build_prompt(processor: Any, request: Request, resize: dict[str, int] | None
     from mmrbench.adapters.qwen_vision import sent_size
 
     conv, images = chat_messages(request.messages)
-    prompt: dict[str, Any] = {"prompt": render(processor, conv, add_generation_prompt=True)}
+    text = render(processor, conv, add_generation_prompt=True)
+    tokenizer = getattr(processor, "tokenizer", processor)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    prompt: dict[str, Any] = {"prompt_token_ids": [int(i) for i in ids]}
     if images:
         prompt["multi_modal_data"] = {"image": images}
     sizes = [list(sent_size(im.size, resize)) for im in images]
