@@ -1,0 +1,199 @@
+"""Real-IAD and Real-IAD D3: JSON-indexed releases.
+
+Real-IAD::
+
+    ROOT/realiad_{1024,512,256,raw}/<cat>/OK/S0001/<cat>_0001_OK_C1_<time>.jpg
+    ROOT/realiad_{1024,...}/<cat>/NG/<CODE>/S0001/<cat>_0001_NG_<CODE>_C1_<time>.jpg   (+ same-stem .png mask)
+    ROOT/realiad_jsons/<cat>.json      (also nested: realiad_jsons/realiad_jsons/<cat>.json)
+
+Each JSON is ``{"meta": {"prefix": "<cat>/", "normal_class": "OK"}, "train": [...], "test": [...]}``
+with entries ``{category, anomaly_class, image_path, mask_path}``. The JSON is the truth, not the
+folder: many images under ``NG/`` say ``anomaly_class: "OK"`` (the defect cannot be seen from
+that camera) and are normal. Defect codes become names (AK pit, BX deformation, ...). The five
+views of one object (``..._C1_`` ... ``..._C5_``) share a group id; some names carry a doubled
+underscore (``audiojack__0001_...``), which the group id ignores.
+
+Real-IAD D3: per-category JSON with ``train``, ``validation`` and ``test`` lists whose entries
+carry ``image_path`` (RGB; the pseudo-3D and point-cloud paths are ignored) and ``mask_path``.
+The archive layout is not documented, so an image path is tried against the JSON's folder, the
+root and ``<root>/<category>``. Four categories are spelled with hyphens in the official code; the
+import uses underscores.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+from mmrbench.data.importers.common import ImportFormatError, RawItem
+
+#: Real-IAD defect codes -> names (the dataset's README)
+REALIAD_CODES = {
+    "AK": "pit", "BX": "deformation", "CH": "abrasion", "HS": "scratch", "PS": "damage",
+    "QS": "missing parts", "YW": "foreign objects", "ZW": "contamination",
+}
+RESOLUTIONS = ("realiad_1024", "realiad_raw", "realiad_512", "realiad_256")
+_VIEW = re.compile(r"^(?P<obj>.+?)_(?P<view>C\d)_")
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ImportFormatError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(d, dict) or not any(k in d for k in ("train", "test")):
+        raise ImportFormatError(f"{path}: expected an object with 'train'/'test' lists; found "
+                                f"{type(d).__name__} with keys {', '.join(list(d)[:5]) if isinstance(d, dict) else '-'}")
+    return d
+
+
+def view_group(stem: str) -> tuple[str, str | None]:
+    """(object key, camera) from a Real-IAD file stem; the object key ignores doubled underscores."""
+    m = _VIEW.match(stem)
+    if not m:
+        return re.sub(r"_+", "_", stem), None
+    return re.sub(r"_+", "_", m.group("obj")), m.group("view")
+
+
+def realiad_json_dir(root: Path, json_dir: str | None = None) -> Path:
+    from mmrbench.data.importers.layout import layout_error
+
+    if json_dir:
+        d = root / json_dir
+        if not d.is_dir():
+            raise layout_error("realiad", root, f"no JSON folder {json_dir}")
+    else:
+        d = root / "realiad_jsons"
+        if not d.is_dir():
+            raise layout_error("realiad", root, "no realiad_jsons/")
+    if not any(d.glob("*.json")) and (d / d.name).is_dir():
+        d = d / d.name  # realiad_jsons/realiad_jsons/<cat>.json
+    if not any(d.glob("*.json")):
+        raise layout_error("realiad", root, f"no <category>.json in {d.relative_to(root)}")
+    return d
+
+
+def image_dir(root: Path, resolution: str | None = None) -> Path:
+    from mmrbench.data.importers.layout import layout_error
+
+    names = [resolution if resolution.startswith("realiad_") else f"realiad_{resolution}"] if resolution else list(RESOLUTIONS)
+    for n in names:
+        if (root / n).is_dir():
+            return root / n
+    raise layout_error("realiad", root, f"no image folder {' / '.join(names)}")
+
+
+def walk_realiad(root: Path, subdataset: str = "RealIAD", *, resolution: str | None = None,
+                 json_dir: str | None = None) -> Iterator[RawItem]:
+    root = Path(root)
+    from mmrbench.data.importers.layout import layout_error
+
+    if not root.is_dir():
+        raise layout_error("realiad", root)
+    jdir = realiad_json_dir(root, json_dir)
+    imgs = image_dir(root, resolution)
+    for jf in sorted(jdir.glob("*.json")):
+        d = _load_json(jf)
+        meta = d.get("meta") or {}
+        prefix = str(meta.get("prefix", f"{jf.stem}/"))
+        normal = str(meta.get("normal_class", "OK"))
+        cat = jf.stem
+        for split in ("train", "test"):
+            entries = d.get(split) or []
+            if not isinstance(entries, list):
+                raise ImportFormatError(f"{jf}: '{split}' must be a list")
+            for n, e in enumerate(entries):
+                if not isinstance(e, dict) or not isinstance(e.get("image_path"), str):
+                    raise ImportFormatError(f"{jf}: {split}[{n}]: expected an object with image_path, got {e!r}"[:300])
+                img = imgs / f"{prefix}{e['image_path']}"
+                if not img.is_file():
+                    raise ImportFormatError(f"{jf}: {split}[{n}]: image not found: {img}")
+                code = str(e.get("anomaly_class", normal))
+                obj, view = view_group(img.stem)
+                extra = {"view": view} if view else {}
+                if code == normal:
+                    if "/NG/" in f"/{e['image_path']}":
+                        extra["folder"] = "NG"  # the defect is not visible from this camera
+                    yield RawItem(subdataset, cat, split, "normal", img, id=f"{subdataset}/{cat}/{img.stem}",
+                                  group=f"{subdataset}/{cat}/{obj}", extra=extra)
+                    continue
+                mp = e.get("mask_path")
+                mask = imgs / f"{prefix}{mp}" if isinstance(mp, str) and mp else None
+                if mask is None or not mask.is_file():
+                    raise ImportFormatError(f"{jf}: {split}[{n}]: anomalous ({code}) but its mask "
+                                            f"{'is null' if mask is None else 'is missing: ' + str(mask)}")
+                yield RawItem(subdataset, cat, split, "anomalous", img, defect=REALIAD_CODES.get(code, code),
+                              mask=mask, id=f"{subdataset}/{cat}/{img.stem}", group=f"{subdataset}/{cat}/{obj}",
+                              extra={**extra, "defect_code": code})
+
+
+def _canonical(cat: str) -> str:
+    return cat.replace("-", "_")
+
+
+def _d3_jsons(root: Path) -> list[Path]:
+    found = []
+    for pattern in ("*.json", "*/*.json", "*/*/*.json"):
+        for p in sorted(root.glob(pattern)):
+            try:
+                with open(p, encoding="utf-8") as f:
+                    head = f.read(4096)
+            except (OSError, UnicodeDecodeError):
+                continue
+            if '"train"' in head or '"test"' in head or '"validation"' in head:
+                found.append(p)
+        if found:
+            break
+    return found
+
+
+def walk_realiad_d3(root: Path, subdataset: str = "RealIAD-D3") -> Iterator[RawItem]:
+    from mmrbench.data.importers.layout import layout_error
+
+    root = Path(root)
+    if not root.is_dir():
+        raise layout_error("realiad-d3", root)
+    jsons = _d3_jsons(root)
+    if not jsons:
+        raise layout_error("realiad-d3", root, "no JSON with train/test lists")
+    for jf in jsons:
+        d = _load_json(jf)
+        meta = d.get("meta") or {}
+        normal = str(meta.get("normal_class", "OK"))
+        prefix = str(meta.get("prefix", ""))
+        cat = _canonical(str(meta.get("category") or jf.stem))
+        bases = [jf.parent, root, root / jf.stem, root / cat]
+
+        def resolve(rel: str) -> Path | None:
+            for b in bases:
+                for cand in (b / f"{prefix}{rel}", b / rel):
+                    if cand.is_file():
+                        return cand
+            return None
+
+        for split in ("train", "validation", "test"):
+            entries = d.get(split) or []
+            for n, e in enumerate(entries):
+                if not isinstance(e, dict) or not isinstance(e.get("image_path"), str):
+                    raise ImportFormatError(f"{jf}: {split}[{n}]: expected an object with image_path, got {e!r}"[:300])
+                img = resolve(e["image_path"])
+                if img is None:
+                    raise ImportFormatError(f"{jf}: {split}[{n}]: image {e['image_path']} not found under "
+                                            f"{', '.join(str(b) for b in bases)}")
+                ecat = _canonical(str(e.get("category") or cat))
+                code = str(e.get("anomaly_class", normal))
+                rel = Path(e["image_path"]).with_suffix("").as_posix()
+                sid = f"{subdataset}/{ecat}/{split}/{rel}"
+                extra = {"source_split": split} if split == "validation" else {}
+                if code == normal:
+                    yield RawItem(subdataset, ecat, "test" if split == "test" else "train", "normal", img, id=sid,
+                                  extra=extra)
+                    continue
+                mp = e.get("mask_path")
+                mask = resolve(mp) if isinstance(mp, str) and mp else None
+                if mask is None:
+                    raise ImportFormatError(f"{jf}: {split}[{n}]: anomalous ({code}) but mask {mp!r} not found")
+                yield RawItem(subdataset, ecat, "train" if split == "train" else "test", "anomalous", img,
+                              defect=REALIAD_CODES.get(code, code), mask=mask, id=sid,
+                              extra={**extra, "defect_code": code})
