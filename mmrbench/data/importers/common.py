@@ -250,7 +250,7 @@ def materialise_crop(item: RawItem, sid: str, out: Path) -> RawItem:
                 mm.convert("L").crop((round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy))).save(mask)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImportFormatError(f"cannot crop {item.image}: {exc}") from None
-    return replace(item, image=dest, mask=mask, crop=None, extra={**item.extra, "montage": str(item.image)})
+    return replace(item, image=dest, mask=mask, crop=None)
 
 
 def category_samples(items: list[RawItem], root: Path, out: Path, opts: ImportOptions, rng: np.random.Generator, *,
