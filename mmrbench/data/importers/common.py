@@ -255,12 +255,14 @@ def materialise_crop(item: RawItem, sid: str, out: Path) -> RawItem:
 
 def category_samples(items: list[RawItem], root: Path, out: Path, opts: ImportOptions, rng: np.random.Generator, *,
                      reference_all: bool = False, placed: dict[Path, str] | None = None,
-                     seen: dict[str, Path] | None = None, skipped: list[str] | None = None) -> list[Sample]:
+                     seen: dict[str, Path] | None = None, skipped: list[str] | None = None,
+                     keep: set[str] | None = None) -> list[Sample]:
     """Samples of one (subdataset, category): boxes, sizes, references, paths.
 
     References come from the category's own train normals only. By default only test queries get
     one (``data import``); ``reference_all`` gives one to every sample (``data build``: MMR-AD pairs
-    every image with a reference), never itself nor another view of the same object.
+    every image with a reference), never itself nor another view of the same object. ``keep``
+    (sample ids) limits the output to a sample of the category; the reference pool stays whole.
     """
     placed = {} if placed is None else placed
     seen = {} if seen is None else seen
@@ -270,13 +272,18 @@ def category_samples(items: list[RawItem], root: Path, out: Path, opts: ImportOp
         if sid in seen:
             raise ImportFormatError(f"two images map to the same id '{sid}': {seen[sid]} and {it.image}")
         seen[sid] = it.image
+    if keep is not None:  # only kept samples and the reference pool are needed
+        sel = [k for k, (sid, it) in enumerate(zip(ids, items))
+               if sid in keep or (it.split == "train" and it.label == "normal")]
+        ids, items = [ids[k] for k in sel], [items[k] for k in sel]
     items = [materialise_crop(it, sid, out) for it, sid in zip(items, ids)]
     normal_idx = [i for i, it in enumerate(items) if it.split == "train" and it.label == "normal"]
     normals = [items[i].image for i in normal_idx]
+    wanted = [keep is None or sid in keep for sid in ids]
     if reference_all:
-        need = [i for i, it in enumerate(items) if it.reference is None]
+        need = [i for i, it in enumerate(items) if it.reference is None and wanted[i]]
     else:
-        need = [i for i, it in enumerate(items) if it.split == "test" and it.reference is None]
+        need = [i for i, it in enumerate(items) if it.split == "test" and it.reference is None and wanted[i]]
     pos = {i: k for k, i in enumerate(normal_idx)}
     by_group: dict[str, set[int]] = {}
     for i in normal_idx:
@@ -297,6 +304,8 @@ def category_samples(items: list[RawItem], root: Path, out: Path, opts: ImportOp
 
     samples: list[Sample] = []
     for i, (sid, it) in enumerate(zip(ids, items)):
+        if not wanted[i]:
+            continue
         w, h = image_size(it.image)
         boxes = boxes_for(it, (w, h)) if it.label == "anomalous" else []
         if it.label == "anomalous" and not boxes and (it.split == "test" or it.mask is not None):
