@@ -154,3 +154,15 @@ def test_cli_build(tmp_path, capsys):
     assert main(["data", "build", "--sources", str(src), "--out", str(tmp_path / "out"), "--reference", "first"]) == 0
     assert "resumed: 2 finished categories reused" in capsys.readouterr().out
     assert main(["data", "build", "--sources", str(tmp_path / "none.toml"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_built_manifest_splits_leave_one_source_out(built):
+    from mmrbench.data.splits import leave_one_out
+
+    _, rep = built
+    m = read_manifest(rep.manifest)
+    sps = leave_one_out(m)
+    assert [sp.name for sp in sps] == sorted(T.ALL)
+    for sp in sps:
+        assert {s.subdataset for s in sp.test} == {sp.name}
+        assert not {s.extra.get("group") for s in sp.train} & ({s.extra.get("group") for s in sp.test} - {None})
