@@ -17,7 +17,7 @@ from mmrbench.errors import MMRBenchError
 #: top-level command modules, in help order
 COMMANDS = [
     "bundled", "eval", "score", "merge", "models", "data", "validate", "submit", "leaderboard",
-    "compare", "train",
+    "compare", "gad", "train",
 ]
 
 
