@@ -99,6 +99,20 @@ def test_realiad_trusts_the_json_and_groups_views(tmp_path, nested):
         assert len({s.split for s in m if s.extra["group"] == g}) == 1
 
 
+def test_realiad_other_json_sets(tmp_path):
+    root = T.realiad(tmp_path / "src", nested_json=True)
+    sv = root / "realiad_jsons" / "realiad_jsons_sv"
+    sv.mkdir()
+    d = json.loads((root / "realiad_jsons" / "realiad_jsons" / "audiojack.json").read_text())
+    d["test"] = [e for e in d["test"] if "_C1_" in e["image_path"]]  # a single-view set
+    d["train"] = [e for e in d["train"] if "_C1_" in e["image_path"]]
+    (sv / "audiojack.json").write_text(json.dumps(d))
+    _, m = imp("realiad", root, tmp_path / "out", json_dir="realiad_jsons_sv")
+    assert {s.extra["view"] for s in m} == {"C1"} and len(m) == 5  # 3 train C1 + 2 test C1 (PS: empty mask)
+    with pytest.raises(ImportFormatError, match="no JSON folder realiad_jsons_x"):
+        imp("realiad", root, tmp_path / "out2", json_dir="realiad_jsons_x")
+
+
 def test_realiad_resolution_choice(tmp_path):
     root = T.realiad(tmp_path / "src")
     with pytest.raises(ImportFormatError, match="no image folder realiad_512"):

@@ -57,21 +57,27 @@ def view_group(stem: str) -> tuple[str, str | None]:
 
 
 def realiad_json_dir(root: Path, json_dir: str | None = None) -> Path:
+    """The folder of ``<category>.json`` files.
+
+    The release unpacks as ``realiad_jsons/{realiad_jsons,realiad_jsons_sv,realiad_jsons_fuiad_0.1,...}/``;
+    some copies are flat (``realiad_jsons/<cat>.json``) or use ``realiad_jsons/jsons/``. ``json_dir``
+    names another set (``realiad_jsons_sv``), relative to ROOT or to ROOT/realiad_jsons.
+    """
     from mmrbench.data.importers.layout import layout_error
 
     if json_dir:
-        d = root / json_dir
-        if not d.is_dir():
+        bases = [root / json_dir, root / "realiad_jsons" / json_dir]
+        if not any(b.is_dir() for b in bases):
             raise layout_error("realiad", root, f"no JSON folder {json_dir}")
     else:
-        d = root / "realiad_jsons"
-        if not d.is_dir():
+        if not (root / "realiad_jsons").is_dir():
             raise layout_error("realiad", root, "no realiad_jsons/")
-    if not any(d.glob("*.json")) and (d / d.name).is_dir():
-        d = d / d.name  # realiad_jsons/realiad_jsons/<cat>.json
-    if not any(d.glob("*.json")):
-        raise layout_error("realiad", root, f"no <category>.json in {d.relative_to(root)}")
-    return d
+        bases = [root / "realiad_jsons"]
+    for b in bases:
+        for d in (b, b / b.name, b / "realiad_jsons", b / "jsons"):
+            if d.is_dir() and any(d.glob("*.json")):
+                return d
+    raise layout_error("realiad", root, f"no <category>.json in {bases[-1].relative_to(root)}")
 
 
 def image_dir(root: Path, resolution: str | None = None) -> Path:
