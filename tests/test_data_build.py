@@ -63,6 +63,7 @@ def test_fourteen_sources_give_the_paper_split(built):
     info = json.loads((tmp / "out" / "build.json").read_text())
     assert info["test_sources"] == sorted(PAPER_HOLDOUT) and info["dropped_categories"] == []
     assert info["per_source"]["MANTA"]["samples"] == 20 and info["per_source"]["RealIAD"]["samples"] == 10
+    assert main(["data", "check", str(rep.manifest), "--boxes"]) == 0  # every file decodes, boxes match masks
 
 
 def test_every_sample_has_a_reference_from_its_own_category(built):

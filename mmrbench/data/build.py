@@ -114,7 +114,10 @@ def read_sources(path) -> list[SourceSpec]:
 
 
 def _walk(spec: SourceSpec) -> Iterator[RawItem]:
-    return iter(walk(spec.format, spec.root, subdataset=spec.name, **spec.options))
+    items = walk(spec.format, spec.root, subdataset=spec.name, **spec.options)
+    if isinstance(items, list):  # list walkers (VisA's CSV) may interleave categories
+        items.sort(key=lambda it: (it.subdataset, it.category))
+    return iter(items)
 
 
 def _base(spec: SourceSpec) -> Path:
