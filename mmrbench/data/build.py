@@ -234,29 +234,29 @@ def build(sources, out, *, sample: str | None = None, reference: str = "retrieva
     if progress:
         from tqdm import tqdm
         bar = tqdm(desc="build", unit="img", total=sum(len(k) for k in keeps.values() if k is not None) or None)
-    rng_root = np.random.SeedSequence(seed)
     per_source: dict[str, dict] = {}
     parts: list[tuple[str, str, Path]] = []  # (source, category, file)
     resumed = 0
-    for si, s in enumerate(specs):
+    for s in specs:
         src_dir = out / "parts" / _safe(s.name)
         src_dir.mkdir(parents=True, exist_ok=True)
         cats: dict[str, dict] = {}
-        seen: dict[str, Path] = {}
         for ci, ((_, cat), items) in enumerate(group_by_category(_walk(s))):
             part = src_dir / f"{ci:03d}-{_safe(cat)}.jsonl"
             parts.append((s.name, cat, part))
             if part.is_file():
                 resumed += 1
-                n = sum(1 for _ in open(part, encoding="utf-8"))
+                with open(part, encoding="utf-8") as f:
+                    n = sum(1 for _ in f)
                 cats[cat] = {"samples": n, "resumed": True}
                 if bar is not None:
                     bar.update(n)
                 continue
-            rng = np.random.default_rng(np.random.SeedSequence([si, ci, *rng_root.generate_state(2)]))
+            # seeded by (seed, source name, category), not by the order of the sources file
+            rng = np.random.default_rng(np.random.SeedSequence([seed, int(_hash(s.name, 0)[:8], 16), ci]))
             skipped: list[str] = []
             samples = category_samples(enforce_group_splits(items), _base(s), out, opts, rng, reference_all=True,
-                                       seen=seen, skipped=skipped, keep=keeps[s.name])
+                                       skipped=skipped, keep=keeps[s.name])
             split = "test" if s.name in holdout else "train"
             tmp = part.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8", newline="\n") as f:
