@@ -280,3 +280,20 @@ ALL = {
     "TextureAD": ("texturead", texturead),
     "3CAD": ("3cad", cad3),
 }
+
+
+def realiad_d3_folders(root: Path, cat="knob-cap") -> Path:
+    """The folder layout Real-IAD D3's official code reads: several lightings per sample, masks in gt/rgb/."""
+    c = root / cat
+    k = 0
+    for split, kind, n in (("train", "GOOD", 2), ("test", "GOOD", 1), ("test", "scratch", 2)):
+        for s in range(n):
+            sample = c / split / kind / "rgb" / f"{s:04d}"
+            for light in ("L01", "L05"):
+                img(sample / f"{cat}_{s:04d}_{light}_RGB.jpg", k)
+                k += 1
+            (c / split / kind / "xyz").mkdir(parents=True, exist_ok=True)
+    rects = [A, [(20, 20, 30, 30)]]
+    for s in range(2):
+        mask(c / "test" / "scratch" / "gt" / "rgb" / f"{s:04d}.png", rects[s])
+    return root

@@ -134,6 +134,22 @@ def test_realiad_d3_hyphens_validation_and_codes(tmp_path):
     }
 
 
+def test_realiad_d3_official_folder_layout(tmp_path):
+    _, m = imp("realiad-d3", T.realiad_d3_folders(tmp_path / "src"), tmp_path / "out")
+    p = "RealIAD-D3/knob_cap"
+    assert table(m) == {
+        f"{p}/train/GOOD/0000/knob-cap_0000_L05_RGB": ("knob_cap", "train", "normal", ()),
+        f"{p}/train/GOOD/0001/knob-cap_0001_L05_RGB": ("knob_cap", "train", "normal", ()),
+        f"{p}/test/GOOD/0000/knob-cap_0000_L05_RGB": ("knob_cap", "test", "normal", ()),
+        # masks in gt/rgb/ paired with the samples in sorted order
+        f"{p}/test/scratch/0000/knob-cap_0000_L05_RGB": ("knob_cap", "test", "anomalous", ((4, 4, 12, 10, "scratch"),)),
+        f"{p}/test/scratch/0001/knob-cap_0001_L05_RGB": ("knob_cap", "test", "anomalous", ((20, 20, 30, 30, "scratch"),)),
+    }
+    (tmp_path / "src" / "knob-cap" / "test" / "scratch" / "gt" / "rgb" / "0001.png").unlink()
+    with pytest.raises(ImportFormatError, match=r"expected one mask in gt/rgb/ per sample \(2\); found 1"):
+        imp("realiad-d3", tmp_path / "src", tmp_path / "out2")
+
+
 @pytest.mark.parametrize("stacked", [False, True], ids=["side-by-side", "stacked"])
 def test_manta_one_sample_per_view(tmp_path, stacked):
     _, m = imp("manta", T.manta(tmp_path / "src", stacked=stacked), tmp_path / "out")

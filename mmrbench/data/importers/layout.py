@@ -20,7 +20,8 @@ EXPECTED = {
             "defects_config.json}",
     "goodsad": "<category>/{train/good,test/<defect>,ground_truth/<defect>}/*.jpg with .png masks",
     "realiad": "realiad_jsons/<category>.json and realiad_{256,512,1024,raw}/<category>/{OK,NG}",
-    "realiad-d3": "<category>.json files with train/validation/test lists (image_path, mask_path)",
+    "realiad-d3": "<category>.json files with train/validation/test lists (image_path, mask_path), or "
+                  "<category>/{train,test}/{GOOD,<defect>}/rgb/<sample>/*RGB*.jpg",
     "manta": "<domain>/<class>/{train/good,test/<defect>,ground_truth/<defect>} with 5-view montages",
     "miad": "<category>/{train/good,test/<defect>,ground_truth/<defect>/<id>_mask.png}",
     "cableinspect": "cable_{1,2,3}.json (COCO boxes) and Cable_{1,2,3}/images/<pass>/*.png",

@@ -16,8 +16,13 @@ underscore (``audiojack__0001_...``), which the group id ignores.
 Real-IAD D3: per-category JSON with ``train``, ``validation`` and ``test`` lists whose entries
 carry ``image_path`` (RGB; the pseudo-3D and point-cloud paths are ignored) and ``mask_path``.
 The archive layout is not documented, so an image path is tried against the JSON's folder, the
-root and ``<root>/<category>``. Four categories are spelled with hyphens in the official code; the
-import uses underscores.
+root and ``<root>/<category>``. Without JSONs, the folder layout the official code reads::
+
+    ROOT/<cat>/{train,test}/{GOOD,<defect>}/rgb/<sample>/*RGB*.jpg     (one image per lighting)
+    ROOT/<cat>/test/<defect>/gt/rgb/*.png                               (paired in sorted order)
+
+is accepted: one image per sample, the ``L05`` lighting the official code uses when present.
+Four categories are spelled with hyphens in the official code; the import uses underscores.
 """
 from __future__ import annotations
 
@@ -162,7 +167,10 @@ def walk_realiad_d3(root: Path, subdataset: str = "RealIAD-D3") -> Iterator[RawI
         raise layout_error("realiad-d3", root)
     jsons = _d3_jsons(root)
     if not jsons:
-        raise layout_error("realiad-d3", root, "no JSON with train/test lists")
+        if any((d / "train").is_dir() or (d / "test").is_dir() for d in root.iterdir() if d.is_dir()):
+            yield from walk_realiad_d3_folders(root, subdataset)
+            return
+        raise layout_error("realiad-d3", root, "no JSON with train/test lists, no <category>/{train,test}/")
     for jf in jsons:
         d = _load_json(jf)
         meta = d.get("meta") or {}
@@ -203,3 +211,49 @@ def walk_realiad_d3(root: Path, subdataset: str = "RealIAD-D3") -> Iterator[RawI
                 yield RawItem(subdataset, ecat, "train" if split == "train" else "test", "anomalous", img,
                               defect=REALIAD_CODES.get(code, code), mask=mask, id=sid,
                               extra={**extra, "defect_code": code})
+
+
+_GOOD = {"good", "ok"}
+
+
+def _d3_sample_image(sample: Path) -> Path | None:
+    """The sample's RGB image: the L05 lighting (the official code's choice), else the first RGB image."""
+    from mmrbench.data.importers.common import list_images
+
+    imgs = list_images(sample) if sample.is_dir() else []
+    rgb = [p for p in imgs if "rgb" in p.name.lower()] or imgs
+    l05 = [p for p in rgb if "L05" in p.name]
+    return (l05 or rgb or [None])[0]
+
+
+def walk_realiad_d3_folders(root: Path, subdataset: str = "RealIAD-D3") -> Iterator[RawItem]:
+    from mmrbench.data.importers.common import list_images
+
+    for cat_dir in sorted(d for d in root.iterdir() if d.is_dir() and ((d / "train").is_dir() or (d / "test").is_dir())):
+        cat = _canonical(cat_dir.name)
+        for split in ("train", "test"):
+            sdir = cat_dir / split
+            if not sdir.is_dir():
+                continue
+            for kind in sorted(d for d in sdir.iterdir() if d.is_dir()):
+                rgb = kind / "rgb"
+                if not rgb.is_dir():
+                    raise ImportFormatError(f"{kind}: expected rgb/<sample>/*RGB*.jpg (Real-IAD D3); found "
+                                            f"{', '.join(sorted(p.name for p in kind.iterdir())) or 'nothing'}")
+                samples = sorted(d for d in rgb.iterdir() if d.is_dir())
+                images = [im for im in map(_d3_sample_image, samples) if im is not None] or list_images(rgb)
+                normal = kind.name.lower() in _GOOD
+                pre = f"{subdataset}/{cat}/{split}/{kind.name}"
+                if normal:
+                    for im in images:
+                        yield RawItem(subdataset, cat, split, "normal", im, id=f"{pre}/{im.parent.name}/{im.stem}",
+                                      group=None)
+                    continue
+                masks = list_images(kind / "gt" / "rgb") if (kind / "gt" / "rgb").is_dir() else []
+                if len(masks) != len(images):
+                    raise ImportFormatError(f"{kind}: expected one mask in gt/rgb/ per sample ({len(images)}); "
+                                            f"found {len(masks)}")
+                code = kind.name
+                for im, m in zip(images, masks):
+                    yield RawItem(subdataset, cat, "test", "anomalous", im, defect=REALIAD_CODES.get(code.upper(), code),
+                                  mask=m, id=f"{pre}/{im.parent.name}/{im.stem}", extra={"defect_code": code})
