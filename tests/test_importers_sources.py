@@ -220,9 +220,13 @@ def test_wfdd(tmp_path, odd):
 
 def test_texturead(tmp_path):
     _, m = imp("texturead", T.texturead(tmp_path / "src"), tmp_path / "out")
-    assert table(m)["TextureAD/cloth_plain/test/defect/000"] == (
-        "cloth_plain", "test", "anomalous", ((4, 4, 12, 10, "defect"), (30, 30, 40, 44, "defect")))
-    assert len(m) == 4
+    p = "TextureAD/cloth_plain"
+    assert table(m) == {
+        f"{p}/train/good/000": ("cloth_plain", "train", "normal", ()),
+        f"{p}/train/good/001": ("cloth_plain", "train", "normal", ()),
+        f"{p}/test/good/000": ("cloth_plain", "test", "normal", ()),
+        f"{p}/test/defect/000": ("cloth_plain", "test", "anomalous", ((4, 4, 12, 10, "defect"), (30, 30, 40, 44, "defect"))),
+    }
 
 
 def test_3cad_canonical_category_spelling(tmp_path):
