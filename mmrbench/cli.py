@@ -25,7 +25,7 @@ EXIT_INTERNAL = 1
 #: top-level command modules, in help order
 COMMANDS = [
     "bundled", "eval", "score", "merge", "models", "data", "validate", "submit", "leaderboard",
-    "compare", "train",
+    "compare", "gad", "train",
 ]
 
 

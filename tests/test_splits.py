@@ -91,3 +91,44 @@ def test_leave_one_out_and_cli(synth_small, tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "split", str(synth_small), "--out", str(tmp_path / "x"), "--holdout", "MVTecAD"]) == 2
     assert "not in the manifest: MVTecAD" in capsys.readouterr().err
+
+
+def _g(sid, sub, cat, group, split="test"):
+    s = _s(sid, sub, cat, split)
+    s.extra["group"] = group
+    return s
+
+
+def test_any_train_and_test_source_sets(tmp_path):
+    m = _manifest(tmp_path, [_s("a", "A", "a1"), _s("b", "B", "b1"), _s("c", "C", "c1"), _s("d", "D", "d1")])
+    sp = holdout_split(m, ["C"], train=["A", "B"])
+    assert [s.id for s in sp.train] == ["a", "b"] and [s.id for s in sp.test] == ["c"]  # D on neither side
+    with pytest.raises(SplitError, match="on both sides: A"):
+        holdout_split(m, ["A"], train=["A", "B"])
+    with pytest.raises(SplitError, match="not in the manifest: Z"):
+        holdout_split(m, ["C"], train=["Z"])
+    # leave-one-source-out among a subset
+    sps = leave_one_out(m, ["A", "B", "C"])
+    assert [(sp.name, sorted({s.subdataset for s in sp.train})) for sp in sps] == [
+        ("A", ["B", "C"]), ("B", ["A", "C"]), ("C", ["A", "B"])]
+
+
+def test_view_groups_never_straddle(tmp_path):
+    m = _manifest(tmp_path, [_g("a1", "A", "x", "obj1"), _g("a2", "A", "x", "obj2"), _g("b1", "B", "y", "obj1")])
+    with pytest.raises(SplitError, match="view leakage: object\\(s\\) obj1 have views on both sides"):
+        holdout_split(m, ["A"])
+
+
+def test_cli_train_and_test_sets(synth_small, tmp_path):
+    m = read_manifest(synth_small)
+    out = tmp_path / "s"
+    assert main(["data", "split", str(synth_small), "--train", "SynExtra", "--test", "SynVisA,SynMPDD",
+                 "--out", str(out), "--train-references", "none"]) == 0
+    info = json.loads((out / "split.json").read_text())
+    assert info["holdout"] == ["SynVisA", "SynMPDD"] and info["train_subdatasets"] == ["SynExtra"]
+    assert len(read_manifest(out / "test.jsonl")) == len(m.select(subdatasets=["SynVisA", "SynMPDD"]))
+    assert main(["data", "split", str(synth_small), "--leave-one-source-out", "--train", "SynExtra,SynMPDD",
+                 "--out", str(tmp_path / "loo"), "--train-references", "none"]) == 0
+    assert sorted(p.name for p in (tmp_path / "loo").iterdir()) == ["SynExtra", "SynMPDD"]
+    loo = json.loads((tmp_path / "loo" / "SynMPDD" / "split.json").read_text())
+    assert loo["train_subdatasets"] == ["SynExtra"]

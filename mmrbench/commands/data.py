@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 #: subcommand modules under mmrbench.commands
-SUBCOMMANDS = ["data_synth", "data_import", "data_split", "data_textgen", "data_check"]
+SUBCOMMANDS = ["data_synth", "data_import", "data_build", "data_split", "data_textgen", "data_check"]
 
 
 def add_parser(sub) -> None:

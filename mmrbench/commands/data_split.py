@@ -15,7 +15,11 @@ def add_parser(sub) -> None:
     p.add_argument("--holdout", default=None,
                    help=f"comma-separated held-out subdatasets (default {DEFAULT_HOLDOUT}; with the synthetic "
                         "benchmark, the Syn* names of those present)")
-    p.add_argument("--leave-one-out", action="store_true", help="one split per subdataset, in DIR/<subdataset>/")
+    p.add_argument("--test", dest="holdout", default=None, help="alias of --holdout")
+    p.add_argument("--train", default=None,
+                   help="comma-separated training subdatasets (default: every one not held out)")
+    p.add_argument("--leave-one-out", "--leave-one-source-out", dest="leave_one_out", action="store_true",
+                   help="one split per subdataset, in DIR/<subdataset>/ (with --train: only among those)")
     p.add_argument("--on-leak", choices=("error", "drop"), default="error",
                    help="a category name on both sides: fail (default) or drop it from training")
     p.add_argument("--test-only", action="store_true",
@@ -43,16 +47,17 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = read_manifest(args.manifest, check_files=False)
     kw = {"on_leak": args.on_leak, "test_only": args.test_only}
+    train = [t for t in args.train.split(",") if t] if args.train else None
     if args.leave_one_out:
         if args.holdout:
             raise SplitError("--holdout and --leave-one-out exclude each other")
-        splits = [(sp, Path(args.out) / sp.name) for sp in leave_one_out(manifest, **kw)]
+        splits = [(sp, Path(args.out) / sp.name) for sp in leave_one_out(manifest, train, **kw)]
     else:
         hold = [h for h in args.holdout.split(",") if h] if args.holdout else default_holdout(manifest.subdatasets)
         if not hold:
             raise SplitError(f"none of the default held-out subdatasets ({DEFAULT_HOLDOUT}) is in {manifest.path}; "
                              "pass --holdout")
-        splits = [(holdout_split(manifest, hold, **kw), Path(args.out))]
+        splits = [(holdout_split(manifest, hold, train=train, **kw), Path(args.out))]
     rows = []
     for sp, out in splits:
         files = write_split(sp, manifest, out, train_references=args.train_references, seed=args.seed)

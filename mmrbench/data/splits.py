@@ -1,7 +1,8 @@
 """Cross-dataset (general AD) splits: train on some subdatasets, evaluate on held-out ones.
 
 MMR-AD's protocol evaluates on subdatasets (MVTecAD, VisA, MVTec3D, MPDD) whose categories the
-model never saw in training. ``holdout_split`` produces:
+model never saw in training; the general-AD comparisons generalise it to any disjoint train and
+test source sets and to leave-one-source-out. ``holdout_split`` produces:
 
 * ``train.jsonl``: every sample (train and test split) of the non-held-out subdatasets;
 * ``test.jsonl``: every sample of the held-out subdatasets: their test split (what is scored) and
@@ -12,6 +13,8 @@ Leakage: a category *name* on both sides (compared case-insensitively, ignoring 
 so ``cable_gland`` == ``Cable Gland``) means the model could train on the very product it is tested
 on. By default that is an error; ``on_leak="drop"`` removes those categories from the training side
 (the test side is never changed) and records them in ``split.json``.
+
+Views of one object (a ``group`` id: Real-IAD cameras, MANTA panels) on both sides is an error.
 
 Paths are rewritten relative to the output folder, so the new manifests stay valid wherever they
 are written. Training samples without a reference (normal training images) get one: another normal
@@ -54,42 +57,55 @@ class Split:
 
 
 def holdout_split(manifest: Manifest, holdout: Sequence[str], *, on_leak: str = "error", test_only: bool = False,
-                  name: str = "holdout") -> Split:
-    """Partition ``manifest`` into training sources and held-out evaluation subdatasets."""
+                  name: str = "holdout", train: Sequence[str] | None = None) -> Split:
+    """Partition ``manifest`` into training sources and held-out evaluation subdatasets.
+
+    ``train`` restricts the training side to those subdatasets (default: every one not held out),
+    so any pair of disjoint source sets is a split.
+    """
     if on_leak not in LEAK_POLICIES:
         raise SplitError(f"unknown leakage policy '{on_leak}' (expected one of {', '.join(LEAK_POLICIES)})")
     subs = set(manifest.subdatasets)
-    unknown = [h for h in holdout if h not in subs]
+    unknown = [h for h in list(holdout) + list(train or []) if h not in subs]
     if unknown:
-        raise SplitError(f"held-out subdataset(s) not in the manifest: {', '.join(unknown)} (have: {', '.join(sorted(subs))})")
+        raise SplitError(f"subdataset(s) not in the manifest: {', '.join(unknown)} (have: {', '.join(sorted(subs))})")
     if not holdout:
         raise SplitError("no held-out subdataset given")
     hold = set(holdout)
+    both = sorted(hold & set(train or []))
+    if both:
+        raise SplitError(f"subdataset(s) on both sides: {', '.join(both)}")
+    train_set = set(train) if train else subs - hold
     test = [s for s in manifest if s.subdataset in hold and (not test_only or s.split == "test")]
-    train = [s for s in manifest if s.subdataset not in hold]
+    train_samples = [s for s in manifest if s.subdataset in train_set]
     if not any(s.split == "test" for s in test):
         raise SplitError(f"the held-out subdatasets {', '.join(holdout)} have no test samples")
     test_keys = {category_key(s.category): f"{s.subdataset}/{s.category}" for s in test}
     leaks = sorted({f"{s.subdataset}/{s.category} (held out: {test_keys[category_key(s.category)]})"
-                    for s in train if category_key(s.category) in test_keys})
+                    for s in train_samples if category_key(s.category) in test_keys})
     dropped: list[str] = []
     if leaks:
         if on_leak == "error":
             raise SplitError(f"category leakage between train and test: {'; '.join(leaks)} "
                              "(rename the category or use --on-leak drop to remove it from training)")
         dropped = leaks
-        train = [s for s in train if category_key(s.category) not in test_keys]
-    if not train:
+        train_samples = [s for s in train_samples if category_key(s.category) not in test_keys]
+    groups = {s.extra.get("group") for s in test} - {None}
+    shared = sorted({str(s.extra["group"]) for s in train_samples if s.extra.get("group") in groups})
+    if shared:
+        raise SplitError(f"view leakage: object(s) {', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''} "
+                         "have views on both sides")
+    if not train_samples:
         raise SplitError(f"nothing left to train on after holding out {', '.join(holdout)}")
-    return Split(name=name, holdout=list(holdout), train=train, test=test, dropped_categories=dropped)
+    return Split(name=name, holdout=list(holdout), train=train_samples, test=test, dropped_categories=dropped)
 
 
-def leave_one_out(manifest: Manifest, **kw) -> list[Split]:
-    """One split per subdataset, holding out that subdataset alone."""
-    subs = manifest.subdatasets
+def leave_one_out(manifest: Manifest, sources: Sequence[str] | None = None, **kw) -> list[Split]:
+    """One split per source (subdataset): train on the others of ``sources`` (default: all), test on it."""
+    subs = list(sources) if sources else manifest.subdatasets
     if len(subs) < 2:
         raise SplitError("leave-one-out needs at least two subdatasets")
-    return [holdout_split(manifest, [s], name=s, **kw) for s in subs]
+    return [holdout_split(manifest, [s], name=s, train=[t for t in subs if t != s], **kw) for s in subs]
 
 
 def _rebase(s: Sample, src_root: Path, out: Path) -> Sample:

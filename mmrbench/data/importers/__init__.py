@@ -1,28 +1,38 @@
 """Importers: real dataset layouts -> MMR-AD manifest.
 
 ``import_dataset(fmt, root, out)`` walks the source layout (one module per family of layouts),
-turns masks into boxes (one per connected component, :mod:`mmrbench.data.masks`), picks a normal
-reference for every test image (:mod:`mmrbench.data.retrieval` by default) and writes
-``out/manifest.jsonl`` whose paths are relative to ``out``.
+turns masks into boxes (one per connected component, :mod:`mmrbench.data.masks`) or takes the
+dataset's own boxes, picks a normal reference for every test image (:mod:`mmrbench.data.retrieval`
+by default) and writes ``out/manifest.jsonl`` whose paths are relative to ``out``.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 from mmrbench.data.importers.common import (
     FILE_MODES, REFERENCE_METHODS, ImportFormatError, ImportOptions, ImportReport, RawItem, build_manifest,
 )
 
-#: format -> default subdataset name
-FORMATS = {"mvtec": "MVTecAD", "mpdd": "MPDD", "visa": "VisA", "mvtec3d": "MVTec3D", "mmrad": None}
+#: format -> default subdataset name (the source's name in Table 1)
+FORMATS = {
+    "mvtec": "MVTecAD", "mpdd": "MPDD", "visa": "VisA", "mvtec3d": "MVTec3D", "mmrad": None,
+    "loco": "MVTecLOCO", "goodsad": "GoodsAD", "realiad": "RealIAD", "realiad-d3": "RealIAD-D3",
+    "manta": "MANTA", "miad": "MIAD", "cableinspect": "CableInspect", "wfdd": "WFDD", "texturead": "TextureAD",
+    "3cad": "3CAD",
+}
+#: format options a walker accepts (CLI flags / SOURCES.toml keys)
+WALK_OPTIONS = {"visa": ("split_csv",), "mmrad": ("images_root", "split", "coords"),
+                "realiad": ("resolution", "json_dir")}
 
 
-def walk(fmt: str, root: Path, *, subdataset: str | None = None, **kw) -> list[RawItem]:
-    """The raw items of a source tree in format ``fmt``."""
+def walk(fmt: str, root: Path, *, subdataset: str | None = None, **kw) -> Iterable[RawItem]:
+    """The raw items of a source tree in format ``fmt``, one category after another."""
     root = Path(root)
     if fmt not in FORMATS:
         raise ImportFormatError(f"unknown format '{fmt}' (expected one of {', '.join(FORMATS)})")
     sub = subdataset or FORMATS[fmt]
+    opts = {k: v for k, v in kw.items() if k in WALK_OPTIONS.get(fmt, ()) and v}
     if fmt in ("mvtec", "mpdd"):
         from mmrbench.data.importers.folders import walk_mvtec
         return walk_mvtec(root, sub, fmt=fmt)
@@ -31,9 +41,29 @@ def walk(fmt: str, root: Path, *, subdataset: str | None = None, **kw) -> list[R
         return walk_mvtec3d(root, sub)
     if fmt == "visa":
         from mmrbench.data.importers.visa import walk_visa
-        return walk_visa(root, sub, **{k: v for k, v in kw.items() if k == "split_csv" and v})
+        return walk_visa(root, sub, **opts)
+    if fmt == "loco":
+        from mmrbench.data.importers.loco import walk_loco
+        return walk_loco(root, sub)
+    if fmt in ("goodsad", "miad", "wfdd", "texturead", "3cad"):
+        from dataclasses import replace
+
+        from mmrbench.data.importers.mvteclike import SPECS, walk_tree
+        return walk_tree(root, replace(SPECS[fmt], subdataset=sub))
+    if fmt == "realiad":
+        from mmrbench.data.importers.realiad import walk_realiad
+        return walk_realiad(root, sub, **opts)
+    if fmt == "realiad-d3":
+        from mmrbench.data.importers.realiad import walk_realiad_d3
+        return walk_realiad_d3(root, sub)
+    if fmt == "manta":
+        from mmrbench.data.importers.manta import walk_manta
+        return walk_manta(root, sub)
+    if fmt == "cableinspect":
+        from mmrbench.data.importers.cableinspect import walk_cableinspect
+        return walk_cableinspect(root, sub)
     from mmrbench.data.importers.mmrad import walk_mmrad
-    return walk_mmrad(root, subdataset=sub, **{k: v for k, v in kw.items() if k in ("images_root", "split", "coords") and v})
+    return walk_mmrad(root, subdataset=sub, **opts)
 
 
 def import_dataset(fmt: str, root, out, *, subdataset: str | None = None, files: str = "relative",
@@ -48,4 +78,4 @@ def import_dataset(fmt: str, root, out, *, subdataset: str | None = None, files:
     return build_manifest(items, base, Path(out), ImportOptions(files=files, reference=reference, seed=seed, progress=progress))
 
 
-__all__ = ["FORMATS", "walk", "import_dataset", "ImportFormatError", "ImportReport", "RawItem"]
+__all__ = ["FORMATS", "WALK_OPTIONS", "walk", "import_dataset", "ImportFormatError", "ImportReport", "RawItem"]
