@@ -176,3 +176,33 @@ def test_run_dir_settings_must_match(release, tmp_path):
                           ask="separate")
     with pytest.raises(ConfigError, match="is a detector"):
         evaluate_mmad("patchcore", release, tmp_path / "p")
+
+
+def test_shards_merge_to_the_unsharded_table_with_usage(release, tmp_path):
+    from mmrbench.mmad.run import merge_mmad_runs
+
+    def respond(req):
+        r = responder(req)
+        r.usage = {"prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107}
+        return r
+
+    with FakeOpenAIServer(respond) as srv:
+        whole = evaluate_mmad("openai:gpt-4o", release, tmp_path / "all", base_url=srv.base_url, retry=FAST)
+        for i in range(3):
+            evaluate_mmad("openai:gpt-4o", release, tmp_path / f"s{i}", base_url=srv.base_url, retry=FAST, shard=(i, 3))
+        with pytest.raises(ConfigError, match="do not cover"):
+            merge_mmad_runs([tmp_path / "s0", tmp_path / "s1"], tmp_path / "bad", release)
+        evaluate_mmad("openai:gpt-4o", release, tmp_path / "sep", base_url=srv.base_url, retry=FAST, shard=(2, 3),
+                      ask="separate")
+        with pytest.raises(ConfigError, match="protocol differ"):
+            merge_mmad_runs([tmp_path / "s0", tmp_path / "s1", tmp_path / "sep"], tmp_path / "bad2", release)
+    merged = merge_mmad_runs([tmp_path / f"s{i}" for i in range(3)], tmp_path / "merged", release)
+    assert merged.rows == whole.rows and merged.counts == whole.counts
+    res = json.loads((tmp_path / "merged" / "result.json").read_text())
+    assert res["dataset"]["merged_shards"] == ["0/3", "1/3", "2/3"] and res["model"]["provider"] == "openai"
+    assert res["usage"] == {"requests": 8, "prompt_tokens": 800, "completion_tokens": 56}
+    whole_res = json.loads((tmp_path / "all" / "result.json").read_text())
+    assert whole_res["usage"] == res["usage"]
+    # predictions are compacted: one line per request, in question order
+    ids = [json.loads(x)["id"] for x in (tmp_path / "merged" / "predictions.jsonl").read_text().splitlines()]
+    assert ids == [json.loads(x)["id"] for x in (tmp_path / "all" / "predictions.jsonl").read_text().splitlines()]

@@ -6,6 +6,7 @@ They are not yet registered in ``mmrbench.cli`` (the runner and the board are be
 * ``import ROOT --out DIR``   check a release and write DIR/questions.jsonl + DIR/info.json
   (to become ``mmrbench data import mmad ROOT --out DIR``);
 * ``eval --model SPEC --data ROOT --out DIR [...]``  run protocol mmad-v1 through any adapter;
+* ``merge RUN... --data ROOT --out DIR``  join shard runs into one scored run;
 * ``synth SYNTH_DIR``  write the MMAD-format miniature of a synthetic benchmark;
 * ``score-answers FILE``  re-score an answers JSON written by MMAD's own scripts;
 * ``reported``  list MMAD's published tables shipped with the package.
@@ -83,6 +84,26 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_merge_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("merge", help="join the shard runs (--shard I/N) of one model into one scored run")
+    p.add_argument("runs", nargs="+", help="the shard run folders")
+    p.add_argument("--data", required=True, help="folder holding mmad.json (the same file the shards used)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--images-root", default=None)
+    p.add_argument("--domain-knowledge", default=None)
+    p.add_argument("--mode", choices=("strict", "mmad-compatible"), default="strict")
+    p.set_defaults(func=run_merge)
+    return p
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from mmrbench.mmad.run import merge_mmad_runs
+    report = merge_mmad_runs(args.runs, args.out, args.data, images_root=args.images_root,
+                             domain_knowledge=args.domain_knowledge, mode=args.mode)
+    print(report.render())
+    return 0
+
+
 def add_synth_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write the MMAD-format miniature of a synthetic benchmark")
     p.add_argument("synth", help="folder written by `mmrbench data synth`")
@@ -134,7 +155,7 @@ def run_reported(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mmrbench.mmad", description="MMAD in the mmrbench harness")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_import_parser, add_eval_parser, add_synth_parser, add_score_parser, add_reported_parser):
+    for add in (add_import_parser, add_eval_parser, add_merge_parser, add_synth_parser, add_score_parser, add_reported_parser):
         add(sub)
     return parser
 
