@@ -1,0 +1,5 @@
+import sys
+
+from mmrbench.mmad.commands import main
+
+sys.exit(main())

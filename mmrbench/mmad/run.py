@@ -1,0 +1,217 @@
+"""A minimal driver for ``mmad-v1`` on the existing adapters, until the runner takes MMAD as a task.
+
+``evaluate_mmad`` asks every selected query through any provider (a spec string such as
+``openai:gpt-4o``, a :class:`~mmrbench.cards.ModelCard`, or a ready :class:`ModelAPI`), appends one line
+per query to ``OUT/predictions.jsonl`` as answers arrive (a re-run skips queries already answered with a
+status other than ``error``, so a killed run resumes and errors are retried), then scores and writes
+``OUT/result.json`` with protocol ``mmad-v1``. Settings that change the requests are recorded in
+``OUT/run.json`` and must match when resuming into the same folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+from mmrbench.errors import ConfigError, MMRBenchError
+from mmrbench.mmad.data import MMADData, load_mmad
+from mmrbench.mmad.prompts import load_domain_knowledge
+from mmrbench.mmad.scoring import MMADReport
+from mmrbench.mmad.task import MMADQuery, MMADTask
+from mmrbench.predictions import Prediction, PredictionWriter
+
+PREDICTIONS, RESULT, RUN = "predictions.jsonl", "result.json", "run.json"
+
+
+def _load_latest(path: Path) -> dict[str, Prediction]:
+    from mmrbench.runner import load_latest  # read-only use of the runner's resume reader
+    return load_latest(path)
+
+
+def _model(model: Any, *, base_url: str | None, retry: Any):
+    from mmrbench.cards import ModelCard, create_model, parse_spec, with_overrides
+    if isinstance(model, str):
+        model = parse_spec(model)
+    if isinstance(model, ModelCard):
+        card = with_overrides(model, base_url=base_url) if base_url else model
+        if card.provider == "detector":
+            raise ConfigError(f"'{card.name}' is a detector: MMAD asks multiple-choice questions, it needs a language model")
+        return create_model(card, retry=retry), card.to_result_json(), card.generation_config()
+    describe = getattr(model, "describe", lambda: {})() or {}
+    return model, describe, None
+
+
+def _answer(model: Any, task: MMADTask, q: MMADQuery, config: Any, convention: str) -> Prediction:
+    from mmrbench.runner import prediction_from_response
+    try:
+        req = task.build_request(q, config)
+    except MMRBenchError as exc:
+        return Prediction(q.id, None, "error", str(exc), convention=convention)
+    try:
+        resps = model.generate([req])
+    except Exception as exc:  # a provider must not raise; if one does, the query is an error line, not a crash
+        return Prediction(q.id, None, "error", f"{type(exc).__name__}: {exc}", convention=convention)
+    if not resps:
+        return Prediction(q.id, None, "error", "provider returned no response", convention=convention)
+    return prediction_from_response(q.id, resps[0], convention, getattr(resps[0], "attempts", None))
+
+
+def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.PathLike, *,
+                  shots: int = 1, templates: str = "random", ask: str = "ad-first", mode: str = "strict",
+                  domain_knowledge: str | os.PathLike | None = None, images_root: str | os.PathLike | None = None,
+                  datasets: Sequence[str] | None = None, categories: Sequence[str] | None = None,
+                  limit: int | None = None, shard: tuple[int, int] | None = None, concurrency: int | None = None,
+                  base_url: str | None = None, retry: Any = None, quiet: bool = True) -> MMADReport:
+    """Evaluate one model on MMAD (or a file in its format); returns the report (also in result.json)."""
+    from mmrbench.provenance import now_iso
+
+    if not isinstance(data, MMADData):
+        data = load_mmad(data, images_root=images_root)
+    knowledge = load_domain_knowledge(domain_knowledge) if domain_knowledge else None
+    task = MMADTask(data, shots=shots, templates=templates, ask=ask, knowledge=knowledge, mode=mode)
+    queries = task.select(datasets=datasets, categories=categories, limit=limit, shard=shard)
+    if not queries:
+        raise MMRBenchError(f"no MMAD questions selected from {data.json_path}")
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    api, card_json, config = _model(model, base_url=base_url, retry=retry)
+    convention = getattr(api, "convention", None) or card_json.get("convention") or "pixel"
+    fp = {"mmad_sha256": data.sha256, "protocol": {k: v for k, v in task.protocol_json().items() if k != "scoring_mode"},
+          "provider": card_json.get("provider"), "model_id": card_json.get("model_id"),
+          "sampling": card_json.get("sampling"), "shard": f"{shard[0]}/{shard[1]}" if shard else None}
+    run_path = o / RUN
+    if run_path.exists():
+        try:
+            before = json.loads(run_path.read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            before = None
+        if before is not None and before != fp:
+            diff = sorted(k for k in fp if fp.get(k) != before.get(k))
+            raise ConfigError(f"{run_path}: field 'fingerprint': {', '.join(diff)} differ from the run already in "
+                              f"this folder; use another --out to start a new run")
+    pred_path = o / PREDICTIONS
+    existing = _load_latest(pred_path)
+    todo = [q for q in queries if q.id not in existing or existing[q.id].status == "error"]
+    run_path.write_text(json.dumps({"fingerprint": fp, "model": card_json, "started": now_iso(), "n_queries": len(queries),
+                                    "n_todo": len(todo)}, indent=2) + "\n", encoding="utf-8")
+    k = max(1, int(concurrency or getattr(api, "max_concurrency", 1) or 1))
+    from tqdm import tqdm
+    bar = tqdm(total=len(todo), desc=str(card_json.get("name") or card_json.get("model_id") or "mmad"),
+               unit="request", disable=quiet, dynamic_ncols=True, file=sys.stderr)
+    try:
+        with PredictionWriter(pred_path, fsync_interval_s=0.5) as writer:
+            def record(pred: Prediction) -> None:
+                writer.write(pred)
+                existing[pred.id] = pred
+                bar.update(1)
+
+            if k == 1:
+                for q in todo:
+                    record(_answer(api, task, q, config, convention))
+            else:
+                with ThreadPoolExecutor(max_workers=k) as pool:
+                    for pred in pool.map(lambda q: _answer(api, task, q, config, convention), todo):
+                        record(pred)
+    finally:
+        bar.close()
+        try:
+            api.close()
+        except Exception:  # pragma: no cover
+            pass
+
+    from mmrbench.runner import write_compact  # one line per id, in question order (as the MMR-AD runner leaves it)
+    write_compact(pred_path, existing, [q.id for q in queries])
+    report = task.score(queries, existing)
+    _write_result(o, task, data, queries, existing, card_json, report, limit=limit, shard=shard)
+    if not quiet:
+        print(report.render())
+        print(f"wrote {o / RESULT}")
+    return report
+
+
+def usage_totals(preds: Sequence[Prediction]) -> dict[str, int]:
+    """Token usage summed over the answers (the cost of a run, priced by whoever reads it)."""
+    tot = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    for p in preds:
+        tot["requests"] += 1
+        for k in ("prompt_tokens", "completion_tokens"):
+            v = (p.usage or {}).get(k)
+            if isinstance(v, int) and not isinstance(v, bool):
+                tot[k] += v
+    return tot
+
+
+def _write_result(o: Path, task: MMADTask, data: MMADData, queries: Sequence[MMADQuery],
+                  preds: dict[str, Prediction], card_json: dict, report: MMADReport, *,
+                  limit: int | None, shard: tuple[int, int] | None, shards: list[str] | None = None) -> None:
+    from mmrbench.data.manifest import file_sha256
+    from mmrbench.provenance import harness_info, now_iso
+    pred_path = o / PREDICTIONS
+    wanted = {q.id for q in queries}
+    result = {
+        "schema_version": 1, "protocol": task.protocol_json(), "model": card_json,
+        "dataset": {"name": "MMAD", "mmad_json": data.json_path.name, "sha256": data.sha256,
+                    "datasets": sorted({q.image.dataset for q in queries}),
+                    "n_images": len({q.image.key for q in queries}), "n_questions": sum(len(q.questions) for q in queries),
+                    **({"limit": limit} if limit is not None else {}),
+                    **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {}),
+                    **({"merged_shards": shards} if shards else {})},
+        "metrics": report.to_json(), "usage": usage_totals([p for i, p in preds.items() if i in wanted]),
+        "predictions_sha256": file_sha256(pred_path), "harness": harness_info(), "date": now_iso(), "provenance": "run",
+    }
+    (o / RESULT).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def merge_mmad_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
+                    data: MMADData | str | os.PathLike, *, images_root: str | os.PathLike | None = None,
+                    domain_knowledge: str | os.PathLike | None = None, mode: str = "strict") -> MMADReport:
+    """Join shard runs (``--shard i/n``) of one model into one scored run. The shards must share the
+    release, the request settings and the model; together they must cover every shard 0..n-1 once."""
+    from mmrbench.predictions import write_predictions
+    if not isinstance(data, MMADData):
+        data = load_mmad(data, images_root=images_root)
+    fps, cards = [], []
+    for d in run_dirs:
+        rp = Path(d) / RUN
+        try:
+            info = json.loads(rp.read_text(encoding="utf-8"))
+            fps.append(info["fingerprint"])
+            cards.append(info.get("model") or {})
+        except (OSError, json.JSONDecodeError, KeyError, TypeError):
+            raise MMRBenchError(f"{rp}: field 'fingerprint': missing or unreadable (not an MMAD run folder?)") from None
+    base = {k: v for k, v in fps[0].items() if k != "shard"}
+    for d, fp in zip(run_dirs, fps):
+        diff = sorted(k for k in set(base) | set(fp) if k != "shard" and fp.get(k) != base.get(k))
+        if diff:
+            raise ConfigError(f"{Path(d) / RUN}: field 'fingerprint': {', '.join(diff)} differ from {Path(run_dirs[0]) / RUN}")
+    if base["mmad_sha256"] != data.sha256:
+        raise ConfigError(f"{data.json_path}: the runs were made on another mmad.json (sha256 differs)")
+    shards = [fp.get("shard") for fp in fps]
+    if None in shards:
+        raise ConfigError("merge takes shard runs (--shard I/N) only")
+    ns = {s.split("/")[1] for s in shards}
+    if len(ns) != 1 or sorted(int(s.split("/")[0]) for s in shards) != list(range(int(ns.pop()))):
+        raise ConfigError(f"shards {', '.join(shards)} do not cover 0..N-1 of one N exactly once")
+    proto = base["protocol"]
+    knowledge = load_domain_knowledge(domain_knowledge) if domain_knowledge else None
+    if proto.get("domain_knowledge") and knowledge is None:
+        raise ConfigError("the runs used domain knowledge: pass the same domain_knowledge.json")
+    task = MMADTask(data, shots=proto["shots"], templates=proto["templates"], ask=proto["ask"],
+                    knowledge=knowledge, mode=mode)
+    queries = task.select()
+    preds: dict[str, Prediction] = {}
+    for d in run_dirs:
+        preds.update(_load_latest(Path(d) / PREDICTIONS))
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    order = {q.id: i for i, q in enumerate(queries)}
+    write_predictions(o / PREDICTIONS, sorted((p for p in preds.values() if p.id in order), key=lambda p: order[p.id]))
+    (o / RUN).write_text(json.dumps({"fingerprint": {**base, "shard": None}, "merged_from": [str(d) for d in run_dirs]},
+                                    indent=2) + "\n", encoding="utf-8")
+    report = task.score(queries, preds)
+    card_json = cards[0] or {k: base.get(k) for k in ("provider", "model_id", "sampling")}
+    _write_result(o, task, data, queries, preds, card_json, report, limit=None, shard=None, shards=sorted(shards))
+    return report
