@@ -107,16 +107,18 @@ def write_compact(path: str | os.PathLike, preds: dict[str, Prediction], order: 
 
 def prediction_from_response(sample_id: str, resp: Any, convention: str, attempts: int | None = None,
                              run: str | None = None) -> Prediction:
-    usage = resp.usage.to_json() if getattr(resp, "usage", None) is not None else None
+    usage = resp.usage.to_json() if resp.usage is not None else None
     extra: dict[str, Any] = {}
+    attempts = attempts or resp.attempts
     if attempts and attempts > 1:
         extra["attempts"] = attempts
-    reasoning = getattr(resp, "reasoning", None)
-    if isinstance(reasoning, str) and reasoning:
-        extra["reasoning_content"] = reasoning
+    if resp.reasoning:
+        extra["reasoning_content"] = resp.reasoning
+    if resp.box_key:
+        extra["box_key"] = resp.box_key
     status = resp.status if resp.status in ("ok", "refused", "truncated", "error") else "error"
     return Prediction(id=sample_id, response=resp.text, status=status, error=resp.error,
-                      image_sizes=resp.image_sizes or None, convention=convention,
+                      image_sizes=resp.image_sizes or None, convention=resp.convention or convention,
                       latency_s=round(resp.latency_s, 4) if resp.latency_s is not None else None,
                       usage=usage, run=run, extra=extra)
 
@@ -374,7 +376,7 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
         resps = model.generate([req])
         if not resps:
             return Prediction(sample.id, None, "error", "provider returned no response", convention=convention, run=tag)
-        return prediction_from_response(sample.id, resps[0], convention, getattr(resps[0], "attempts", None), tag)
+        return prediction_from_response(sample.id, resps[0], convention, run=tag)
 
     counts = {"ok": 0, "refused": 0, "truncated": 0, "error": 0}
     bar = _progress(len(todo), card.name, opts.progress and not opts.quiet)
@@ -494,8 +496,7 @@ def _dispatch_batches(todo: Sequence[Sample], model: Any, record: Callable[[Pred
                                   convention=convention, run=tag))
             continue
         for sid, r in zip(ids, resps):
-            record(prediction_from_response(sid, r, getattr(model, "convention", convention) or convention,
-                                            getattr(r, "attempts", None), tag))
+            record(prediction_from_response(sid, r, getattr(model, "convention", convention) or convention, run=tag))
 
 
 def _run_detector(card: ModelCard, manifest: Manifest, samples: list[Sample], out: Path, opts: EvalOptions):

@@ -23,7 +23,7 @@ __all__ = ["InputError", "MAX_JSON_DEPTH", "loads_json", "validated", "finite"]
 MAX_JSON_DEPTH = 64
 
 
-def _depth_exceeds(text: str, limit: int) -> bool:
+def depth_exceeds(text: str, limit: int) -> bool:
     """True when brackets outside strings nest deeper than ``limit`` (one linear pass)."""
     depth = 0
     in_str = False
@@ -59,7 +59,7 @@ def loads_json(data: str | bytes, where: str = "<input>") -> Any:
             data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputError(f"not valid JSON (not UTF-8: {exc.reason} at byte {exc.start})", path=where) from None
-    if data.count("[") + data.count("{") > MAX_JSON_DEPTH and _depth_exceeds(data, MAX_JSON_DEPTH):
+    if data.count("[") + data.count("{") > MAX_JSON_DEPTH and depth_exceeds(data, MAX_JSON_DEPTH):
         raise InputError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", path=where)
     try:
         return json.loads(data, parse_constant=_no_constant)

@@ -106,9 +106,6 @@ def test_runner_with_real_genai_client(tmp_path, monkeypatch):
     assert d.boxes[0] == pytest.approx(sample.boxes[0].xyxy, abs=0.01)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the runner to record a response's own convention: in "
-                   "mmrbench/runner.py prediction_from_response, convention=getattr(resp, 'convention', None) "
-                   "or convention (the gemini provider sets it per answer key); remove this mark with that change")
 def test_runner_records_the_convention_of_the_key_the_answer_used(tmp_path, monkeypatch):
     manifest = make_tiny_manifest(tmp_path / "data")
     text = "<answer>Yes. {'bbox_2d': [104, 150, 354, 400], 'label': 'scratch'}</answer>"  # the prompt's key

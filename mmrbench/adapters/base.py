@@ -104,6 +104,15 @@ class Response:
     #: transient failures (rate limit, 5xx, timeout) may be retried; others are final
     retryable: bool = False
     retry_after_s: float | None = None
+    #: how many attempts the request took (set by the retry loop; > 1 is recorded)
+    attempts: int | None = None
+    #: a reasoning model's separate thinking text, when the API returns it apart from the answer
+    reasoning: str | None = None
+    #: this answer's own box convention, when a provider reads it from the answer (Gemini's box key);
+    #: None = the model's declared convention
+    convention: str | None = None
+    #: the box key the answer used, when the provider picks the convention by key
+    box_key: str | None = None
 
 
 class ModelAPI(abc.ABC):

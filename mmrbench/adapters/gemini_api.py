@@ -260,8 +260,8 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
             resp.status, resp.error = "error", (f"answer mixes box keys of different conventions "
                                                 f"({', '.join(sorted(set(keys)))}; declared: {declared})")
             return resp
-        resp.convention = convs.pop()  # type: ignore[attr-defined]
-        resp.box_key = keys[0]  # type: ignore[attr-defined]
+        resp.convention = convs.pop()
+        resp.box_key = keys[0]
         return resp
 
     def box_key_summary(self) -> str | None:

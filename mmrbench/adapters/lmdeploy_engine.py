@@ -315,7 +315,7 @@ class LMDeployModel(ModelAPI):
         for i, r in enumerate(out):
             if r.status == "error" and r.retryable:
                 [again] = self._run_once([items[i]])
-                again.attempts = 2  # type: ignore[attr-defined]
+                again.attempts = 2
                 again.retryable = False
                 out[i] = again
         return out

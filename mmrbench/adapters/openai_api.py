@@ -244,7 +244,7 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             if any(reasoning):
                 # servers that split reasoning from the answer (DashScope QVQ, vLLM reasoning parsers):
                 # kept beside the answer for inspection, never parsed for the decision
-                resp.reasoning = "".join(r for r in reasoning if r)  # type: ignore[attr-defined]
+                resp.reasoning = "".join(r for r in reasoning if r)
             return resp
         except oa.APITimeoutError:
             return Response(None, "error", f"timeout after {self.timeout_s:g} s", None,

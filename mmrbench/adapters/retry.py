@@ -145,7 +145,7 @@ def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,
 
     resp = retrying(_once)
     try:
-        resp.attempts = attempts  # type: ignore[attr-defined]
+        resp.attempts = attempts
     except AttributeError:  # pragma: no cover - frozen response types
         pass
     return resp

@@ -19,7 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (0 <= I < N); merge with 'mmrbench merge'")
     p.add_argument("--concurrency", type=int, default=None, help="parallel requests (API providers)")
     p.add_argument("--batch-size", type=int, default=None, help="requests per batch (local engines)")
-    p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--base-url", default=None,
+                   help="server URL: an OpenAI-compatible one for openai (e.g. http://127.0.0.1:8000/v1), or a Gemini "
+                        "REST endpoint or proxy for gemini (e.g. http://127.0.0.1:9000)")
     p.add_argument("--prompt-variant", choices=("default", "no_reference", "domain_knowledge"), default=None)
     p.add_argument("--no-reference", action="store_true", help="same as --prompt-variant no_reference")
     p.add_argument("--domain-knowledge", action="store_true", help="same as --prompt-variant domain_knowledge")

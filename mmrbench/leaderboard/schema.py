@@ -59,7 +59,13 @@ def _reject_constant(name: str):
 
 
 def loads_strict(text: str | bytes) -> Any:
-    """``json.loads`` that refuses NaN/Infinity (which would slip past range checks)."""
+    """``json.loads`` that refuses NaN/Infinity (which would slip past range checks) and nesting
+    deeper than the validation layer allows (a RecursionError would abort a board build)."""
+    from mmrbench.validation import MAX_JSON_DEPTH, depth_exceeds
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8")
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and depth_exceeds(text, MAX_JSON_DEPTH):
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return json.loads(text, parse_constant=_reject_constant)
 
 

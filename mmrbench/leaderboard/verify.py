@@ -25,8 +25,8 @@ from typing import Any, Iterable
 
 from mmrbench.data.manifest import Manifest, read_manifest
 from mmrbench.errors import MMRBenchError
-from mmrbench.leaderboard.schema import check_result, load_result_json, loads_strict
-from mmrbench.predictions import Prediction, PredictionsError, parse_prediction
+from mmrbench.leaderboard.schema import check_result, load_result_json
+from mmrbench.predictions import Prediction, PredictionsError
 
 TOLERANCE = 1e-9
 #: largest predictions file (decompressed) the leaderboard reads
@@ -78,24 +78,14 @@ def read_predictions_bytes(path: str | os.PathLike) -> bytes:
 
 
 def parse_predictions_bytes(raw: bytes, where: str) -> list[Prediction]:
-    """Strict reader for submitted predictions: every line must parse, ids must be unique."""
-    out: list[Prediction] = []
-    seen: set[str] = set()
+    """Submitted predictions: every line must parse (no torn tail: a submission is a finished file)
+    and fit the line limit; a repeated id follows the one rule of every reader here, the latest line
+    wins (:func:`mmrbench.predictions.parse_predictions_bytes`)."""
+    from mmrbench.predictions import parse_predictions_bytes as parse_latest
     for i, bline in enumerate(raw.split(b"\n"), start=1):
-        if not bline.strip():
-            continue
         if len(bline) > MAX_LINE_BYTES:
             raise PredictionsError(f"{where}:{i}: line longer than {MAX_LINE_BYTES} bytes")
-        try:
-            d = loads_strict(bline.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise PredictionsError(f"{where}:{i}: not valid JSON ({exc})") from None
-        pred = parse_prediction(d, f"{where}:{i}")
-        if pred.id in seen:
-            raise PredictionsError(f"{where}:{i}: duplicate id '{pred.id}'")
-        seen.add(pred.id)
-        out.append(pred)
-    return out
+    return list(parse_latest(raw, where, allow_torn_tail=False).values())
 
 
 def load_predictions(path: str | os.PathLike) -> tuple[list[Prediction], str]:

@@ -56,7 +56,7 @@ def _answer(model: Any, task: MMADTask, q: MMADQuery, config: Any, convention: s
         return Prediction(q.id, None, "error", f"{type(exc).__name__}: {exc}", convention=convention)
     if not resps:
         return Prediction(q.id, None, "error", "provider returned no response", convention=convention)
-    return prediction_from_response(q.id, resps[0], convention, getattr(resps[0], "attempts", None))
+    return prediction_from_response(q.id, resps[0], convention)
 
 
 def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.PathLike, *,

@@ -156,7 +156,7 @@ def collect(model: Any, manifest: Manifest, out: str | os.PathLike,
         resps = model.generate([req])
         if not resps:
             return Prediction(job.rid, None, "error", "provider returned no response", convention=convention)
-        return prediction_from_response(job.rid, resps[0], convention, getattr(resps[0], "attempts", None))
+        return prediction_from_response(job.rid, resps[0], convention)
 
     bar = tqdm(total=len(todo), desc="textgen", unit="req", disable=not opts.progress, dynamic_ncols=True,
                file=sys.stderr)
