@@ -13,6 +13,7 @@ reproduces. Spec strings accepted by ``--model``:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import os
 import re
@@ -105,11 +106,9 @@ def _secretish(key: str) -> bool:
 _FIELDS = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
 
 
+@functools.lru_cache(maxsize=None)
 def _schemas():
     """pydantic models of a card's values (built on first use: pydantic is imported lazily)."""
-    global _SCHEMAS
-    if _SCHEMAS is not None:
-        return _SCHEMAS
     from typing import Annotated, Literal, Optional
 
     from pydantic import BaseModel, ConfigDict, Field
@@ -145,11 +144,7 @@ def _schemas():
         sampling: Sampling = Sampling()
         image: ImageSettings = ImageSettings()
 
-    _SCHEMAS = Card
     return Card
-
-
-_SCHEMAS = None
 
 
 def check_values(d: dict[str, Any], where: str) -> None:

@@ -136,10 +136,10 @@ def parse_predictions_bytes(raw: bytes, where: str, *, allow_torn_tail: bool = T
             continue
         try:
             d = loads_json(bline, f"{where}:{i}")
-        except InputError:
+        except InputError as exc:
             if i == len(lines) and allow_torn_tail:
                 break
-            raise PredictionsError(f"{where}:{i}: not valid JSON (or nested too deeply)") from None
+            raise PredictionsError(str(exc)) from None
         pred = parse_prediction(d, f"{where}:{i}")
         out.pop(pred.id, None)  # re-insert so the order follows the latest line
         out[pred.id] = pred

@@ -182,7 +182,7 @@ def test_box_convention_is_declared_per_answer_key_and_counted():
     assert (out[1].status, out[1].convention, out[1].box_key) == ("ok", "norm1000", "bbox_2d")
     assert out[2].status == "error" and "'bbox'" in out[2].error and "not declared" in out[2].error
     assert out[3].status == "error" and "mixes box keys" in out[3].error
-    assert out[4].status == "ok" and not hasattr(out[4], "convention")
+    assert out[4].status == "ok" and out[4].convention is None
     d = m.describe()
     assert d["box_conventions"] == conv
     assert d["box_keys_seen"] == {"(none)": 1, "bbox": 1, "bbox_2d": 2, "box_2d": 2}
