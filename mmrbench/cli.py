@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -25,7 +26,7 @@ EXIT_INTERNAL = 1
 #: top-level command modules, in help order
 COMMANDS = [
     "bundled", "eval", "score", "merge", "models", "data", "validate", "submit", "leaderboard",
-    "compare", "gad", "train",
+    "compare", "gad", "mmad", "train",
 ]
 
 
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmrbench: interrupted (finished answers are saved; run the same command to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mmrbench ... | head`: the reader left; nothing to report
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:  # pragma: no cover
+            pass
+        return 0
     except RecursionError:
         if args.verbose:
             traceback.print_exc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 FORMATS = ("mvtec", "mpdd", "visa", "mvtec3d", "mmrad", "loco", "goodsad", "realiad", "realiad-d3", "manta", "miad",
-           "cableinspect", "wfdd", "texturead", "3cad")
+           "cableinspect", "wfdd", "texturead", "3cad", "mmad")
 
 
 def add_parser(sub) -> None:
@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
                    help="how each test image's normal reference is chosen (default: retrieval, DESIGN App. B)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split-csv", default=None, help="visa: split file relative to ROOT (default split_csv/1cls.csv)")
-    p.add_argument("--images-root", default=None, help="mmrad: folder the record image paths are relative to")
+    p.add_argument("--images-root", default=None,
+                   help="mmrad, mmad: folder the record (or mmad.json) image paths are relative to")
     p.add_argument("--split", default=None, choices=("train", "test"), help="mmrad: split of records without one")
     p.add_argument("--coords", default=None, help="mmrad: box convention of the answers (pixel, norm1000, gemini, norm1)")
     p.add_argument("--resolution", default=None, help="realiad: image folder (1024, 512, 256, raw; default the first present)")
@@ -35,6 +36,17 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
+
+    if args.format == "mmad":  # another protocol's release: indexed questions, not an MMR-AD manifest
+        from mmrbench.errors import ConfigError
+        from mmrbench.mmad.commands import run_import
+        used = [f for f, v in (("--subdataset", args.subdataset), ("--copy/--symlink", args.files != "relative"),
+                               ("--split-csv", args.split_csv), ("--split", args.split), ("--coords", args.coords),
+                               ("--resolution", args.resolution), ("--json-dir", args.json_dir)) if v]
+        if used:
+            raise ConfigError(f"data import mmad takes ROOT, --out and --images-root only, not {', '.join(used)}")
+        args.check_images = True
+        return run_import(args)
 
     from tabulate import tabulate
 

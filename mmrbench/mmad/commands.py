@@ -1,10 +1,9 @@
 """Command-line entries for MMAD, in the shape of ``mmrbench/commands/*`` (``add_parser(sub)`` + ``run``).
 
-They are not yet registered in ``mmrbench.cli`` (the runner and the board are being reworked); until then
-``python -m mmrbench.mmad COMMAND ...`` runs them with the same error handling as ``mmrbench``:
+Registered as ``mmrbench mmad COMMAND`` (``python -m mmrbench.mmad COMMAND`` is the same):
 
 * ``import ROOT --out DIR``   check a release and write DIR/questions.jsonl + DIR/info.json
-  (to become ``mmrbench data import mmad ROOT --out DIR``);
+  (also ``mmrbench data import mmad ROOT --out DIR``);
 * ``eval --model SPEC --data ROOT --out DIR [...]``  run protocol mmad-v1 through any adapter;
 * ``merge RUN... --data ROOT --out DIR``  join shard runs into one scored run;
 * ``synth SYNTH_DIR``  write the MMAD-format miniature of a synthetic benchmark;
@@ -76,12 +75,12 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from mmrbench.commands.eval import exit_code
     from mmrbench.mmad.run import evaluate_mmad
-    evaluate_mmad(args.model, args.data, args.out, shots=args.shots, templates=args.templates, ask=args.ask,
+    return exit_code(evaluate_mmad(args.model, args.data, args.out, shots=args.shots, templates=args.templates, ask=args.ask,
                   mode=args.mode, domain_knowledge=args.domain_knowledge, images_root=args.images_root,
                   datasets=args.dataset, limit=args.limit, shard=_shard(args.shard), concurrency=args.concurrency,
-                  base_url=args.base_url, quiet=False)
-    return 0
+                  base_url=args.base_url, quiet=False))
 
 
 def add_merge_parser(sub) -> argparse.ArgumentParser:
@@ -98,10 +97,11 @@ def add_merge_parser(sub) -> argparse.ArgumentParser:
 
 def run_merge(args: argparse.Namespace) -> int:
     from mmrbench.mmad.run import merge_mmad_runs
+    from mmrbench.commands.eval import exit_code
     report = merge_mmad_runs(args.runs, args.out, args.data, images_root=args.images_root,
                              domain_knowledge=args.domain_knowledge, mode=args.mode)
     print(report.render())
-    return 0
+    return exit_code(report)
 
 
 def add_synth_parser(sub) -> argparse.ArgumentParser:
@@ -152,21 +152,21 @@ def run_reported(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmrbench.mmad", description="MMAD in the mmrbench harness")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_import_parser, add_eval_parser, add_merge_parser, add_synth_parser, add_score_parser, add_reported_parser):
-        add(sub)
-    return parser
+SUBCOMMANDS = (add_import_parser, add_eval_parser, add_merge_parser, add_synth_parser, add_score_parser,
+               add_reported_parser)
+
+
+def add_parser(sub) -> None:
+    """``mmrbench mmad COMMAND``: registered by :mod:`mmrbench.commands.mmad`."""
+    p = sub.add_parser("mmad", help="MMAD (multiple-choice industrial AD benchmark, protocol mmad-v1)",
+                       description="Import, evaluate, merge and score MMAD with the same adapters as MMR-AD.")
+    msub = p.add_subparsers(dest="mmad_command", metavar="MMAD_COMMAND")
+    msub.required = True
+    for add in SUBCOMMANDS:
+        add(msub)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except MMRBenchError as exc:
-        print(f"mmrbench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mmrbench: interrupted (finished answers are saved; run the same command to resume)", file=sys.stderr)
-        return 130
+    """``python -m mmrbench.mmad ...`` is ``mmrbench mmad ...`` (same errors, same exit codes)."""
+    from mmrbench.cli import main as cli_main
+    return cli_main(["mmad", *(sys.argv[1:] if argv is None else argv)])

@@ -1,4 +1,4 @@
-"""A minimal driver for ``mmad-v1`` on the existing adapters, until the runner takes MMAD as a task.
+"""The ``mmad-v1`` driver on the existing adapters (``mmrbench mmad eval``).
 
 ``evaluate_mmad`` asks every selected query through any provider (a spec string such as
 ``openai:gpt-4o``, a :class:`~mmrbench.cards.ModelCard`, or a ready :class:`ModelAPI`), appends one line
@@ -9,6 +9,7 @@ status other than ``error``, so a killed run resumes and errors are retried), th
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from mmrbench.mmad.prompts import load_domain_knowledge
 from mmrbench.mmad.scoring import MMADReport
 from mmrbench.mmad.task import MMADQuery, MMADTask
 from mmrbench.predictions import Prediction, PredictionWriter
+from mmrbench.rundir import RunLock, atomic_write_json, prepare_run_dir
 
 PREDICTIONS, RESULT, RUN = "predictions.jsonl", "result.json", "run.json"
 
@@ -66,8 +68,6 @@ def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.
                   limit: int | None = None, shard: tuple[int, int] | None = None, concurrency: int | None = None,
                   base_url: str | None = None, retry: Any = None, quiet: bool = True) -> MMADReport:
     """Evaluate one model on MMAD (or a file in its format); returns the report (also in result.json)."""
-    from mmrbench.provenance import now_iso
-
     if not isinstance(data, MMADData):
         data = load_mmad(data, images_root=images_root)
     knowledge = load_domain_knowledge(domain_knowledge) if domain_knowledge else None
@@ -75,8 +75,20 @@ def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.
     queries = task.select(datasets=datasets, categories=categories, limit=limit, shard=shard)
     if not queries:
         raise MMRBenchError(f"no MMAD questions selected from {data.json_path}")
-    o = Path(out)
-    o.mkdir(parents=True, exist_ok=True)
+    o = prepare_run_dir(out)
+    with RunLock(o):
+        return _evaluate_locked(model, data, task, queries, o, base_url=base_url, retry=retry,
+                                concurrency=concurrency, limit=limit, shard=shard, quiet=quiet)
+
+
+def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequence[MMADQuery], o: Path, *,
+                     base_url: str | None, retry: Any, concurrency: int | None, limit: int | None,
+                     shard: tuple[int, int] | None, quiet: bool) -> MMADReport:
+    """The run itself, under the run folder's lock (the same guarantees as ``mmrbench eval``: one
+    writer, no writes through links, lines tagged with their run, atomic result files)."""
+    from mmrbench.provenance import now_iso
+    from mmrbench.runner import check_origin, run_tag, summarize
+
     api, card_json, config = _model(model, base_url=base_url, retry=retry)
     convention = getattr(api, "convention", None) or card_json.get("convention") or "pixel"
     fp = {"mmad_sha256": data.sha256, "protocol": {k: v for k, v in task.protocol_json().items() if k != "scoring_mode"},
@@ -93,10 +105,13 @@ def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.
             raise ConfigError(f"{run_path}: field 'fingerprint': {', '.join(diff)} differ from the run already in "
                               f"this folder; use another --out to start a new run")
     pred_path = o / PREDICTIONS
+    tag = run_tag(fp)
     existing = _load_latest(pred_path)
+    check_origin(pred_path, existing, tag)
     todo = [q for q in queries if q.id not in existing or existing[q.id].status == "error"]
-    run_path.write_text(json.dumps({"fingerprint": fp, "model": card_json, "started": now_iso(), "n_queries": len(queries),
-                                    "n_todo": len(todo)}, indent=2) + "\n", encoding="utf-8")
+    run_info = {"fingerprint": fp, "run_tag": tag, "model": card_json, "started": now_iso(),
+                "n_queries": len(queries), "n_todo": len(todo), "state": "running"}
+    atomic_write_json(run_path, run_info)
     k = max(1, int(concurrency or getattr(api, "max_concurrency", 1) or 1))
     from tqdm import tqdm
     bar = tqdm(total=len(todo), desc=str(card_json.get("name") or card_json.get("model_id") or "mmad"),
@@ -104,6 +119,7 @@ def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.
     try:
         with PredictionWriter(pred_path, fsync_interval_s=0.5) as writer:
             def record(pred: Prediction) -> None:
+                pred.run = tag
                 writer.write(pred)
                 existing[pred.id] = pred
                 bar.update(1)
@@ -126,6 +142,10 @@ def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.
     write_compact(pred_path, existing, [q.id for q in queries])
     report = task.score(queries, existing)
     _write_result(o, task, data, queries, existing, card_json, report, limit=limit, shard=shard)
+    summary = summarize(queries, existing)
+    atomic_write_json(run_path, {**run_info, "state": "complete" if summary.complete else "incomplete",
+                                 "finished": now_iso(), "n_unanswered": summary.n_unanswered})
+    report.run_summary = summary  # not serialised: the CLI's exit code
     if not quiet:
         print(report.render())
         print(f"wrote {o / RESULT}")
@@ -162,7 +182,7 @@ def _write_result(o: Path, task: MMADTask, data: MMADData, queries: Sequence[MMA
         "metrics": report.to_json(), "usage": usage_totals([p for i, p in preds.items() if i in wanted]),
         "predictions_sha256": file_sha256(pred_path), "harness": harness_info(), "date": now_iso(), "provenance": "run",
     }
-    (o / RESULT).write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_json(o / RESULT, result)
 
 
 def merge_mmad_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
@@ -205,13 +225,19 @@ def merge_mmad_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLik
     preds: dict[str, Prediction] = {}
     for d in run_dirs:
         preds.update(_load_latest(Path(d) / PREDICTIONS))
-    o = Path(out)
-    o.mkdir(parents=True, exist_ok=True)
+    from mmrbench.runner import run_tag, summarize
+    o = prepare_run_dir(out)
+    lock = RunLock(o).acquire()
     order = {q.id: i for i, q in enumerate(queries)}
-    write_predictions(o / PREDICTIONS, sorted((p for p in preds.values() if p.id in order), key=lambda p: order[p.id]))
-    (o / RUN).write_text(json.dumps({"fingerprint": {**base, "shard": None}, "merged_from": [str(d) for d in run_dirs]},
-                                    indent=2) + "\n", encoding="utf-8")
+    merged_fp = {**base, "shard": None}
+    tag = run_tag(merged_fp)
+    preds = {sid: dataclasses.replace(p, run=tag) for sid, p in preds.items() if sid in order}
+    write_predictions(o / PREDICTIONS, sorted(preds.values(), key=lambda p: order[p.id]))
+    atomic_write_json(o / RUN, {"fingerprint": merged_fp, "run_tag": tag, "merged_from": [str(d) for d in run_dirs],
+                                "state": "complete"})
     report = task.score(queries, preds)
     card_json = cards[0] or {k: base.get(k) for k in ("provider", "model_id", "sampling")}
     _write_result(o, task, data, queries, preds, card_json, report, limit=None, shard=None, shards=sorted(shards))
+    lock.release()
+    report.run_summary = summarize(queries, preds)
     return report
