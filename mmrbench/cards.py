@@ -163,7 +163,7 @@ def cards_dir() -> Path:
 
 
 def card_from_dict(d: dict[str, Any], where: str = "<card>") -> ModelCard:
-    from mmrbench.adapters.registry import _PROVIDERS
+    from mmrbench.adapters.registry import provider_names
     from mmrbench.coords import CONVENTIONS
     unknown = sorted(set(d) - _FIELDS)
     if unknown:
@@ -171,8 +171,8 @@ def card_from_dict(d: dict[str, Any], where: str = "<card>") -> ModelCard:
     for k in ("name", "provider", "model_id"):
         if not isinstance(d.get(k), str) or not d[k]:
             raise ConfigError(f"{where}: '{k}' must be a non-empty string")
-    if d["provider"] not in _PROVIDERS:
-        raise ConfigError(f"{where}: unknown provider '{d['provider']}' (known: {', '.join(sorted(_PROVIDERS))})")
+    if d["provider"] not in provider_names():
+        raise ConfigError(f"{where}: unknown provider '{d['provider']}' (known: {', '.join(provider_names())})")
     conv = d.get("convention", DEFAULT_CONVENTIONS.get(d["provider"], "pixel"))
     if conv not in CONVENTIONS:
         raise ConfigError(f"{where}: unknown convention '{conv}' (known: {', '.join(CONVENTIONS)})")
@@ -210,7 +210,7 @@ def list_cards(directory: str | os.PathLike | None = None) -> list[ModelCard]:
 
 def parse_spec(spec: str, directory: str | os.PathLike | None = None) -> ModelCard:
     """Turn a ``--model`` value into a card (see the module docstring for the accepted forms)."""
-    from mmrbench.adapters.registry import _PROVIDERS
+    from mmrbench.adapters.registry import provider_names
     spec = (spec or "").strip()
     if not spec:
         raise ConfigError("empty model spec")
@@ -221,7 +221,7 @@ def parse_spec(spec: str, directory: str | os.PathLike | None = None) -> ModelCa
         return ModelCard(name=low, provider="detector", model_id=low, display_name={"patchcore": "PatchCore", "padim": "PaDiM"}[low],
                          convention="pixel", convention_source="boxes in original pixels from the score-map contours")
     prefix, sep, rest = spec.partition(":")
-    if sep and prefix in _PROVIDERS:
+    if sep and prefix in provider_names():
         if not rest:
             raise ConfigError(f"model spec '{spec}' names no model after '{prefix}:'")
         if prefix == "detector":
@@ -239,7 +239,7 @@ def parse_spec(spec: str, directory: str | os.PathLike | None = None) -> ModelCa
             if p.stem.lower() == low:
                 return load_card(p)
     known = sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else []
-    raise ConfigError(f"unknown model '{spec}': use PROVIDER:MODEL ({', '.join(sorted(_PROVIDERS))}), "
+    raise ConfigError(f"unknown model '{spec}': use PROVIDER:MODEL ({', '.join(provider_names())}), "
                       f"patchcore, padim, a card TOML path, or a card name ({', '.join(known) or 'none found in ' + str(d)})")
 
 
@@ -353,9 +353,9 @@ def create_model(card: ModelCard, *, retry=None):
     try:
         cls = provider_class(card.provider)
     except ImportError as exc:
-        from mmrbench.adapters.registry import _PROVIDERS
-        info = _PROVIDERS[card.provider]
-        if info.extra:
+        from mmrbench.adapters.registry import provider_info
+        info = provider_info(card.provider)
+        if info is not None and info.extra:
             raise MissingExtraError(getattr(exc, "name", None) or card.provider, info.extra,
                                     f"the '{card.provider}' provider") from exc
         raise ConfigError(f"provider '{card.provider}' is not available: {exc}") from exc

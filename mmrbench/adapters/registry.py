@@ -23,22 +23,56 @@ class ProviderInfo:
 
 _PROVIDERS: dict[str, ProviderInfo] = {}
 
+#: entry-point group through which another package adds a provider, as lmms-eval and inspect_ai allow:
+#: ``[project.entry-points."mmrbench.providers"] myprov = "my_pkg.module:MyModel"``; the class is
+#: imported only when a spec names it (its optional ``EXTRA`` and ``DESCRIPTION`` attributes are
+#: not read before that, so listing providers imports nothing)
+ENTRY_POINT_GROUP = "mmrbench.providers"
+_entry_points_loaded: list[bool] = []  # one element once loaded (a list, so loading rebinds nothing)
+
 
 def register_provider(name: str, target: str, extra: str | None, description: str) -> None:
     _PROVIDERS[name] = ProviderInfo(name, target, extra, description)
 
 
+def _load_entry_points() -> None:
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded.append(True)
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _PROVIDERS:  # a built-in name is never taken over by a plug-in
+            continue
+        dist = getattr(getattr(ep, "dist", None), "name", None)
+        _PROVIDERS[ep.name] = ProviderInfo(ep.name, ep.value, None,
+                                           f"plug-in provider from {dist or 'an installed package'}")
+
+
+def provider_names() -> list[str]:
+    """Every provider name: the built-in ones and those installed packages add by entry point."""
+    _load_entry_points()
+    return sorted(_PROVIDERS)
+
+
+def provider_info(name: str) -> ProviderInfo | None:
+    _load_entry_points()
+    return _PROVIDERS.get(name)
+
+
 def providers() -> list[ProviderInfo]:
-    return [_PROVIDERS[k] for k in sorted(_PROVIDERS)]
+    return [_PROVIDERS[k] for k in provider_names()]
 
 
 def provider_class(name: str):
-    info = _PROVIDERS.get(name)
+    info = provider_info(name)
     if info is None:
-        raise ConfigError(f"unknown provider '{name}' (known: {', '.join(sorted(_PROVIDERS))})")
-    module_name, cls_name = info.target.split(":")
+        raise ConfigError(f"unknown provider '{name}' (known: {', '.join(provider_names())})")
+    module_name, _, cls_name = info.target.partition(":")
     module = importlib.import_module(module_name)
-    return getattr(module, cls_name)
+    try:
+        return getattr(module, cls_name)
+    except AttributeError:
+        raise ConfigError(f"provider '{name}': {module_name} has no '{cls_name}'") from None
 
 
 def create_model(provider: str, model: str, **kwargs: Any):
