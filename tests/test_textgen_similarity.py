@@ -18,10 +18,26 @@ def label_similarity():
 
 
 def test_shipped_model_runs_offline(label_similarity):
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"
     from mmrbench.textgen.similarity import shipped_model_path
     assert (shipped_model_path() / "model.safetensors").is_file()
     assert "torchvision" not in sys.modules  # torchvision cannot load here; sentence-transformers must not need it
+
+
+@pytest.mark.slow
+def test_loading_needs_no_hub_and_changes_no_process_setting(tmp_path):
+    """A fresh process with the hub unreachable and no offline variable set loads the shipped model
+    (local folder + local_files_only), and leaves HF_HUB_OFFLINE unset for the caller's other models."""
+    import subprocess
+    code = ("import os; from mmrbench.textgen.similarity import load_encoder, LabelSimilarity; "
+            "load_encoder(); print(round(LabelSimilarity().similarity('scratch', 'scratch mark'), 2)); "
+            "print(os.environ.get('HF_HUB_OFFLINE'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens there
+    env["HF_HOME"] = str(tmp_path / "hf")  # an empty cache
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sim, offline = done.stdout.split()
+    assert float(sim) > 0.6 and offline == "None"
 
 
 def test_paper_threshold_separates_synonyms_from_other_defects(label_similarity):

