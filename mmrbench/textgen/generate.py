@@ -285,8 +285,8 @@ def run_textgen(model: Any, manifest: Manifest, out: str | os.PathLike, opts: Te
     samples = build_output(manifest, jobs, verdicts, out, opts, name)
     sha = write_manifest(out, samples)
     _, skipped = select_samples(manifest, opts)
-    report = build_report(jobs, verdicts, skipped=skipped, model=model, manifest=manifest,
-                                         out=out, out_sha256=sha, opts=opts, similarity=similarity)
+    report = build_report(jobs, verdicts, skipped=skipped, model=model, generator=name, manifest=manifest,
+                          out=out, raw=raw_path(out), out_sha256=sha, opts=opts, similarity=similarity)
     report.write(report_path(out))
     return report
 

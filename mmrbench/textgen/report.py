@@ -74,11 +74,12 @@ def _group(total: int, kept: int) -> dict:
     return {"total": total, "kept": kept, "pass_rate": kept / total if total else 0.0}
 
 
-def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Sequence, model: Any, manifest: Any,
-                 out: Path, out_sha256: str, opts: Any, similarity: Any) -> TextgenReport:
+def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Sequence, model: Any, generator: str,
+                 manifest: Any, out: Path, raw: Path, out_sha256: str, opts: Any, similarity: Any) -> TextgenReport:
+    """The report of one textgen run; ``generator`` names the model (``provider:model_id``) and ``raw``
+    is the file of raw answers (both given by the caller, so this module needs nothing of generate's)."""
     from mmrbench.provenance import harness_info, now_iso
     from mmrbench.prompts import PROMPT_VERSION
-    from mmrbench.textgen.generate import generator_name, raw_path
 
     pos = [j for j in jobs if j.kind == "positive"]
     neg = [j for j in jobs if j.kind == "negative"]
@@ -115,7 +116,7 @@ def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Seque
             neg_rejections.append({"id": j.rid, **v.to_json()})
     desc = model.describe() if hasattr(model, "describe") else {}
     data: dict[str, Any] = {
-        "generator": generator_name(model),
+        "generator": generator,
         "model": {k: v for k, v in desc.items() if "key" not in k.lower() or k == "api_key_env"},
         "convention": getattr(model, "convention", None),
         "prompt_version": PROMPT_VERSION,
@@ -123,7 +124,7 @@ def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Seque
         "thresholds": {"iou": opts.iou_threshold, "label_similarity": opts.sim_threshold},
         "similarity_model": getattr(similarity, "model_name", None) if similarity is not None else None,
         "input": {"manifest": str(manifest.path), "sha256": manifest.sha256},
-        "output": {"manifest": str(out), "sha256": out_sha256, "raw": str(raw_path(out))},
+        "output": {"manifest": str(out), "sha256": out_sha256, "raw": str(raw)},
         "overall": _group(tot["all"], kept["all"]),
         "by_subdataset": groups("subdataset"),
         "by_label": groups("label"),
