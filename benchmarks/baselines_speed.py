@@ -51,9 +51,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from mmrbench.baselines.backbones import load_backbone
+    from mmrbench.vision.backbones import load_backbone
     from mmrbench.baselines.evaluate import build_detector
-    from mmrbench.baselines.features import load_image_tensor
+    from mmrbench.vision.features import load_image_tensor
     from mmrbench.baselines.recipes import resolve_recipe
     from mmrbench.data.manifest import read_manifest
 

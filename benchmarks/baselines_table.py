@@ -35,7 +35,7 @@ def per_category_oracle(run_dir: Path, test, subs) -> dict[str, tuple[float, flo
     Not the protocol (the run reports one threshold); shown to separate how well a detector ranks
     images within a category from how well one threshold fits all categories.
     """
-    from mmrbench.baselines.thresholds import GRID
+    from mmrbench.vision.thresholds import GRID
     from mmrbench.predictions import read_predictions
     from mmrbench.scoring import score_predictions
 

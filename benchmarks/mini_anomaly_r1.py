@@ -274,7 +274,7 @@ def trl_step_time(model_dir: Path, manifest: Path, init: Path, group: int, promp
         from trl import GRPOConfig, GRPOTrainer
 
         from mmrbench.adapters.hf_inputs import load_processor
-        from mmrbench.data.images import load_rgb
+        from mmrbench.vision.images import load_rgb
         from mmrbench.data.manifest import read_manifest
         from mmrbench.prompts import build_prompt
         from mmrbench.train.rewards import anomaly_reward

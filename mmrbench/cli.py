@@ -15,13 +15,7 @@ import traceback
 
 from mmrbench import __version__
 from mmrbench.errors import MMRBenchError
-
-#: exit codes: 0 every selected sample answered / command done; 2 bad input or options (one line on
-#: stderr); 3 a run finished but some samples have no answer (result.json written; re-run to retry);
-#: 1 an internal error (a bug: one line, the traceback with -v); 130 interrupted
-EXIT_USAGE = 2
-EXIT_INCOMPLETE = 3
-EXIT_INTERNAL = 1
+from mmrbench.exitcodes import EXIT_INCOMPLETE, EXIT_INTERNAL, EXIT_USAGE  # noqa: F401 (re-exported)
 
 #: top-level command modules, in help order
 COMMANDS = [

@@ -1,7 +1,7 @@
 """Sample -> Request: the prompt of protocol ``mmr-ad-v1`` with its images loaded.
 
 Images are loaded here (in the worker that sends the request, so loading overlaps network waits)
-through :func:`mmrbench.data.images.load_rgb`, whose errors name the file and the sample; the runner
+through :func:`mmrbench.vision.images.load_rgb`, whose errors name the file and the sample; the runner
 turns such an error into an ``error`` line for that sample instead of stopping the run.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from mmrbench.adapters.base import GenerationConfig, ImagePart, Message, Request, TextPart
-from mmrbench.data.images import ImageLoadError, load_rgb
+from mmrbench.vision.images import ImageLoadError, load_rgb
 from mmrbench.data.schema import Sample
 from mmrbench.prompts import VARIANTS, build_prompt
 

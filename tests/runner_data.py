@@ -76,7 +76,7 @@ def answer_for(sample: Sample) -> str:
 
 def digest_index(manifest_path: Path) -> dict[str, Sample]:
     """query-pixel digest -> sample, for the test split."""
-    from mmrbench.data.images import load_rgb
+    from mmrbench.vision.images import load_rgb
     m = read_manifest(manifest_path)
     return {pixel_digest(load_rgb(m.resolve(s.image))): s for s in m.samples if s.split == "test"}
 

@@ -308,7 +308,7 @@ def test_one_shot_threshold_is_calibrated_on_held_out_normals(tmp_path, capsys):
     """One-shot maps are 1 - cosine similarity: their floor on normal pairs is far from 0, so 0.5 puts a
     box over the whole visible square; the fair threshold from held-out normals finds the defect (#16
     item 2)."""
-    from mmrbench.baselines.thresholds import fair_threshold
+    from mmrbench.vision.thresholds import fair_threshold
 
     cal = tmp_path / "heldout"
     _normals(cal / "widget", 4, 0)

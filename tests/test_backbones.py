@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmrbench.baselines.backbones import BackboneError, build_resnet, load_backbone
+from mmrbench.vision.backbones import BackboneError, build_resnet, load_backbone
 from mmrbench.errors import ConfigError
 
 # torchvision resnet18 state dict: 122 entries (62 params + 60 BN buffers); spot-check names

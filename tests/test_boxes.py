@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mmrbench.baselines.boxes import boxes_by_threshold, boxes_from_map, nms
+from mmrbench.vision.boxes import boxes_by_threshold, boxes_from_map, nms
 
 
 def test_single_blob_box_is_exclusive():

@@ -2,7 +2,7 @@
 import pytest
 from PIL import Image
 
-from mmrbench.data.images import ImageLoadError, load_mask, load_rgb
+from mmrbench.vision.images import ImageLoadError, load_mask, load_rgb
 
 
 def test_load_rgb_and_mask(tmp_path):

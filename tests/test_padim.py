@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmrbench.baselines.backbones import load_backbone
+from mmrbench.vision.backbones import load_backbone
 from mmrbench.baselines.padim import Padim, PadimConfig, batched_spd_inverse
 
 

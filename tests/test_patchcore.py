@@ -4,7 +4,7 @@ import math
 import numpy as np
 import torch
 
-from mmrbench.baselines.backbones import load_backbone
+from mmrbench.vision.backbones import load_backbone
 from mmrbench.baselines.patchcore import PatchCore, PatchCoreConfig, nearest, reweight
 
 

@@ -19,7 +19,7 @@ from runner_data import answer_for, bytes_index, digest_index, make_tiny_manifes
 from mmrbench.adapters.retry import FAST
 from mmrbench.cards import parse_spec, with_overrides
 from mmrbench.cli import main
-from mmrbench.data.images import load_rgb
+from mmrbench.vision.images import load_rgb
 from mmrbench.data.manifest import read_manifest
 from mmrbench.errors import ConfigError
 from mmrbench.predictions import Prediction, read_predictions

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mmrbench.baselines.thresholds import GRID, auroc, fair_threshold, minmax, oracle_threshold
+from mmrbench.vision.thresholds import GRID, auroc, fair_threshold, minmax, oracle_threshold
 
 
 def test_grid():

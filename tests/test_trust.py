@@ -21,7 +21,8 @@ from PIL import Image
 from fake_openai_server import FakeOpenAIServer, Reply
 from runner_data import answer_for, make_tiny_manifest
 
-from mmrbench.cli import EXIT_INCOMPLETE, EXIT_USAGE, main
+from mmrbench.cli import main
+from mmrbench.exitcodes import EXIT_INCOMPLETE, EXIT_USAGE
 from mmrbench.data.manifest import read_manifest, write_manifest
 from mmrbench.predictions import Prediction, read_predictions, write_predictions
 from mmrbench.results import read_result

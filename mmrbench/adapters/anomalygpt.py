@@ -17,7 +17,7 @@ docs/local-models.md ("AnomalyGPT worker protocol"); in short:
 AnomalyGPT answers with a sentence ("No, there is no anomaly in the image." / "Yes, there is an
 anomaly in the image, at the top left of the image."). The decision comes from that sentence; the
 boxes come from the anomaly map through the same contour pipeline as the classical detectors
-(:func:`mmrbench.baselines.boxes.boxes_from_map`). The adapter writes both into the protocol's
+(:func:`mmrbench.vision.boxes.boxes_from_map`). The adapter writes both into the protocol's
 answer format, boxes in original pixels (convention ``pixel``, sent size = original size), so the
 normal parser and scorer apply:
 ``<think>{sentence}</think><answer>Yes. {'bbox_2d': [x1, y1, x2, y2], 'label': 'anomaly'}</answer>``.
@@ -32,7 +32,7 @@ Three facts about AnomalyGPT (its repository, commit f21c51b) shape the bridge:
 * **Map meaning.** With a reference image the map is 1 - cosine similarity of patch tokens, not a
   probability, so a fixed threshold is uncalibrated. ``calibration=DIR`` runs the worker on held-out
   normal images (one-shot, each against another normal of its folder) and takes the detectors' fair
-  threshold (:func:`mmrbench.baselines.thresholds.fair_threshold`) over their map maxima.
+  threshold (:func:`mmrbench.vision.thresholds.fair_threshold`) over their map maxima.
 * **Sampling.** ``generate`` always samples (``do_sample=True``) and seeds nothing: greedy is not
   available. Each request carries a seed (the request's, or one derived from the run seed and the
   sample id), which the worker applies, so a run can be repeated.
@@ -208,7 +208,7 @@ def pad_square(image):
 def map_boxes(amap: np.ndarray, threshold: float, region: tuple[float, float, float, float],
               image_size: tuple[int, int], *, min_area: int = 0, nms_iou: float = 0.5) -> list[tuple[float, ...]]:
     """Boxes of ``amap >= threshold`` in original pixels, the map lying on ``region`` of the image."""
-    from mmrbench.baselines.boxes import boxes_from_map
+    from mmrbench.vision.boxes import boxes_from_map
 
     x0, y0, rw, rh = region
     ow, oh = max(1, int(round(rw))), max(1, int(round(rh)))
@@ -654,7 +654,7 @@ class AnomalyGPTModel(ModelAPI):
         """
         from PIL import Image
 
-        from mmrbench.baselines.thresholds import GRID, fair_threshold
+        from mmrbench.vision.thresholds import GRID, fair_threshold
 
         groups = calibration_groups(directory)
         scores: dict[str, list[float]] = {}

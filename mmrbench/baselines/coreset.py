@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-from mmrbench.baselines.features import chunks, seeded_generator
+from mmrbench.vision.features import chunks, seeded_generator
 
 
 def random_projection(features: torch.Tensor, proj_dim: int, seed: int = 0, chunk: int = 16384) -> torch.Tensor:

@@ -4,7 +4,7 @@ Per category: fit on that category's normal *train* images (minus a few held out
 threshold), score its test images, normalise image scores and maps min-max per category to [0, 1]
 (over the category's test images: that reads no label), and write one ``predictions.jsonl`` line per
 test image with the normalised ``score`` and ``boxes_by_threshold`` for t = 0.0, 0.1, ..., 1.0 (boxes
-from the normalised map at t, :mod:`mmrbench.baselines.boxes`). The scorer then reads a line as
+from the normalised map at t, :mod:`mmrbench.vision.boxes`). The scorer then reads a line as
 "anomalous" when score >= t and takes the boxes at t.
 
 Thresholds (``result.json`` ``detector`` block):
@@ -46,9 +46,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mmrbench.baselines.boxes import boxes_by_threshold
+from mmrbench.vision.boxes import boxes_by_threshold
 from mmrbench.baselines.recipes import canonical_method, resolve_recipe
-from mmrbench.baselines.thresholds import GRID, auroc, fair_threshold, minmax, oracle_threshold
+from mmrbench.vision.thresholds import GRID, auroc, fair_threshold, minmax, oracle_threshold
 from mmrbench.data.schema import Sample
 from mmrbench.errors import ConfigError, MMRBenchError
 
@@ -83,7 +83,7 @@ def _gt_mask(manifest, s: Sample, size: int) -> np.ndarray:
     import cv2
 
     if s.mask:
-        from mmrbench.data.images import load_mask
+        from mmrbench.vision.images import load_mask
         m = np.asarray(load_mask(manifest.resolve(s.mask), sample_id=s.id), dtype=np.float32) / 255.0
         m = (m > 0).astype(np.float32)
     else:
@@ -150,8 +150,8 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
     import torch
 
     from mmrbench import PROTOCOL
-    from mmrbench.baselines.backbones import load_backbone
-    from mmrbench.baselines.features import iter_batches
+    from mmrbench.vision.backbones import load_backbone
+    from mmrbench.vision.features import iter_batches
     from mmrbench.data.manifest import read_manifest
     from mmrbench.predictions import Prediction, PredictionWriter, read_predictions
     from mmrbench.provenance import harness_info, now_iso

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmrbench.baselines.backbones import Backbone
-from mmrbench.baselines.features import gaussian_blur, seeded_generator, upsample_maps
+from mmrbench.vision.backbones import Backbone
+from mmrbench.vision.features import gaussian_blur, seeded_generator, upsample_maps
 
 DEFAULT_D = {"resnet18": 100, "wide_resnet50_2": 550, "resnet50": 550}
 

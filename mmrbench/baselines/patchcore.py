@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmrbench.baselines.backbones import Backbone
+from mmrbench.vision.backbones import Backbone
 from mmrbench.baselines.coreset import greedy_coreset
-from mmrbench.baselines.features import gaussian_blur, upsample_maps
+from mmrbench.vision.features import gaussian_blur, upsample_maps
 
 
 @dataclass

@@ -167,7 +167,7 @@ def _recipe_schema(method: str):
 def check_recipe(method: str, rec: dict[str, Any], where: str = "recipe") -> None:
     """Validate a resolved recipe (types, ranges, choices, and PaDiM's ``d`` against the channels the
     chosen backbone layers have), before any weights load or an earlier run is touched."""
-    from mmrbench.baselines.backbones import ARCHS, canonical_name
+    from mmrbench.vision.backbones import ARCHS, canonical_name
     from mmrbench.validation import validated
     validated(_recipe_schema(method), rec, where, error=ConfigError)
     arch = ARCHS[canonical_name(rec["backbone"]["name"])]

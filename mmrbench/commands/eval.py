@@ -108,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
                        shard=parse_shard(args.shard) if args.shard else None, concurrency=args.concurrency,
                        progress=not args.no_progress, retry=retry, command=["mmrbench", *sys.argv[1:]],
                        device=args.device, weights=args.weights, recipe=args.recipe)
-    result = run_eval(card, args.data, args.out, opts)
-    return exit_code(result)
+    from mmrbench.exitcodes import exit_code
+    return exit_code(run_eval(card, args.data, args.out, opts))
 
 
 def check_run_params(args: argparse.Namespace) -> None:
@@ -131,15 +131,3 @@ def check_run_params(args: argparse.Namespace) -> None:
 
     validated(RunParams, {k: getattr(args, k) for k in ("limit", "retries", "retry_wait", "max_image_side")
                           if getattr(args, k) is not None}, "command line", error=ConfigError)
-
-
-def exit_code(result) -> int:
-    """0 when every selected sample ended answered; else one summary line on stderr and 3."""
-    import sys
-
-    from mmrbench.cli import EXIT_INCOMPLETE
-    summary = getattr(result, "run_summary", None)
-    if summary is not None and not summary.complete:
-        print(f"mmrbench: incomplete: {summary.line()}", file=sys.stderr)
-        return EXIT_INCOMPLETE
-    return 0

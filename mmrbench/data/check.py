@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mmrbench.data.images import ImageLoadError, decode
+from mmrbench.vision.images import ImageLoadError, decode
 from mmrbench.data.manifest import Manifest
 
 

@@ -74,13 +74,13 @@ def filter_bank_features(img: np.ndarray, size: int = 96, pool: int = 4) -> np.n
 
 
 def resnet_stem_feature_fn(weights=None, seed: int = 0, size: int = 128) -> FeatureFn:
-    """Features from conv1-bn1-relu of the project's ResNet-18 (:mod:`mmrbench.baselines.backbones`),
+    """Features from conv1-bn1-relu of the project's ResNet-18 (:mod:`mmrbench.vision.backbones`),
     average-pooled 2x2. ``weights``: a torchvision ``resnet18`` state-dict file (ImageNet weights, as
     the paper's "light backbone"); without one the stem is seeded-random, which still gives a
     fixed bank of 64 colour/edge filters."""
     import torch
 
-    from mmrbench.baselines.backbones import load_backbone
+    from mmrbench.vision.backbones import load_backbone
 
     bb = load_backbone("resnet18", weights, seed=seed, depth=1)
     model = bb.model.eval()

@@ -136,7 +136,7 @@ def confined_image(manifest, rel: str) -> Path | None:
 def viewer_samples(result: dict[str, Any], manifest, preds, limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` scored samples with thumbnails, ground-truth and predicted boxes (original
     pixels) and the raw response text, for the page's sample viewer."""
-    from mmrbench.data.images import ImageLoadError, load_rgb
+    from mmrbench.vision.images import ImageLoadError, load_rgb
     from mmrbench.scoring import decision_from_prediction
 
     samples = scored_samples(result, manifest)[:max(0, limit)]

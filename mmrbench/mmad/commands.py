@@ -75,7 +75,7 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from mmrbench.commands.eval import exit_code
+    from mmrbench.exitcodes import exit_code
     from mmrbench.mmad.run import evaluate_mmad
     return exit_code(evaluate_mmad(args.model, args.data, args.out, shots=args.shots, templates=args.templates, ask=args.ask,
                   mode=args.mode, domain_knowledge=args.domain_knowledge, images_root=args.images_root,
@@ -97,7 +97,7 @@ def add_merge_parser(sub) -> argparse.ArgumentParser:
 
 def run_merge(args: argparse.Namespace) -> int:
     from mmrbench.mmad.run import merge_mmad_runs
-    from mmrbench.commands.eval import exit_code
+    from mmrbench.exitcodes import exit_code
     report = merge_mmad_runs(args.runs, args.out, args.data, images_root=args.images_root,
                              domain_knowledge=args.domain_knowledge, mode=args.mode)
     print(report.render())

@@ -76,7 +76,7 @@ class MMADTask:
 
     def build_request(self, query: MMADQuery, config: GenerationConfig | None = None) -> Request:
         """Templates, then the query image, then the text (images load here, in the sending worker)."""
-        from mmrbench.data.images import load_rgb
+        from mmrbench.vision.images import load_rgb
         from mmrbench.requests_build import FileImagePart
 
         root = self.data.root

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from PIL import Image, ImageDraw
 
 from mmrbench.coords import check_convention, from_original, to_original
-from mmrbench.data.images import load_rgb
+from mmrbench.vision.images import load_rgb
 from mmrbench.data.schema import Box, Sample
 from mmrbench.errors import ConfigError
 from mmrbench.prompts import Prompt, build_prompt

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from mmrbench.adapters.base import ImagePart, Message, TextPart
 from mmrbench.coords import from_original
-from mmrbench.data.images import load_rgb
+from mmrbench.vision.images import load_rgb
 from mmrbench.data.schema import Sample
 from mmrbench.prompts import build_prompt, category_anomaly_labels, format_answer, readable_category
 
