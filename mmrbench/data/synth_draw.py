@@ -7,6 +7,10 @@ rasterisation (anti-aliased lines and polygons) because its output is determinis
 Anomaly painters share one contract: ``paint(img, ctx, rng) -> mask | None`` modifies ``img`` in
 place and returns the defect's footprint (uint8, 255 inside) or None when no valid placement was
 found. Masks are the exact footprint of what was painted, so boxes derived from them are tight.
+
+Why over 400 lines: the drawing primitives and the nine anomaly painters share one contract and one
+set of helpers; each painter is short, and keeping them together keeps the synthetic benchmark's
+defect definitions in one file (the generator's version must change with any edit here).
 """
 from __future__ import annotations
 
