@@ -40,7 +40,7 @@ import numpy as np
 
 from mmrbench.data.importers import FORMATS, WALK_OPTIONS, walk
 from mmrbench.data.importers.common import (
-    ImportOptions, RawItem, _default_id, category_samples, enforce_group_splits, group_by_category,
+    ImportOptions, RawItem, default_id, category_samples, enforce_group_splits, group_by_category,
 )
 from mmrbench.data.manifest import dumps_sample, file_sha256
 from mmrbench.errors import ConfigError, MMRBenchError
@@ -158,7 +158,7 @@ def choose_sample(spec: SourceSpec, n: int, seed: int) -> tuple[list[str], int]:
         for it in enforce_group_splits(items):
             if not usable(it):
                 continue
-            sid = it.id or _default_id(it, _base(spec))
+            sid = it.id or default_id(it, _base(spec))
             groups.setdefault(it.group or sid, []).append(sid)
             total += 1
     keep: list[str] = []

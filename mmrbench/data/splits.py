@@ -135,10 +135,10 @@ def assign_train_references(samples: list[Sample], root: Path, method: str = "re
             continue
         pos = {i: k for k, i in enumerate(normals)}
         if method == "retrieval":
-            from mmrbench.data.importers.common import _load_for_retrieval
+            from mmrbench.data.importers.common import load_for_retrieval
             from mmrbench.data.retrieval import ReferenceRetriever
 
-            imgs = {i: _load_for_retrieval(root / samples[i].image) for i in set(normals) | set(need)}
+            imgs = {i: load_for_retrieval(root / samples[i].image) for i in set(normals) | set(need)}
             r = ReferenceRetriever.fit([imgs[i] for i in normals], seed=int(rng.integers(0, 2**31 - 1)))
             nbs = r.query_many([imgs[i] for i in need], exclude=[pos.get(i) for i in need])
             picks = [normals[int(nb.indices[0])] if len(nb.indices) else None for nb in nbs]

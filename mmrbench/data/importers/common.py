@@ -130,7 +130,7 @@ def boxes_for(item: RawItem, size: tuple[int, int]) -> list[Box]:
     return boxes
 
 
-def _load_for_retrieval(path: Path, size: int = 256) -> np.ndarray:
+def load_for_retrieval(path: Path, size: int = 256) -> np.ndarray:
     import cv2
 
     with Image.open(path) as im:
@@ -151,7 +151,7 @@ class LazyImages(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        return _load_for_retrieval(self.paths[i])
+        return load_for_retrieval(self.paths[i])
 
 
 def pick_references(queries: Sequence[Path], normals: Sequence[Path], method: str, rng: np.random.Generator) -> list[Path | None]:
@@ -218,7 +218,7 @@ def _place(src: Path, out: Path, opts: ImportOptions, dest_rel: str) -> str:
     return Path(dest_rel).as_posix()
 
 
-def _default_id(item: RawItem, root: Path) -> str:
+def default_id(item: RawItem, root: Path) -> str:
     try:
         rel = item.image.resolve().relative_to(root.resolve()).with_suffix("")
         return f"{item.subdataset}/{rel.as_posix()}"
@@ -267,7 +267,7 @@ def category_samples(items: list[RawItem], root: Path, out: Path, opts: ImportOp
     placed = {} if placed is None else placed
     seen = {} if seen is None else seen
     skipped = [] if skipped is None else skipped
-    ids = [it.id or _default_id(it, root) for it in items]
+    ids = [it.id or default_id(it, root) for it in items]
     for sid, it in zip(ids, items):
         if sid in seen:
             raise ImportFormatError(f"two images map to the same id '{sid}': {seen[sid]} and {it.image}")

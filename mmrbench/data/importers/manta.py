@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from mmrbench.data.importers.common import ImportFormatError, RawItem, image_size, read_mask
-from mmrbench.data.importers.mvteclike import TreeSpec, _is_category, walk_category
+from mmrbench.data.importers.mvteclike import TreeSpec, is_category, walk_category
 
 VIEWS = 5
 
@@ -43,10 +43,10 @@ def class_dirs(root: Path) -> list[tuple[str | None, Path]]:
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     out: list[tuple[str | None, Path]] = []
     for d in subs:
-        if _is_category(d):
+        if is_category(d):
             out.append((None, d))  # ROOT is one domain
             continue
-        out += [(d.name, c) for c in sorted(x for x in d.iterdir() if x.is_dir()) if _is_category(c)]
+        out += [(d.name, c) for c in sorted(x for x in d.iterdir() if x.is_dir()) if is_category(c)]
     if not out:
         raise layout_error("manta", root, "no <domain>/<class>/train folder")
     return out

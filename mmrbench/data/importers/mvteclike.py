@@ -40,7 +40,7 @@ class TreeSpec:
     ignore: tuple[str, ...] = ()
 
 
-def _is_category(d: Path) -> bool:
+def is_category(d: Path) -> bool:
     return (d / "train").is_dir() or (d / "test").is_dir()
 
 
@@ -54,9 +54,9 @@ def category_dirs(root: Path, spec: TreeSpec) -> list[tuple[str, Path]]:
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if d.name in spec.ignore:
             continue
-        if _is_category(d):
+        if is_category(d):
             out.append((spec.rename.get(d.name, d.name), d))
-        elif _is_category(d / d.name):
+        elif is_category(d / d.name):
             out.append((spec.rename.get(d.name, d.name), d / d.name))
     if not out:
         raise layout_error(spec.fmt, root, "no <category>/train or <category>/test folder")
