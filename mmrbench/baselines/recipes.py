@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,9 @@ def recipe_path(method: str) -> Path:
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10
+    else:  # pragma: no cover
         import tomli as tomllib
     p = Path(path)
     if not p.is_file():
@@ -108,68 +109,13 @@ def resolve_recipe(method: str, recipe: dict | str | os.PathLike | None) -> dict
     return out
 
 
-def _recipe_schema(method: str):
-    """pydantic models of a resolved recipe: every value typed and bounded, so a string where a
-    number belongs, a NaN, or ``d = 100000`` (a 6.5 GB covariance) fails when the recipe is read."""
-    from typing import Annotated, List, Literal, Optional
-
-    from pydantic import BaseModel, ConfigDict, Field
-
-    strict = ConfigDict(strict=True, extra="forbid")
-    F = lambda **kw: Annotated[float, Field(allow_inf_nan=False, **kw)]  # noqa: E731
-    I = lambda **kw: Annotated[int, Field(**kw)]  # noqa: E731, E741
-    Layer = Literal["layer1", "layer2", "layer3", "layer4"]
-
-    class Backbone(BaseModel):
-        model_config = strict
-        name: str
-        seed: I(ge=0)
-        weights: Optional[str] = None
-
-    class Boxes(BaseModel):
-        model_config = strict
-        min_area: I(ge=0, le=10**8)
-        nms_iou: F(ge=0, le=1)
-
-    class Thresholds(BaseModel):
-        model_config = strict
-        holdout_fraction: F(ge=0, lt=1)
-        holdout_min: I(ge=0, le=10**6)
-        fair_quantile: F(ge=0, le=1)
-
-    common = dict(layers=(Annotated[List[Layer], Field(min_length=1, max_length=4)], ...),
-                  image_size=(I(ge=32, le=2048), ...), blur_sigma=(F(ge=0, le=64), ...), seed=(I(ge=0), ...))
-    from pydantic import create_model
-    if method == "padim":
-        Model = create_model("PadimModel", __config__=strict, d=(I(ge=1, le=4096), ...), eps=(F(gt=0, le=1e3), ...),
-                             position_chunk=(Optional[I(ge=1, le=10**7)], None), **common)
-    else:
-        Model = create_model("PatchCoreModel", __config__=strict, coreset_ratio=(F(gt=0, le=1), ...),
-                             proj_dim=(I(ge=1, le=4096), ...), coreset_precision=(Literal["half", "single"], ...),
-                             num_neighbors=(I(ge=1, le=1000), ...), target_dim=(Optional[I(ge=1, le=65536)], None),
-                             coreset_max=(Optional[I(ge=1)], None), bank_chunk=(Optional[I(ge=1, le=10**7)], None),
-                             **common)
-
-    class Recipe(BaseModel):
-        model_config = strict
-        method: Literal["padim", "patchcore"]
-        backbone: Backbone
-        boxes: Boxes
-        thresholds: Thresholds
-        batch_size: I(ge=1, le=4096)
-        pixel_auroc_size: I(ge=8, le=4096)
-        normalisation: Literal["joint", "separate"]
-        model: Model  # type: ignore[valid-type]
-
-    return Recipe
-
-
 def check_recipe(method: str, rec: dict[str, Any], where: str = "recipe") -> None:
     """Validate a resolved recipe (types, ranges, choices, and PaDiM's ``d`` against the channels the
     chosen backbone layers have), before any weights load or an earlier run is touched."""
     from mmrbench.vision.backbones import ARCHS, canonical_name
     from mmrbench.validation import validated
-    validated(_recipe_schema(method), rec, where, error=ConfigError)
+    from mmrbench.baselines.recipe_schema import schema_for
+    validated(schema_for(method), rec, where, error=ConfigError)
     arch = ARCHS[canonical_name(rec["backbone"]["name"])]
     if method == "padim":
         total = sum(arch["block"].expansion * 64 * 2 ** (int(layer[-1]) - 1) for layer in rec["model"]["layers"])
