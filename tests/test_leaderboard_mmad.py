@@ -245,3 +245,18 @@ def test_schema_errors_skip_the_file_with_the_reason(mmad_run):
     assert board.entries == []
     assert board.skipped == [f"{dest.name}/result.json: $.metrics.rows[\"VisA\"].Average: "
                              "must be a percentage in [0, 100] or null (got 150)"]
+
+
+def test_validate_cli_checks_and_rescores_an_mmad_run(mmad_run, capsys):
+    from mmrbench.cli import main
+    tmp, release, run, _ = mmad_run
+    assert main(["validate", str(run), "--manifest", str(release / "mmad.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"{run / 'result.json'}: verified" in out or f"{run}: verified" in out
+    d = json.loads((run / "result.json").read_text())
+    d["metrics"]["rows"]["DS-MVTec"]["Average"] = -1
+    (run / "result.json").write_text(json.dumps(d))
+    assert main(["validate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "$.metrics.rows[\"DS-MVTec\"].Average: must be a percentage in [0, 100] or null (got -1)" in err
+    assert "Traceback" not in err
