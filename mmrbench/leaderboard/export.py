@@ -4,7 +4,8 @@ The CSV is long format, one line per (entry, subdataset, metric, part) with the 
 shown on the board and, for runs, its 95 % bootstrap interval; a localization the paper does not
 report is an empty value with ``reported = false``, never 0. The JSON is the board itself (benchmarks,
 entries, cells as fractions, intervals, per-category intervals) without the viewer's thumbnails and
-responses. Cells are written as data: a spreadsheet formula in a model name is neutralised (a leading
+responses. An MMAD entry's cells (percent already) are lines with ``subdataset`` = its dataset row,
+``metric`` = the MMAD column and ``part`` = ``mmad``. Cells are written as data: a spreadsheet formula in a model name is neutralised (a leading
 ``= + - @`` gets a quote), since people open these files in spreadsheets.
 """
 from __future__ import annotations
