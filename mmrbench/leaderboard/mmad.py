@@ -268,12 +268,12 @@ def compare_mmad(claimed: dict[str, Any], recomputed: dict[str, Any], tol: float
     for name in [n for n in r_rows if n in c_rows]:
         for col, rv in r_rows[name].items():
             cv = (c_rows[name] or {}).get(col)
-            same = (cv is None and rv is None) or (
-                isinstance(cv, (int, float)) and not isinstance(cv, bool) and rv is not None and abs(cv - rv) <= tol)
+            number = isinstance(cv, (int, float)) and not isinstance(cv, bool)
+            same = (cv is None and rv is None) or (number and rv is not None and abs(cv - rv) <= tol)
             if not same:
-                fmt = lambda v: "null" if v is None else f"{v:.4f}"  # noqa: E731
-                diffs.append(f"{name} {col} claimed {fmt(cv) if not isinstance(cv, str) else _short(cv)} "
-                             f"but recomputes to {fmt(rv)}")
+                show = lambda v: "null" if v is None else f"{v:.4f}"  # noqa: E731
+                diffs.append(f"{name} {col} claimed {show(cv) if number or cv is None else _short(cv)} "
+                             f"but recomputes to {show(rv)}")
     return diffs
 
 
