@@ -19,6 +19,12 @@ import pytest
 from lb_fixtures import make_benchmark, make_run, responses
 from mmrbench.leaderboard.board import write_leaderboard
 from mmrbench.leaderboard.reference import write_reference_entries
+from mmrbench.cards import ModelCard
+from mmrbench.leaderboard.mmad import write_mmad_reported_entries
+from mmrbench.leaderboard.submit import submit_run
+from mmrbench.mmad.reported import load_reported
+from mmrbench.mmad.run import evaluate_mmad
+from test_mmad_data import write_release
 
 pytestmark = pytest.mark.browser
 
@@ -81,8 +87,15 @@ def page(tmp_path_factory):
     make_run(results / "evil", man, samples, name=EVIL_NAME, texts=texts)
     make_run(results / "good", man, samples, name="good-model", skill=3)
     write_reference_entries(results)
+    write_mmad_reported_entries(results)  # MMAD's published rows, and a chance-level run declared as MMAD
+    release = write_release(tmp / "mmadstore" / "MMAD")
+    (release / "mmad-info.json").write_text(json.dumps({"benchmark": "MMAD"}))
+    evaluate_mmad(ModelCard(name="chance-level", provider="chance", model_id="seed-0", display_name=EVIL_NAME),
+                  release, tmp / "mmadrun")
+    submit_run(tmp / "mmadrun", results_dir=results, manifest=release)
     out = tmp / "lb"
-    write_leaderboard(results, out, manifest_stores=[tmp / "bench"], resamples=50, samples_per_run=24)
+    write_leaderboard(results, out, manifest_stores=[tmp / "bench", tmp / "mmadstore"], resamples=50,
+                      samples_per_run=24)
 
     profile = tmp / "profile"
     proc = subprocess.Popen(
@@ -145,7 +158,8 @@ def tiny_key(cdp):
 
 def test_page_renders_the_paper_board_first_without_errors(page):
     cdp, _ = page
-    assert [n for _, n in benchmarks(cdp)][0] == "MMR-AD test (paper)" and len(benchmarks(cdp)) == 2
+    assert [n for _, n in benchmarks(cdp)][:2] == ["MMR-AD test (paper)", "MMAD (published)"]
+    assert len(benchmarks(cdp)) == 3
     names = [n for n, _ in column(cdp, "VisA", "accuracy")]
     assert "Anomaly-R1-7B" in names and "Anomaly-R1-7B\u2020" in names and len(names) == 21
     assert "good-model" not in names  # runs on another benchmark are never in the paper's table
@@ -308,3 +322,55 @@ def test_hostile_name_and_response_stay_text(page):
     assert cdp.js("Array.from(document.querySelectorAll('svg.chart title')).some(function (t) {"
                   " return t.textContent.indexOf('window.__pwned=2') >= 0 && t.children.length === 0; })")
     assert not [e for e in cdp.events if e.get("method") == "Page.javascriptDialogOpening"]
+
+
+def mmad_table(cdp):
+    return cdp.js("""Array.from(document.querySelectorAll('#lb-table tr.entry')).map(function (tr) {
+        return [tr.querySelector('.name').textContent].concat(Array.from(tr.querySelectorAll('td.cell')).map(
+          function (td) { return td.textContent; })); })""")
+
+
+def test_switching_to_the_mmad_board(page):
+    cdp, _ = page
+    pick(cdp, "filter-bench", "mmad-published")
+    heads = cdp.js("Array.from(document.querySelectorAll('#lb-table th.sortable')).map(function (t) { return t.textContent; })")
+    assert heads == ["Anomaly Detection", "Defect Classification", "Defect Localization", "Defect Description",
+                     "Defect Analysis", "Object Classification", "Object Analysis", "Average"]
+    shipped = load_reported()
+    rows = mmad_table(cdp)
+    assert len(rows) == 23  # MMAD's 22 published tables and the chance level
+    assert [r[0] for r in rows[:22]] == [r.model + (f" ({r.note})" if r.note else "") for r in shipped]
+    for got, r in zip(rows, shipped):  # the Average row of every published table, to one decimal
+        assert got[1:] == [f"{r.rows['Average'][h]:.1f}" for h in heads]
+    assert rows[22][0] == EVIL_NAME  # a hostile display name stays text
+    assert cdp.js("document.getElementById('ablations').hidden") is True
+    assert cdp.js("document.querySelectorAll('#lb-table tr.group').length") == 2  # published, chance level
+    # charts: one bar per model row with a value in every subtask panel, nothing from MMR-AD
+    counts = chart_counts_mmad(cdp)
+    assert len(counts) == 8
+    for col, marks, visible in counts:
+        n = len([r for r in rows if r[1 + heads.index(col)] not in ("", "\u2013")])
+        assert marks == n and visible, (col, marks, n)
+    screenshot_not_blank(cdp, "mmad.png")
+    # the dataset row: VisA
+    pick(cdp, "filter-sub", "VisA")
+    gpt = next(r for r in mmad_table(cdp) if r[0] == "gpt-4o")
+    ref = next(r for r in shipped if r.model == "gpt-4o")
+    assert gpt[1:] == [f"{ref.rows['VisA'][h]:.1f}" for h in heads]
+    # sort by Defect Localization, descending
+    cdp.js("document.querySelector('#lb-table th[data-metric=\"Defect Localization\"]').click()")
+    vals = [float(r[3]) for r in mmad_table(cdp) if r[3] not in ("", "\u2013")]
+    assert vals == sorted(vals, reverse=True) and len(vals) == 23
+    assert cdp.js("typeof window.__pwned") == "undefined"
+    pick(cdp, "filter-sub", "all")
+    pick(cdp, "filter-bench", "mmr-ad-paper")
+    assert len(column(cdp, "VisA", "accuracy")) == 21 and cdp.js("document.getElementById('filter-metric').disabled") is False
+
+
+def chart_counts_mmad(cdp):
+    return cdp.js("""(function () {
+        var sec = Array.from(document.querySelectorAll('section.bench-charts')).filter(function (s) { return !s.hidden; });
+        if (sec.length !== 1) { return 'visible chart sections: ' + sec.length; }
+        return Array.from(sec[0].querySelectorAll('svg.chart[data-chart="mmad-subtask"]')).map(function (svg) {
+          return [svg.getAttribute('data-sub'), svg.querySelectorAll('g.mark').length,
+                  svg.getBoundingClientRect().width > 100]; }); })()""")

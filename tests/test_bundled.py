@@ -27,9 +27,31 @@ def test_bundled_main_job(synth_small, tmp_path, capsys):
     page = (out / "leaderboard" / "index.html").read_text()
     data = json.loads(page.split('id="lb-data">', 1)[1].split("</script>", 1)[0])
     assert [b["name"] for b in data["benchmarks"]][0] == "MMR-AD test (paper)"
-    assert [b["name"].split(" (manifest")[0] for b in data["benchmarks"]][1:] == [f"bundled synthetic v{SYNTH_VERSION}"]
-    for e in data["entries"]:  # no synthetic run on the paper's board, on the page either
-        assert (e["benchmark"] == "mmr-ad-paper") == (e["provenance"] == "reported")
+    assert [b["name"].split(" (m")[0] for b in data["benchmarks"]][1:] == [
+        "MMAD (published)", f"bundled synthetic v{SYNTH_VERSION}", f"bundled synthetic v{SYNTH_VERSION}, MMAD format"]
+    by_key = {b["key"]: b for b in data["benchmarks"]}
+    for e in data["entries"]:  # no synthetic run on the paper's board, and no MMR-AD row on an MMAD board
+        b = by_key[e["benchmark"]]
+        assert (e["benchmark"] == "mmr-ad-paper") == (e["provenance"] == "reported" and "mmad" not in e)
+        assert (b.get("kind") == "mmad") == ("mmad" in e)
+    mmad_synth = next(b for b in data["benchmarks"] if b["name"].startswith(f"bundled synthetic v{SYNTH_VERSION}, MMAD"))
+    chance = [e for e in data["entries"] if e["benchmark"] == mmad_synth["key"]]
+    assert [(e["name"], e["status"], e["kind"]) for e in chance] == [
+        ("Chance level (uniform option letter, seed 0)", "verified", "baseline")]
+    assert mmad_synth["columns"] == ["Anomaly Detection", "Defect Classification", "Defect Localization",
+                                     "Object Classification", "Average"]
+    assert len([e for e in data["entries"] if e["benchmark"] == "mmad-published"]) == 22
+    # Markdown: the MMAD sections hold only MMAD rows, the MMR-AD sections none
+    mm = sections["MMAD (published)"]
+    mini = next(v for k, v in sections.items() if k.startswith(f"bundled synthetic v{SYNTH_VERSION}, MMAD"))
+    assert "PaDiM" not in mm + mini and "Anomaly-R1" not in mm + mini and "Chance level" in mini
+    assert "Chance level" not in paper + synth and "mmad-compatible" not in paper + synth
+    assert "✅ verified" in mini and "📄 reported" in mm
+    # the page: the MMAD boards' charts have one bar per model row, none of an MMR-AD row
+    for b, n in ((by_key["mmad-published"], 22), (mmad_synth, 1)):
+        charts = page.split(f'<section class="bench-charts" data-benchmark="{b["key"]}"', 1)[1].split("</section>", 1)[0]
+        assert charts.count('<g class="mark') == n * len(b["columns"]) and "PaDiM" not in charts
+    assert (out / "runs" / "mmad-chance-level" / "result.json").is_file()
     assert (out / "leaderboard" / "index.html").stat().st_size > 1000
     assert any((out / "results").glob("padim-*/result.json"))
 
@@ -44,3 +66,13 @@ def test_bundled_bad_model_fails_cleanly(synth_small, tmp_path, capsys):
     assert "unknown model 'nosuchprovider:x'" in captured.err
     assert "Traceback" not in captured.err
     assert not (out / "runs").exists()  # specs are checked before any model runs
+
+
+def test_bundled_bad_mmad_model_fails_before_any_run(synth_small, tmp_path, capsys):
+    out = tmp_path / "bundled"
+    shutil.copytree(synth_small.parent, out / "data")
+    rc = main(["bundled", "--out", str(out), "--scale", "small", "--models", "padim",
+               "--mmad-models", "chance,nosuchprovider:y", "--resamples", "0", "--no-progress"])
+    assert rc == 2
+    assert "unknown model 'nosuchprovider:y'" in capsys.readouterr().err
+    assert not (out / "runs").exists()

@@ -94,3 +94,5 @@ register_provider("detector", "mmrbench.adapters.detector:DetectorModel", None,
                   "classical full-shot detectors (PaDiM, PatchCore)")
 register_provider("scripted", "mmrbench.adapters.scripted:ScriptedModel", None,
                   "replays fixed answers from a JSONL file (tests, offline re-scoring)")
+register_provider("chance", "mmrbench.mmad.chance:ChanceModel", None,
+                  "chance level of multiple-choice questions (MMAD): a seeded uniform option letter; not a model")

@@ -2,7 +2,10 @@
 
 Generates the bundled synthetic benchmark (or reuses it when seed and scale match), evaluates the
 offline models on its held-out subdatasets, stores every run as a verified leaderboard entry, and writes
-the leaderboard: the runs on the bundled benchmark's own board, the paper's reported rows on theirs. Needs no key and no download.
+the leaderboard: the runs on the bundled benchmark's own board, the paper's reported rows on theirs. It also
+writes the MMAD-format miniature of the benchmark and evaluates the seeded chance level on it (protocol
+``mmad-v1``; no offline model answers multiple-choice questions), so the MMAD boards (MMAD's published rows,
+the miniature) are there offline too. Needs no key and no download.
 API models only join when asked with ``--api`` (and their key is set), so the quick start never
 spends money behind a user's back.
 """
@@ -17,6 +20,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = "patchcore,padim"
+DEFAULT_MMAD_MODELS = "chance"
 
 
 def add_parser(sub) -> None:
@@ -30,6 +34,10 @@ def add_parser(sub) -> None:
     p.add_argument("--api", action="store_true",
                    help="also evaluate every API model card whose key is set in the environment")
     p.add_argument("--limit", type=int, default=None, help="first N test samples per model (quick look)")
+    p.add_argument("--mmad-models", default=DEFAULT_MMAD_MODELS,
+                   help="comma-separated model specs evaluated on the MMAD-format miniature (protocol mmad-v1); "
+                        "'chance' = the seeded chance level (not a model); empty to skip "
+                        f"(default: {DEFAULT_MMAD_MODELS})")
     p.add_argument("--resamples", type=int, default=200, help="bootstrap resamples for the confidence intervals")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
@@ -73,6 +81,42 @@ def held_out_subdatasets(data_dir: Path) -> list[str] | None:
         return None
 
 
+def chance_card():
+    """The chance level as a model card: a seeded uniform option letter per question (not a model)."""
+    from mmrbench.cards import ModelCard
+    return ModelCard(name="chance-level", provider="chance", model_id="seed-0",
+                     display_name="Chance level (uniform option letter, seed 0)", convention="pixel",
+                     convention_source="no boxes (multiple-choice letters only)",
+                     notes="not a model: picks one of each question's option letters uniformly at random")
+
+
+def mmad_cards(text: str) -> list:
+    from mmrbench.cards import parse_spec
+    return [chance_card() if s.strip() == "chance" else parse_spec(s.strip()) for s in text.split(",") if s.strip()]
+
+
+def run_mmad(out: Path, data_dir: Path, results_dir: Path, cards: list, *, limit: int | None, progress: bool,
+             failures: list[str]) -> None:
+    """The MMAD part: write the miniature (deterministic), evaluate each card on it, submit the runs."""
+    from mmrbench.errors import MMRBenchError
+    from mmrbench.leaderboard.reference import slugify
+    from mmrbench.leaderboard.submit import submit_run
+    from mmrbench.mmad.run import evaluate_mmad
+    from mmrbench.mmad.synth import write_synth_mmad
+
+    mmad_json = write_synth_mmad(data_dir)
+    print(f"\nMMAD-format miniature: {mmad_json}")
+    for card in cards:
+        run_dir = out / "runs" / f"mmad-{slugify(card.name)}"
+        print(f"== {card.title} ({card.provider}) on the MMAD-format miniature (mmad-v1, 1-shot, strict)")
+        try:
+            evaluate_mmad(card, mmad_json, run_dir, limit=limit, quiet=not progress)
+            submit_run(run_dir, results_dir=results_dir, manifest=mmad_json, replace=True)
+        except MMRBenchError as exc:
+            failures.append(f"{card.name} (MMAD): {exc}")
+            print(f"mmrbench: {card.name} failed on MMAD: {exc}")
+
+
 def run(args: argparse.Namespace) -> int:
     from mmrbench.cards import parse_spec
     from mmrbench.errors import MMRBenchError
@@ -97,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
     write_reference_entries(results_dir)
     failures: list[str] = []
     cards = [parse_spec(spec) for spec in specs]  # a typo fails here, before any model has run
+    m_cards = mmad_cards(args.mmad_models)
+    from mmrbench.leaderboard.mmad import write_mmad_reported_entries
+    write_mmad_reported_entries(results_dir)
     for card in cards:
         run_dir = out / "runs" / slugify(card.name)
         print(f"\n== {card.name} ({card.provider}) on {', '.join(subdatasets or ['all subdatasets'])}")
@@ -108,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
             failures.append(f"{card.name}: {exc}")
             print(f"mmrbench: {card.name} failed: {exc}")
 
+    if m_cards:
+        run_mmad(out, data_dir, results_dir, m_cards, limit=args.limit, progress=progress, failures=failures)
     board_dir = out / "leaderboard"
     write_leaderboard(results_dir, board_dir, manifest_stores=[data_dir], resamples=args.resamples)
     print("\n" + (board_dir / "LEADERBOARD.md").read_text(encoding="utf-8"))

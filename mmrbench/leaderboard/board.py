@@ -36,6 +36,8 @@ from typing import Any, Iterable
 from mmrbench.errors import MMRBenchError
 from mmrbench.leaderboard.reference import (ABLATION, ABLATION_RECIPES, KIND_TITLES, KINDS, PAPER_BENCHMARK,
                                             SUBDATASETS, table4, table5)
+from mmrbench.leaderboard.mmad import PUBLISHED_KEY as MMAD_PUBLISHED_KEY
+from mmrbench.leaderboard.mmad import board_columns, check_mmad_result, is_mmad_result, mmad_entry
 from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.leaderboard.verify import (REPORTED, UNVERIFIED, VERIFIED, decisions_for, detector_threshold,
                                          find_manifest, find_predictions, load_predictions, scored_samples,
@@ -46,7 +48,7 @@ METRICS = ("accuracy", "recall", "precision")
 DEFAULT_SAMPLES_PER_RUN = 24
 THUMB_MAX_SIDE = 192
 MAX_RESPONSE_CHARS = 4000
-GROUP_ORDER = (*KINDS, "submitted", ABLATION)
+GROUP_ORDER = (*KINDS, "submitted", ABLATION, "mmad-published", "baseline")
 PAPER_KEY = "mmr-ad-paper"
 #: what reading one entry may raise; any of these makes that entry unverified, never the build fail
 ENTRY_ERRORS = (MMRBenchError, OSError, ValueError, EOFError, zlib.error, RecursionError, KeyError, TypeError)
@@ -101,6 +103,9 @@ def ablation_recipe(result: dict[str, Any]) -> str | None:
 
 
 def _order_key(e: dict[str, Any]) -> tuple:
+    if e.get("mmad") is not None:
+        from mmrbench.leaderboard.mmad import order_key
+        return order_key(e)
     if e["section"] == "ablation":
         rows = list(table5())
         anchor = e.get("ablation_row")
@@ -279,6 +284,45 @@ def _entry(d: Path, rel: str, result: dict[str, Any], stores: list, *, resamples
     return entry
 
 
+def _place(benchmarks: dict[str, dict[str, Any]], board: Board, entry: dict[str, Any]) -> None:
+    """Put an entry on the board of its benchmark (created on first use)."""
+    mmad = entry.get("mmad") is not None
+    b = benchmarks.setdefault(entry["benchmark"], {
+        "key": entry["benchmark"], "name": entry.pop("benchmark_name"), "subdatasets": [],
+        "manifest_sha256": entry["manifest_sha256"] if entry["benchmark"] not in (PAPER_KEY, MMAD_PUBLISHED_KEY) else None,
+        **({"kind": "mmad", "columns": [], "datasets": []} if mmad else {})})
+    entry.pop("benchmark_name", None)
+    for sub in entry["cells"]:
+        if sub not in b["subdatasets"]:
+            b["subdatasets"].append(sub)
+    board.entries.append(entry)
+
+
+def _mmad_entry(d: Path, rel: str, result: dict[str, Any], stores: list, board: Board, strict: bool) -> dict | None:
+    """An ``mmad-v1`` entry; one that cannot be read is shown unverified, never stops the build."""
+    try:
+        return mmad_entry(d, rel, result, stores)
+    except ENTRY_ERRORS as exc:
+        if strict:
+            raise
+        log.warning("%s: unreadable: %s", rel, exc)
+        ds = result.get("dataset") or {}
+        sha = ds.get("sha256") if isinstance(ds.get("sha256"), str) else None
+        m = result.get("metrics") or {}
+        return {"id": rel, "name": str((result.get("model") or {}).get("name")), "kind": "submitted",
+                "provenance": result.get("provenance"), "status": UNVERIFIED,
+                "reasons": [f"unreadable entry: {type(exc).__name__}: {exc}"[:500]], "variant": "default",
+                "provider": None, "model_id": None, "date": result.get("date"), "manifest_sha256": sha,
+                "predictions_sha256": result.get("predictions_sha256"), "cells": {}, "ci": None, "categories": [],
+                "samples": [], "source": None, "notes": result.get("notes"), "section": "main", "ablation_row": None,
+                "loc_reported": True, "detail": "",
+                "mmad": {"shots": (result.get("protocol") or {}).get("shots"), "mode": m.get("mode"),
+                         "columns": list(m.get("columns") or []), "rows": m.get("rows") or {}, "questions": None,
+                         "file": None},
+                "benchmark": f"mmad-sha-{sha[:16]}" if sha else "mmad-no-sha",
+                "benchmark_name": f"{ds.get('name') or 'MMAD-format data'} (mmad.json {sha[:8] if sha else 'not named'})"}
+
+
 def build_board(results_dir: str | os.PathLike, *, manifest_stores: Iterable[str | os.PathLike] = (),
                 resamples: int = 1000, seed: int = 0, samples_per_run: int = DEFAULT_SAMPLES_PER_RUN,
                 strict: bool = False) -> Board:
@@ -298,12 +342,20 @@ def build_board(results_dir: str | os.PathLike, *, manifest_stores: Iterable[str
         rel = d.relative_to(Path(results_dir)).as_posix()
         try:
             result = load_result_json(d)
-            check_result(result, f"{rel}/result.json")
+            if is_mmad_result(result):
+                check_mmad_result(result, f"{rel}/result.json")
+            else:
+                check_result(result, f"{rel}/result.json")
         except ENTRY_ERRORS as exc:
             if strict:
                 raise
             board.skipped.append(f"{rel}/result.json: {exc}" if not str(exc).startswith(rel) else str(exc))
             log.warning("skipping %s", exc)
+            continue
+        if is_mmad_result(result):
+            entry = _mmad_entry(d, rel, result, stores, board, strict)
+            if entry is not None:
+                _place(benchmarks, board, entry)
             continue
         try:
             entry = _entry(d, rel, result, stores, resamples=resamples, seed=seed, samples_per_run=samples_per_run)
@@ -316,21 +368,17 @@ def build_board(results_dir: str | os.PathLike, *, manifest_stores: Iterable[str
             entry["kind"] = "submitted"
             entry["benchmark"], entry["benchmark_name"], _ = identify_benchmark(
                 {**result, "provenance": "run"}, None)
-        b = benchmarks.setdefault(entry["benchmark"], {
-            "key": entry["benchmark"], "name": entry.pop("benchmark_name"), "subdatasets": [],
-            "manifest_sha256": entry["manifest_sha256"] if entry["benchmark"] != PAPER_KEY else None})
-        entry.pop("benchmark_name", None)
-        for sub in entry["cells"]:
-            if sub not in b["subdatasets"]:
-                b["subdatasets"].append(sub)
-        board.entries.append(entry)
+        _place(benchmarks, board, entry)
     for b in benchmarks.values():
-        if b["key"] == PAPER_KEY:  # the paper's column order
+        if b.get("kind") == "mmad":
+            b["columns"], b["datasets"] = board_columns([e for e in board.entries if e["benchmark"] == b["key"]])
+        elif b["key"] == PAPER_KEY:  # the paper's column order
             b["subdatasets"] = [s for s in SUBDATASETS if s in b["subdatasets"]] + [
                 s for s in b["subdatasets"] if s not in SUBDATASETS]
         else:
             b["subdatasets"].sort()
-    board.benchmarks = sorted(benchmarks.values(), key=lambda b: (b["key"] != PAPER_KEY, b["name"].lower(), b["key"]))
+    board.benchmarks = sorted(benchmarks.values(), key=lambda b: (b["key"] != PAPER_KEY, b["key"] != MMAD_PUBLISHED_KEY,
+                                                                  b["name"].lower(), b["key"]))
     board.entries.sort(key=_order_key)
     return board
 

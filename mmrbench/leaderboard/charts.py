@@ -176,3 +176,51 @@ def benchmark_charts(board, bench: dict[str, Any]) -> str:
                      f'intervals ({int((e.get("ci") or {}).get("resamples") or 0)} resamples)</figcaption>'
                      f'{category_bars(e)}</figure>')
     return "".join(parts)
+
+
+def mmad_bars(bench_key: str, column: str, rows: list[tuple[int, dict]], row: str = "Average") -> str:
+    """One MMAD panel: ``column`` (a subtask or Average) of dataset row ``row``, one horizontal bar per
+    model row of the board that has a value, numbered like the legend; scale 0-100 %."""
+    from mmrbench.leaderboard.mmad import value_of
+
+    points = [(n, e, value_of(e, row, column)) for n, e in rows]
+    points = [p for p in points if p[2] is not None]
+    label_w, bar_w, row_h = 28, 230, 14
+    width, height = label_w + bar_w + 44, 40 + row_h * max(1, len(points))
+    out = [f'<svg class="chart bars mmad" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+           f'width="{width}" height="{height}" role="img" data-chart="mmad-subtask" data-benchmark="{esc(bench_key)}" '
+           f'data-sub="{esc(column)}" data-row="{esc(row)}" data-marks="{len(points)}">',
+           f'<title>{esc(column)} ({esc(row)} row), accuracy % per model</title>',
+           f'<text class="panel-title" x="{width / 2:.1f}" y="12" text-anchor="middle">{esc(column)}</text>']
+    for k in range(5):
+        x = label_w + bar_w * k / 4
+        out.append(f'<line class="grid" x1="{x:.1f}" y1="24" x2="{x:.1f}" y2="{height - 4}"/>')
+        out.append(f'<text class="tick" x="{x:.1f}" y="22" text-anchor="middle">{25 * k}</text>')
+    for i, (n, e, v) in enumerate(points):
+        y = 28 + i * row_h
+        status = e["status"] if e["status"] in ("verified", "reported") else "unverified"
+        tip = f"{e['name']} ({e['status']}, {e.get('detail') or ''}): {column} {v:.1f} %"
+        out.append(f'<g class="mark mark-{status}" data-entry="{esc(e["id"])}" data-number="{n}">'
+                   f'<text class="mark-label" x="{label_w - 4}" y="{y + 9}" text-anchor="end">{n}</text>'
+                   f'<rect class="bar bar-det" x="{label_w}" y="{y}" width="{bar_w * min(100.0, v) / 100:.1f}" '
+                   f'height="{row_h - 3}"><title>{esc(tip)}</title></rect>'
+                   f'<text class="bar-value" x="{label_w + bar_w + 4}" y="{y + 9}">{v:.1f}</text></g>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def mmad_charts(board, bench: dict[str, Any]) -> str:
+    """An MMAD board's charts: one bar panel per subtask column (and Average), the Average row of
+    every model row (one bar per row), with the numbered legend."""
+    rows = chart_rows(board, bench["key"])
+    if not rows:
+        return ""
+    panels = "".join(mmad_bars(bench["key"], col, rows) for col in bench.get("columns") or [])
+    legend = "".join(f'<li value="{n}" data-entry="{esc(e["id"])}"><span class="badge badge-'
+                     f'{e["status"] if e["status"] in ("verified", "reported") else "unverified"}">'
+                     f'{esc(e["status"])}</span> {esc(e["name"])} <span class="kind">{esc(e.get("detail") or "")}</span></li>'
+                     for n, e in rows)
+    return (f'<figure class="charts" data-chart="mmad-subtask"><figcaption>Accuracy per subtask (%), average over '
+            'the source datasets, one bar per model row. Published rows were scored mmad-compatible (answers '
+            'without a letter left out), runs in the mode they name.</figcaption>'
+            f'<div class="panels">{panels}</div></figure><ol class="chart-legend">{legend}</ol>')

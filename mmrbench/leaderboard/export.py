@@ -4,7 +4,8 @@ The CSV is long format, one line per (entry, subdataset, metric, part) with the 
 shown on the board and, for runs, its 95 % bootstrap interval; a localization the paper does not
 report is an empty value with ``reported = false``, never 0. The JSON is the board itself (benchmarks,
 entries, cells as fractions, intervals, per-category intervals) without the viewer's thumbnails and
-responses. Cells are written as data: a spreadsheet formula in a model name is neutralised (a leading
+responses. An MMAD entry's cells (percent already) are lines with ``subdataset`` = its dataset row,
+``metric`` = the MMAD column and ``part`` = ``mmad``. Cells are written as data: a spreadsheet formula in a model name is neutralised (a leading
 ``= + - @`` gets a quote), since people open these files in spreadsheets.
 """
 from __future__ import annotations
@@ -37,6 +38,17 @@ def render_csv(board: Board) -> str:
     names = {b["key"]: b for b in board.benchmarks}
     for e in board.entries:
         b = names[e["benchmark"]]
+        if e.get("mmad") is not None:  # MMAD: subdataset = source dataset row, metric = column, percent
+            for row in b.get("datasets") or []:
+                for col in b.get("columns") or []:
+                    v = ((e["mmad"]["rows"].get(row) or {}).get(col)) if row in e["mmad"]["rows"] else None
+                    if row not in e["mmad"]["rows"]:
+                        continue
+                    w.writerow([_safe(b["name"]), b.get("manifest_sha256") or "", e["section"], e["kind"],
+                                _safe(e["name"]), _safe(e["variant"]), e["status"], e["provenance"], _safe(e["id"]),
+                                _safe(row), _safe(col), "mmad", "" if v is None else f"{v:.1f}", "", "",
+                                "false" if v is None else "true", _safe("; ".join(e["reasons"]))])
+            continue
         ci = (e.get("ci") or {}).get("subdatasets") or {}
         for sub in b["subdatasets"]:
             if sub not in e["cells"]:

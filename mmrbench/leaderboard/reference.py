@@ -43,6 +43,8 @@ KIND_TITLES = {
     "ours": "Anomaly-R1 (the paper's model)",
     "task-specific": "Task-specific anomaly models",
     "submitted": "Submitted runs",
+    "mmad-published": "MMAD's published results (github.com/jam-cc/MMAD all_result/, mmad-compatible scoring)",
+    "baseline": "Chance level (a seeded uniform option letter; not a model)",
     ABLATION: "Anomaly-R1 ablations",
 }
 #: the benchmark the paper's rows were measured on (their board)

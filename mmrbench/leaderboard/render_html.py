@@ -58,7 +58,9 @@ compared. <b>verified</b>: re-scored from the submitted predictions against the 
 numbers that could not be reproduced (reason shown). &ldquo;not reported&rdquo;: the paper gives no
 localization for that model. Click a column header to sort (by the detection or localization part, see
 &ldquo;sort by&rdquo;); hover a run's cell for its 95% bootstrap interval; &ldquo;view&rdquo; opens the sample viewer
-(green: ground truth, red dashed: prediction). @@generated@@</p>
+(green: ground truth, red dashed: prediction). MMAD boards (protocol <code>mmad-v1</code>) show MMAD's own columns:
+multiple-choice accuracy in percent per subtask; &ldquo;subdataset&rdquo; then picks the source dataset row.
+@@generated@@</p>
 <noscript><p>This page needs JavaScript for the tables; LEADERBOARD.md next to it has the same tables.</p></noscript>
 <div class="controls">
 <label>benchmark <select id="filter-bench"></select></label>
@@ -95,11 +97,11 @@ localization for that model. Click a column header to sort (by the detection or 
 
 def charts_html(board: Board) -> str:
     """One ``<section class="bench-charts">`` per benchmark (the first shown), SVG drawn by the package."""
-    from mmrbench.leaderboard.charts import benchmark_charts, esc
+    from mmrbench.leaderboard.charts import benchmark_charts, esc, mmad_charts
 
     out = []
     for i, b in enumerate(board.benchmarks):
-        body = benchmark_charts(board, b)
+        body = mmad_charts(board, b) if b.get("kind") == "mmad" else benchmark_charts(board, b)
         out.append(f'<section class="bench-charts" data-benchmark="{esc(b["key"])}"{" hidden" if i else ""}>'
                    f'<h2>Charts: {esc(b["name"])}</h2>{body or "<p>No charts: no rows with numbers.</p>"}</section>')
     return "\n".join(out)

@@ -111,6 +111,50 @@ def _benchmark_section(board: Board, b: dict[str, Any]) -> list[str]:
     return out
 
 
+def _mmad_table(entries: list[dict[str, Any]], row: str, columns: list[str], *, source: bool) -> str:
+    import pandas as pd
+
+    from mmrbench.leaderboard.mmad import fmt, value_of
+
+    group = {"mmad-published": "published", "baseline": "chance level", "submitted": "run"}
+    rows = []
+    for e in entries:
+        m = e["mmad"]
+        r = {"Model": md_escape(e["name"]), "Status": BADGES.get(e["status"], md_escape(e["status"])),
+             "Group": group.get(e["kind"], md_escape(e["kind"])), "Shots": md_escape(m.get("shots")),
+             "Scoring": md_escape(m.get("mode"))}
+        for c in columns:
+            r[md_escape(c)] = fmt(value_of(e, row, c)) if row in m["rows"] else ""
+        if source:
+            r["Source"] = md_escape(m.get("file") or (f"{m['questions']} questions" if m.get("questions") else ""))
+        rows.append(r)
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def _mmad_section(board: Board, b: dict[str, Any]) -> list[str]:
+    """An MMAD board: MMAD's columns (subtasks + Average, percent), one table per dataset row."""
+    out = [f"## {md_escape(b['name'])}", ""]
+    if b.get("manifest_sha256"):
+        out += [f"mmad.json sha256 `{b['manifest_sha256']}`.", ""]
+    out += ["Protocol `mmad-v1` (MMAD's multiple-choice questions): accuracy in percent per subtask; Anomaly "
+            "Detection is the mean of the accuracy on normal and on anomalous images; `Average` is the mean of "
+            "the subtask columns. Scoring `strict` counts an answer without a letter as wrong; "
+            "`mmad-compatible` leaves it out, as MMAD's published tables do, so the two are not the same "
+            "measurement. Not comparable with the MMR-AD boards.", ""]
+    entries = board.benchmark_entries(b["key"])
+    for row in b.get("datasets") or ["Average"]:
+        with_row = [e for e in entries if row in e["mmad"]["rows"]]
+        if not with_row:
+            continue
+        title = "Average over the source datasets" if row == "Average" else f"{row}"
+        out += [f"### {md_escape(title)}", "", _mmad_table(with_row, row, b["columns"], source=row == "Average"), ""]
+    if any(e["status"] == "reported" for e in entries):
+        from mmrbench.mmad.reported import SOURCE_COMMIT, SOURCE_REPO
+        out += [f"Published rows: the CSV named in `Source`, in github.com/{SOURCE_REPO} at commit `{SOURCE_COMMIT}` "
+                "(values as printed there; shown to one decimal).", ""]
+    return out
+
+
 def render_markdown(board: Board) -> str:
     out = ["# MMR-AD leaderboard", "",
            "Protocol `mmr-ad-v1`: each cell is `det/loc` in percent (image-level detection / box-level "
@@ -121,11 +165,13 @@ def render_markdown(board: Board) -> str:
            "📄 reported = the MMR-AD paper's Tables 4 and 5 as shipped with mmrbench, not re-scorable "
            f"(\"{NOT_REPORTED}\": the paper gives no localization for that model); "
            "⚠️ unverified = claimed numbers that could not be reproduced (reasons below). "
-           "Charts (detection vs localization, recall vs precision, per-category intervals) are in `index.html`.", ""]
+           "Charts (detection vs localization, recall vs precision, per-category intervals) are in `index.html`. "
+           "MMAD boards (protocol `mmad-v1`, multiple-choice accuracy per subtask) have their own columns and "
+           "are never mixed with MMR-AD numbers.", ""]
     if board.benchmarks:
         out += ["Benchmarks: " + ", ".join(md_escape(b["name"]) for b in board.benchmarks) + ".", ""]
     for b in board.benchmarks:
-        out += _benchmark_section(board, b)
+        out += _mmad_section(board, b) if b.get("kind") == "mmad" else _benchmark_section(board, b)
     unverified = [e for e in board.entries if e["status"] == "unverified"]
     if unverified:
         out += ["## Why entries are unverified", ""]

@@ -185,7 +185,11 @@ def _check_metric_block(c: _Checker, block: Any, path: str, *, nullable: bool) -
 
 
 def validate_result(d: Any) -> list[Issue]:
-    """Every schema problem of a parsed result (errors and warnings); empty when the file is clean."""
+    """Every schema problem of a parsed result (errors and warnings); empty when the file is clean.
+    An ``mmad-v1`` result (MMAD's multiple-choice protocol) is checked by its own schema."""
+    from mmrbench.leaderboard.mmad import is_mmad_result, validate_mmad_result
+    if is_mmad_result(d):
+        return validate_mmad_result(d)
     c = _Checker()
     if not c.obj(d, "$"):
         return c.issues

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mmrbench.errors import MMRBenchError
+from mmrbench.leaderboard.mmad import check_mmad_result, is_mmad_result, verify_mmad_entry
 from mmrbench.leaderboard.reference import slugify
 from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.leaderboard.verify import (UNVERIFIED, Verification, find_predictions, gzip_bytes,
@@ -22,6 +23,14 @@ from mmrbench.leaderboard.verify import (UNVERIFIED, Verification, find_predicti
 
 
 def canonical_name(result: dict[str, Any]) -> str:
+    from mmrbench.leaderboard.mmad import is_mmad_result
+    if is_mmad_result(result):  # mmad-<model>-<mmad.json sha256[:8]>-<shots>shot[-<mode>]
+        model = slugify(str((result.get("model") or {}).get("name") or "model"))[:60]
+        sha = str((result.get("dataset") or {}).get("sha256") or "nosha")[:8]
+        proto = result.get("protocol") or {}
+        mode = (result.get("metrics") or {}).get("mode")
+        return (f"mmad-{model}-{sha}-{proto.get('shots')}shot-{slugify(str(proto.get('templates') or 'random'))}"
+                f"-{slugify(str(proto.get('ask') or 'ad-first'))}" + ("" if mode == "strict" else f"-{slugify(str(mode))}"))
     model = slugify(str((result.get("model") or {}).get("name") or "model"))[:60]
     sha = str((result.get("dataset") or {}).get("manifest_sha256") or "nomanifest")[:8]
     variant = result.get("variant") or (result.get("protocol") or {}).get("prompt_variant") or "default"
@@ -43,12 +52,19 @@ def submit_run(run_dir: str | os.PathLike, *, results_dir: str | os.PathLike, ma
     if not src.is_dir():
         raise MMRBenchError(f"run folder not found: {src}")
     result = load_result_json(src)
-    check_result(result, str(src / "result.json"))
+    mmad = is_mmad_result(result)
+    if mmad:
+        check_mmad_result(result, str(src / "result.json"))
+    else:
+        check_result(result, str(src / "result.json"))
     if result.get("provenance") != "run":
         raise MMRBenchError(f"{src}: only provenance 'run' can be submitted (reported rows are added with their source)")
     pred_path = find_predictions(src)
-    ver = verify_entry(result, predictions=pred_path, manifest=manifest,
-                       manifest_stores=manifest_stores)  # never a manifest a submitter put in results/
+    if mmad:  # --manifest names the mmad.json (or its folder); stores are searched for mmad.json by sha256
+        ver: Verification = verify_mmad_entry(result, predictions=pred_path, mmad_json=manifest, stores=manifest_stores)
+    else:
+        ver = verify_entry(result, predictions=pred_path, manifest=manifest,
+                           manifest_stores=manifest_stores)  # never a manifest a submitter put in results/
     if ver.status == UNVERIFIED and not allow_unverified:
         raise MMRBenchError(f"submission rejected ({src}): " + "; ".join(ver.reasons))
     dest = Path(results_dir) / canonical_name(result)

@@ -238,6 +238,9 @@ def verify_entry(result: dict[str, Any], *, predictions: str | os.PathLike | Non
                  manifest: str | os.PathLike | None = None,
                  manifest_stores: Iterable[str | os.PathLike] = ()) -> Verification:
     """Check one parsed, schema-valid result against its predictions and manifest."""
+    from mmrbench.leaderboard.mmad import is_mmad_result, verify_mmad_entry
+    if is_mmad_result(result):  # MMAD: the "manifest" is the mmad.json (or its folder)
+        return verify_mmad_entry(result, predictions=predictions, mmad_json=manifest, stores=manifest_stores)
     if result.get("provenance") == "reported":
         from mmrbench.leaderboard.reference import check_reported
 

@@ -30,7 +30,13 @@
   function bench() {
     return data.benchmarks.filter(function (b) { return b.key === state.bench; })[0] || { subdatasets: [] };
   }
+  function isMmad() { return bench().kind === 'mmad'; }
+  function mmadRow() { return state.sub === 'all' ? 'Average' : state.sub; }
   function columns(section) {
+    if (isMmad()) {  // MMAD: the subtask columns of one dataset row (the Average row unless one is picked)
+      if (section !== 'main') { return []; }
+      return (bench().columns || []).map(function (c) { return { sub: mmadRow(), metric: c }; });
+    }
     var all = bench().subdatasets;
     if (section === 'ablation') {  // only the subdatasets the ablation rows have (Table 5: MVTecAD, VisA)
       all = all.filter(function (s) {
@@ -44,6 +50,10 @@
     return cols;
   }
   function value(entry, sub, metric) {
+    if (entry.mmad) {
+      var r = entry.mmad.rows[sub];
+      return (r && typeof r[metric] === 'number') ? r[metric] : null;
+    }
     var c = (entry.cells[sub] || {})[metric];
     return c ? c[state.part] : null;
   }
@@ -81,7 +91,7 @@
     hr.appendChild(el('th', null, 'Status'));
     cols.forEach(function (c) {
       var th = el('th', { 'class': 'sortable', 'data-sub': c.sub, 'data-metric': c.metric },
-        c.sub + ' ' + METRIC_TITLES[c.metric]);
+        isMmad() ? c.metric : c.sub + ' ' + METRIC_TITLES[c.metric]);
       if (state.sortSub === c.sub && state.sortMetric === c.metric) {
         th.classList.add(state.sortDir < 0 ? 'sorted-desc' : 'sorted-asc');
       }
@@ -107,7 +117,7 @@
       var tr = el('tr', { 'class': 'entry', 'data-index': String(x.i) });
       var name = el('td', { 'class': 'model' });
       name.appendChild(el('span', { 'class': 'name' }, e.name + (e.variant && e.variant !== 'default' ? ' [' + e.variant + ']' : '')));
-      var kindText = e.kind + (e.source ? ' \u00b7 ' + e.source.split(' - ')[0] : '');
+      var kindText = e.mmad ? (e.detail || '') : e.kind + (e.source ? ' \u00b7 ' + e.source.split(' - ')[0] : '');
       if (e.recipe) { kindText = 'run of recipe ' + e.recipe + ' (beside \u201c' + e.ablation_row + '\u201d)'; }
       var kind = el('span', { 'class': 'kind' }, kindText);
       if (e.source) { kind.setAttribute('title', e.source); }
@@ -119,7 +129,9 @@
       tr.appendChild(st);
       cols.forEach(function (c) {
         var cell = (e.cells[c.sub] || {})[c.metric];
-        var td = el('td', { 'class': 'cell', 'data-sub': c.sub, 'data-metric': c.metric }, cellText(cell, e));
+        var text = e.mmad ? (e.mmad.rows[c.sub] ? (value(e, c.sub, c.metric) === null ? '\u2013' : value(e, c.sub, c.metric).toFixed(1)) : '')
+          : cellText(cell, e);
+        var td = el('td', { 'class': 'cell', 'data-sub': c.sub, 'data-metric': c.metric }, text);
         var ci = e.ci && e.ci.subdatasets && e.ci.subdatasets[c.sub];
         if (ci) {
           var d = ci.det[c.metric], l = ci.loc[c.metric];
@@ -221,7 +233,12 @@
     });
     var sel = document.getElementById('filter-sub');
     while (sel.firstChild) { sel.removeChild(sel.firstChild); }
-    [['all', 'all']].concat(bench().subdatasets.map(function (s) { return [s, s]; })).forEach(function (v) {
+    var subs = isMmad()
+      ? [['all', 'Average (of the datasets)']].concat((bench().datasets || []).filter(function (d) { return d !== 'Average'; }).map(function (d) { return [d, d]; }))
+      : [['all', 'all']].concat(bench().subdatasets.map(function (s) { return [s, s]; }));
+    document.getElementById('filter-metric').disabled = isMmad();
+    document.getElementById('sort-part').disabled = isMmad();
+    subs.forEach(function (v) {
       sel.appendChild(el('option', { value: v[0] }, v[1]));
     });
     state.sub = 'all';
