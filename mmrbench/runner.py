@@ -367,10 +367,12 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     _write_json(out / RUN, run_info)
 
     from mmrbench.requests_build import build_request
+    # remote providers send files as they are; local engines need pixels, decoded while the request is built
+    decode = not getattr(model, "accepts_file_bytes", False)
 
     def answer(sample: Sample) -> Prediction:
         try:
-            req = build_request(sample, root, variant=opts.variant, domain_labels=domain, config=config)
+            req = build_request(sample, root, variant=opts.variant, domain_labels=domain, config=config, decode=decode)
         except MMRBenchError as exc:
             return Prediction(sample.id, None, "error", str(exc), convention=convention, run=tag)
         resps = model.generate([req])
@@ -397,7 +399,7 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
             _dispatch_threads(todo, answer, record, k, convention, tag)
         else:
             _dispatch_batches(todo, model, record, batch, convention, lambda s: build_request(
-                s, root, variant=opts.variant, domain_labels=domain, config=config), tag)
+                s, root, variant=opts.variant, domain_labels=domain, config=config, decode=decode), tag)
     except KeyboardInterrupt:
         interrupted = True
         raise

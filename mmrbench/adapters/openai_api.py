@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart,
                                     Usage)
-from mmrbench.adapters.image_encoding import ImagePrep, data_url, prepare
+from mmrbench.adapters.image_encoding import EncodedCache, ImagePrep, cached_prepare, data_url
 from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after
 from mmrbench.errors import ConfigError, require
 
@@ -125,9 +125,9 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             parts: list[dict] = []
             for p in m.content:
                 if isinstance(p, ImagePart):
-                    data, mime, size = prepare(p.image, self.image_prep, getattr(p, "file", None))
+                    url, _mime, size = cached_prepare(p, self.image_prep, self.image_cache, data_url)
                     sizes.append([int(size[0]), int(size[1])])
-                    image_url: dict[str, Any] = {"url": data_url(data, mime)}
+                    image_url: dict[str, Any] = {"url": url}
                     if self.image_detail:
                         image_url["detail"] = self.image_detail
                     parts.append({"type": "image_url", "image_url": image_url})

@@ -161,6 +161,10 @@ class RetryingAPIModel:
     retry: RetryPolicy
     max_concurrency: int
     convention: str
+    #: requests may carry undecoded files (sent as their own bytes): see requests_build
+    accepts_file_bytes = True
+    #: encoded shared images (references) kept per model, bounded in bytes
+    image_cache_bytes = 64 << 20
 
     def _init_api_settings(self, *, convention, concurrency, timeout_s, retry, image_prep) -> None:
         """Settings every API provider takes the same way (declared box convention, bounded
@@ -175,6 +179,8 @@ class RetryingAPIModel:
         self.timeout_s = float(timeout_s)
         self.retry = retry or RetryPolicy()
         self.image_prep = image_prep or ImagePrep()
+        from mmrbench.adapters.image_encoding import EncodedCache
+        self.image_cache = EncodedCache(self.image_cache_bytes)
 
     def _call(self, request):  # pragma: no cover - provided by the provider
         raise NotImplementedError
