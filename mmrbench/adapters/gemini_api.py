@@ -228,8 +228,10 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
                 wait = parse_retry_after(headers)
                 if wait is None:
                     wait = retry_delay_from_body(getattr(exc, "details", None))
-            return Response(None, "error", f"HTTP {code} {getattr(exc, 'status', '') or ''}: {msg}".strip(), None,
-                            time.perf_counter() - t0, sizes, retryable=transient, retry_after_s=wait)
+            out = Response(None, "error", f"HTTP {code} {getattr(exc, 'status', '') or ''}: {msg}".strip(), None,
+                           time.perf_counter() - t0, sizes, retryable=transient, retry_after_s=wait)
+            out.rate_limited = code == 429
+            return out
         except Exception as exc:
             transient = _is_transport_error(exc)
             kind = "transport error" if transient else "malformed response"

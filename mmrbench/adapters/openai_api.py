@@ -257,9 +257,11 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             code = int(getattr(exc, "status_code", 0) or 0)
             headers = getattr(getattr(exc, "response", None), "headers", None)
             transient = code in (408, 409, 429) or code >= 500
-            return Response(None, "error", status_error_text(exc, code, self._secrets, self._endpoint()), None,
+            resp = Response(None, "error", status_error_text(exc, code, self._secrets, self._endpoint()), None,
                             time.perf_counter() - t0, sizes, retryable=transient,
                             retry_after_s=parse_retry_after(headers) if transient else None)
+            resp.rate_limited = code == 429
+            return resp
         except Exception as exc:  # malformed bodies, validation errors: final for this attempt
             return Response(None, "error", f"malformed response ({type(exc).__name__}: {_short(exc)})", None,
                             time.perf_counter() - t0, sizes)

@@ -8,9 +8,11 @@ request while the answer is retryable and attempts remain, so the same policy se
 """
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -151,6 +153,70 @@ def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,
     return resp
 
 
+class AdaptiveConcurrency:
+    """How many requests may be in flight, adapted to the server's 429s (AIMD, as TCP does).
+
+    Every attempt holds a slot while it is on the wire (not while it waits to retry). A rate-limited
+    answer halves the limit (``decrease`` factor, never below ``minimum``), at most once per round
+    trip: answers to requests sent before the last decrease do not decrease it again, since they
+    only report the old width. Every other answer adds ``1 / limit``, i.e. one more slot per
+    round trip's worth of answers, up to ``maximum``. Without 429s the limit stays at ``maximum``
+    and the limiter costs one lock per request.
+    """
+
+    def __init__(self, maximum: int, minimum: int = 1, decrease: float = 0.5):
+        if not 1 <= minimum <= maximum:
+            raise ValueError("need 1 <= minimum <= maximum")
+        if not 0 < decrease < 1:
+            raise ValueError("decrease must be in (0, 1)")
+        self.maximum = int(maximum)
+        self.minimum = int(minimum)
+        self.decrease_factor = float(decrease)
+        self.limit = float(maximum)
+        self.in_flight = 0
+        self.epoch = 0
+        self.n_rate_limited = 0
+        self.n_decreases = 0
+        self.lowest = float(maximum)
+        self._cond = threading.Condition()
+
+    @property
+    def width(self) -> int:
+        return max(self.minimum, int(self.limit))
+
+    @contextlib.contextmanager
+    def slot(self):
+        """Hold one of the ``width`` slots for one attempt; yields a callable taking its response."""
+        with self._cond:
+            while self.in_flight >= self.width:
+                self._cond.wait()
+            self.in_flight += 1
+            epoch = self.epoch
+        try:
+            yield lambda resp: self.record(resp, epoch)
+        finally:
+            with self._cond:
+                self.in_flight -= 1
+                self._cond.notify_all()
+
+    def record(self, resp: Any, epoch: int) -> None:
+        with self._cond:
+            if getattr(resp, "rate_limited", False):
+                self.n_rate_limited += 1
+                if epoch == self.epoch:  # the first 429 of this round trip
+                    self.limit = max(float(self.minimum), self.limit * self.decrease_factor)
+                    self.lowest = min(self.lowest, self.limit)
+                    self.epoch += 1
+                    self.n_decreases += 1
+            elif self.limit < self.maximum:
+                self.limit = min(float(self.maximum), self.limit + 1.0 / max(1.0, self.limit))
+                self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        return {"max": self.maximum, "min": self.minimum, "final": self.width, "lowest": max(self.minimum, int(self.lowest)),
+                "rate_limited": self.n_rate_limited, "decreases": self.n_decreases}
+
+
 class RetryingAPIModel:
     """Mixin giving API providers their ``generate``: each request is one ``_call`` attempt wrapped in
     the retry policy (``self.retry``), up to ``self.max_concurrency`` requests in flight at once.
@@ -185,8 +251,21 @@ class RetryingAPIModel:
     def _call(self, request):  # pragma: no cover - provided by the provider
         raise NotImplementedError
 
+    #: set by the runner: the shared :class:`AdaptiveConcurrency` every attempt goes through
+    concurrency_limiter: "AdaptiveConcurrency | None" = None
+
     def generate_one(self, request):
-        return call_with_retry(lambda: self._call(request), self.retry)
+        limiter = self.concurrency_limiter
+        if limiter is None:
+            return call_with_retry(lambda: self._call(request), self.retry)
+
+        def attempt():
+            with limiter.slot() as done:
+                resp = self._call(request)
+                done(resp)
+            return resp
+
+        return call_with_retry(attempt, self.retry)
 
     def generate(self, requests):
         from concurrent.futures import ThreadPoolExecutor
