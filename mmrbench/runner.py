@@ -546,6 +546,47 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     return result
 
 
+def dry_run(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
+            opts: EvalOptions | None = None) -> str:
+    """Estimate what ``run_eval`` would ask and cost, without loading the model, sending a request or
+    writing a file. Samples already answered in ``out_dir`` (this same run's lines) are left out,
+    as a resume would skip them. Returns the report as text."""
+    from mmrbench.cost import card_prices, estimate, image_rule
+    from mmrbench.prompts import VARIANTS, category_anomaly_labels
+
+    opts = opts or EvalOptions()
+    if opts.variant not in VARIANTS:
+        raise ConfigError(f"unknown prompt variant '{opts.variant}' (known: {', '.join(VARIANTS)})")
+    if card.provider == "detector":
+        raise ConfigError("--dry-run estimates tokens of language models; the classical detectors spend none")
+    manifest = read_manifest(manifest_path, check_files=False)
+    samples = select_samples(manifest, split=opts.split, subdatasets=opts.subdatasets, limit=opts.limit,
+                             shard=opts.shard)
+    existing = load_latest(Path(out_dir) / PREDICTIONS) if (Path(out_dir) / PREDICTIONS).is_file() else {}
+    done = {sid for sid, p in existing.items() if p.status != "error"}
+    todo = [s for s in samples if s.id not in done]
+    domain = category_anomaly_labels(manifest.samples) if opts.variant == "domain_knowledge" else None
+    est = estimate(card, todo, manifest.root, opts.variant, domain)
+    prices = card_prices(card)
+    lines = [f"dry run: {card.title} on {manifest.path.name}: {len(samples)} samples selected, "
+             f"{len(samples) - len(todo)} already answered, {est.n_requests} to ask",
+             f"  input tokens  ~{est.input_tokens:,} (images {est.image_tokens:,} by the {image_rule(card)} rule, "
+             f"text at ~4 characters per token)",
+             f"  output tokens <= {est.output_tokens_max:,} (max_new_tokens {card.generation_config().max_new_tokens} "
+             f"per request)"]
+    if prices is None:
+        lines.append("  cost: unknown (the model card has no price_input_per_mtok / price_output_per_mtok)")
+    else:
+        lo = prices.cost(est.input_tokens, 0)
+        lines.append(f"  cost: {lo:.4f} USD of input + at most {prices.cost(0, est.output_tokens_max):.4f} USD of output "
+                     f"= at most {est.cost(prices):.4f} USD ({prices.input_per_mtok:g} / {prices.output_per_mtok:g} "
+                     f"USD per million input / output tokens)")
+        if opts.max_cost is not None:
+            lines.append(f"  --max-cost {opts.max_cost:g} USD")
+    lines.append("  nothing was sent or written")
+    return "\n".join(lines)
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="sample", disable=not enabled, dynamic_ncols=True,
