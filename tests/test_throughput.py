@@ -261,3 +261,22 @@ def test_dry_run_estimates_without_sending_or_writing(tmp_path, capsys):
     # 4 requests x 2 images of 64x64 / 72x64 (one 512-px tile each: 85 + 170 tokens)
     assert "4 to ask" in out and "images 2,040 by the openai rule" in out
     assert "output tokens <= 256" in out and "at most" in out and "USD" in out
+
+
+def test_assembled_body_is_the_json_the_sdk_would_send(tmp_path):
+    m = _manifest(tmp_path / "d", n=1)
+    from mmrbench.data.manifest import read_manifest
+    man = read_manifest(m)
+    req = build_request(man.samples[0], man.root)
+    with FakeOpenAIServer(lambda r: Reply("<answer>No.</answer>")) as srv:
+        model = OpenAIModel("gpt-4o", base_url=srv.base_url, retry=FAST, image_detail="high",
+                            extra_body={"top_k": 3})
+        assert model._raw_post == "content"
+        [a] = model.generate([req])
+        model._raw_post = None  # the SDK's own create() and JSON encoding
+        [b] = model.generate([req])
+        fast, sdk = srv.requests
+    assert a.text == b.text == "<answer>No.</answer>" and a.image_sizes == b.image_sizes
+    assert fast.body == sdk.body and fast.body["top_k"] == 3
+    assert fast.headers["content-type"] == "application/json"
+    assert fast.images[1][1] == (man.root / man.samples[0].image).read_bytes()
