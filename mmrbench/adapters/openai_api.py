@@ -101,7 +101,16 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         else:
             openai = require("openai", "api", "the openai provider")
             key = resolve_api_key(api_key_env, base_url, require_key)
-            self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout_s)
+            http = None
+            limits = getattr(openai, "DEFAULT_CONNECTION_LIMITS", None)
+            if limits is not None and self.max_concurrency > (limits.max_keepalive_connections or 0):
+                # keep one pooled connection per request in flight (the SDK keeps 100): past that,
+                # every request beyond the pool would open a new TCP connection
+                http = openai.DefaultHttpxClient(limits=type(limits)(
+                    max_connections=max(self.max_concurrency, limits.max_connections or 0),
+                    max_keepalive_connections=self.max_concurrency))
+            self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout_s,
+                                         http_client=http)
         self._openai = require("openai", "api", "the openai provider")
         #: post pre-assembled bodies through the SDK's client (a test double without ``post`` gets
         #: create()): the keyword the SDK's ``post`` takes raw bytes in, or None
