@@ -14,6 +14,13 @@ measured). ``--recording-server`` restores the test server's full parsing.
     python benchmarks/runner_throughput.py --latency 0.5 --concurrency 1,8,32 --samples 384
     python benchmarks/runner_throughput.py --side 1024 --samples 256
     python benchmarks/runner_throughput.py --side 512 --concurrency 128 --samples 1024
+
+``--rate-limit R`` makes the server admit R requests per second (a token bucket holding one second's
+worth) and answer the rest 429 with Retry-After; the run then reports its rate as a
+fraction of R and the share of HTTP requests answered 429, with adaptive concurrency (AIMD) and,
+for contrast, without it. Target: >= 0.85 of R with < 5 % 429s.
+
+    python benchmarks/runner_throughput.py --rate-limit 20 --concurrency 32 --samples 400
 """
 from __future__ import annotations
 
@@ -64,7 +71,11 @@ def main() -> None:
                     help="run the server in this process (it then competes with the runner for the GIL)")
     ap.add_argument("--recording-server", action="store_true",
                     help="the server parses every body and keeps it (the test server's default)")
+    ap.add_argument("--rate-limit", type=float, default=None, metavar="R",
+                    help="server admits R requests/s and answers 429 beyond (see the module doc)")
     args = ap.parse_args()
+    if args.rate_limit:
+        return rate_limited(args)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_manifest(Path(tmp) / "data", args.samples, args.side)
         with _server(args.latency, args.in_process_server, not args.recording_server) as base_url:
@@ -85,6 +96,35 @@ def main() -> None:
                 ideal = k / args.latency
                 print(f"{k:>4} {run['wall_s']:>8.2f} {n / ideal:>8.2f} {rate:>10.1f} {ideal:>10.1f} {rate / ideal:>9.2f} "
                       f"{1000 * cpu / n:>10.1f}   (end to end incl. scoring: {wall:.2f} s)")
+
+
+def rate_limited(args) -> None:
+    r = args.rate_limit
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = make_manifest(Path(tmp) / "data", args.samples, args.side)
+        extra = ("--rate-limit", str(r), "--burst", str(max(1.0, r)))
+        print(f"{args.samples} samples, {args.side}px images, L={args.latency:g} s, server admits {r:g} requests/s "
+              f"(burst {max(1.0, r):g}); 429s carry Retry-After")
+        print(f"{'K':>4} {'adaptive':>8} {'wall s':>8} {'samples/s':>10} {'of limit':>9} {'HTTP reqs':>10} "
+              f"{'429s':>6} {'429 %':>6} {'lowest K':>9}")
+        for k in [int(v) for v in args.concurrency.split(",") if v.strip()]:
+            for adaptive in (True, False):
+                # a fresh server per run: each starts with a full bucket
+                with _server(args.latency, False, True, *extra) as base_url:
+                    card = with_overrides(parse_spec("openai:bench-model"), base_url=base_url, concurrency=k)
+                    out = Path(tmp) / f"rl-k{k}-{adaptive}"
+                    run_eval(card, manifest, out, EvalOptions(concurrency=k, progress=False, quiet=True,
+                                                              adaptive=adaptive))
+                run = json.loads((out / "run.json").read_text())
+                preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+                n = len(preds)
+                assert run["status_counts"]["ok"] == n == args.samples, run["status_counts"]
+                attempts = sum(int(p.get("attempts") or 1) for p in preds)
+                n429 = attempts - n  # every retry here answered a 429 (nothing else fails on loopback)
+                rate = n / run["wall_s"]
+                lowest = run.get("concurrency", {}).get("lowest", k)
+                print(f"{k:>4} {'AIMD' if adaptive else 'off':>8} {run['wall_s']:>8.2f} {rate:>10.1f} {rate / r:>9.2f} "
+                      f"{attempts:>10} {n429:>6} {100 * n429 / attempts:>5.1f}% {lowest:>9}")
 
 
 @contextlib.contextmanager

@@ -144,24 +144,48 @@ def test_adapter_cache_bound_holds_with_many_references(tmp_path):
 
 
 # -- adaptive concurrency ------------------------------------------------------------------------
-def test_aimd_halves_once_per_round_trip_and_grows_back():
+def _round(lim, resps):
+    """Send len(resps) requests at once; refusals come back at once (their slots free as they do),
+    answers come back together while their slots are still taken."""
+    ctxs = [lim.slot() for _ in resps]
+    dones = [c.__enter__() for c in ctxs]
+    held = []
+    for c, d, r in zip(ctxs, dones, resps):
+        d(r)
+        if r.rate_limited:
+            c.__exit__(None, None, None)
+        else:
+            held.append(c)
+    for c in held:
+        c.__exit__(None, None, None)
+
+
+def test_aimd_decreases_to_half_of_what_the_server_took_and_grows_back():
     lim = AdaptiveConcurrency(16, minimum=2)
     limited, ok = Response(None, "error", rate_limited=True), Response("x")
-    with lim.slot() as a, lim.slot() as b:  # two requests sent at the same width
-        a(limited)
-        b(limited)  # the same round trip: no second decrease
-    assert lim.width == 8 and lim.n_decreases == 1 and lim.n_rate_limited == 2
-    with lim.slot() as c:
-        c(limited)
-    assert lim.width == 4
-    for _ in range(3):
-        with lim.slot() as c:
-            c(limited)
-    assert lim.width == 2  # the floor
-    for _ in range(200):
-        with lim.slot() as c:
-            c(ok)
-    assert lim.width == 16 and lim.stats()["lowest"] == 2
+    _round(lim, [limited] * 4 + [ok] * 6)  # 10 sent, the server took 6
+    # each 429 lowers the width to half of the others still in flight: 9, 8, 7, 6 -> 4.5, 4, 3.5, 3;
+    # the 6 answers then end with every slot taken: additive increase, 3 -> about 4.5
+    assert lim.stats()["lowest"] == 3 and lim.width == 4
+    assert lim.n_decreases == 1 and lim.n_rate_limited == 4
+    _round(lim, [limited] * 3)  # everything refused: down to the floor, never below
+    assert lim.width == 2 and lim.n_decreases == 2
+    rounds = 0
+    while lim.width < 16:  # additive increase: about one slot per round of a full width
+        _round(lim, [ok] * lim.width)
+        rounds += 1
+    assert 12 <= rounds <= 24 and lim.stats()["lowest"] == 2  # about +1 per round, not x2
+    _round(lim, [ok] * 4)  # not saturated at 16: no growth past the maximum either way
+    assert lim.width == 16
+
+
+def test_aimd_sequential_answers_do_not_grow_an_unused_width():
+    lim = AdaptiveConcurrency(8)
+    _round(lim, [Response(None, "error", rate_limited=True)] + [Response("x")] * 4)  # 0.5 * 4 = 2, then +
+    assert lim.stats()["lowest"] == 2 and lim.width == 3
+    for _ in range(20):
+        _round(lim, [Response("x")])  # one request at a time: the width of 3 is never the constraint
+    assert lim.width == 3
 
 
 def test_runner_lowers_concurrency_against_a_rate_limited_server(tmp_path):
