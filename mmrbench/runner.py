@@ -216,6 +216,7 @@ class _Spend:
         self.by_id = {s.id: s for s in samples}
         self.max_new = int(card.generation_config().max_new_tokens)
         self.usd = 0.0
+        self.usd_this_run = 0.0
         self.n = 0
         self.prior = 0.0  # the projected cost of one answer before any arrived (the dry-run bound)
         self._sizes: dict = {}
@@ -244,8 +245,6 @@ class _Spend:
 
     def mean(self) -> float:
         return self.usd_this_run / self.n if self.n else self.prior
-
-    usd_this_run = 0.0
 
 
 def _prompt_version() -> str:
@@ -486,7 +485,7 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
             writer.write(pred)
             prev = existing.get(pred.id)
             if prev is not None:
-                spend.usd -= spend.of(prev)  # a re-asked error line is replaced, its cost stays counted once
+                spend.usd -= spend.of(prev)  # replaced: counted as a resume counts it (latest line per sample)
             existing[pred.id] = pred
             spend.add(pred)
             counts[pred.status] = counts.get(pred.status, 0) + 1
