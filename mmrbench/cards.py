@@ -61,6 +61,11 @@ class ModelCard:
     options: dict[str, Any] = field(default_factory=dict)
     paper: str | None = None
     notes: str | None = None
+    #: published prices, US dollars per million input (prompt) and output (completion) tokens
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+    #: where and when the prices were read (a URL and a date)
+    price_source: str | None = None
     path: str | None = None
 
     @property
@@ -95,6 +100,9 @@ class ModelCard:
             d["options"] = {k: v for k, v in self.options.items() if not _secretish(k)}
         for k in ("convention_source", "paper"):
             if getattr(self, k):
+                d[k] = getattr(self, k)
+        for k in ("price_input_per_mtok", "price_output_per_mtok", "price_source"):
+            if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
         return d
 
@@ -141,6 +149,9 @@ def _schemas():
         concurrency: Optional[Pos(4096)] = None
         batch_size: Optional[Pos(65_536)] = None
         timeout_s: Optional[Finite(gt=0, le=86_400)] = None
+        price_input_per_mtok: Optional[Finite(ge=0, le=100_000)] = None
+        price_output_per_mtok: Optional[Finite(ge=0, le=100_000)] = None
+        price_source: Optional[str] = None
         sampling: Sampling = Sampling()
         image: ImageSettings = ImageSettings()
 

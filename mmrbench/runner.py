@@ -54,6 +54,11 @@ class EvalOptions:
     weights: str | None = None
     recipe: str | None = None
     quiet: bool = False
+    #: stop sending once the run folder's estimated spend (US dollars) would reach this; resumable
+    max_cost: float | None = None
+    #: adaptive concurrency (AIMD on 429s) for API providers; ``min_concurrency`` is its floor
+    adaptive: bool = True
+    min_concurrency: int = 1
 
 
 # -- selection -------------------------------------------------------------------------------------
@@ -173,12 +178,19 @@ class RunSummary:
     n_selected: int
     n_unanswered: int
     first_reason: str | None = None
+    #: set when --max-cost stopped the run: (budget, estimated spend) in US dollars
+    budget: tuple[float, float] | None = None
 
     @property
     def complete(self) -> bool:
         return self.n_unanswered == 0
 
     def line(self) -> str:
+        if self.budget is not None:
+            cap, spent = self.budget
+            return (f"cost budget reached (--max-cost {cap:g} USD, estimated spend {spent:.4f} USD): "
+                    f"{self.n_unanswered} of {self.n_selected} samples not answered yet; result.json scores them "
+                    f"as wrong; re-running the same command resumes (raise --max-cost to go on)")
         why = f"; first reason: {self.first_reason}" if self.first_reason else ""
         return (f"{self.n_unanswered} of {self.n_selected} samples have no answer{why} "
                 f"(result.json was written with them scored as wrong; run the same command to retry them)")
@@ -192,6 +204,47 @@ def summarize(samples: Sequence[Sample], preds: dict[str, Prediction]) -> RunSum
         first = (p.error or "error") if p is not None else "no prediction"
         first = f"'{unanswered[0]}': {first}"[:300]
     return RunSummary(len(samples), len(unanswered), first)
+
+
+class _Spend:
+    """The run folder's estimated spend, kept as answers arrive (for --max-cost and run.json)."""
+
+    def __init__(self, card: ModelCard, root: Path, variant: str, domain: Any, samples: Sequence[Sample]):
+        from mmrbench.cost import card_prices
+        self.prices = card_prices(card)
+        self.card, self.root, self.variant, self.domain = card, root, variant, domain
+        self.by_id = {s.id: s for s in samples}
+        self.max_new = int(card.generation_config().max_new_tokens)
+        self.usd = 0.0
+        self.usd_this_run = 0.0
+        self.n = 0
+        self.prior = 0.0  # the projected cost of one answer before any arrived (the dry-run bound)
+        self._sizes: dict = {}
+
+    def of(self, pred: Prediction) -> float:
+        if self.prices is None:
+            return 0.0
+        u = pred.usage if isinstance(pred.usage, dict) else None
+        if u is not None:
+            return self.prices.cost(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+        if pred.status == "error" or pred.id not in self.by_id:
+            return 0.0  # a failed request without usage was not billed
+        from mmrbench.cost import estimate_sample
+        try:
+            prompt, _ = estimate_sample(self.card, self.by_id[pred.id], self.root, self.variant, self.domain, self._sizes)
+        except MMRBenchError:
+            return 0.0
+        return self.prices.cost(prompt, self.max_new)
+
+    def add(self, pred: Prediction, this_run: bool = True) -> None:
+        c = self.of(pred)
+        self.usd += c
+        if this_run:
+            self.usd_this_run += c
+            self.n += 1
+
+    def mean(self) -> float:
+        return self.usd_this_run / self.n if self.n else self.prior
 
 
 def _prompt_version() -> str:
@@ -220,7 +273,7 @@ def dataset_json(manifest: Manifest, samples: Sequence[Sample], split: str | Non
 
 def finalize(out_dir: Path, *, card_json: dict, manifest: Manifest, samples: Sequence[Sample],
              preds: dict[str, Prediction], variant: str, split: str | None, limit: int | None,
-             shard: tuple[int, int] | None, notes: str | None = None):
+             shard: tuple[int, int] | None, notes: str | None = None, spend: "_Spend | None" = None):
     """Compact predictions, score them, write result.json; returns (Result, ScoreReport)."""
     from mmrbench.provenance import harness_info, now_iso
     from mmrbench.results import Result, write_result
@@ -234,6 +287,14 @@ def finalize(out_dir: Path, *, card_json: dict, manifest: Manifest, samples: Seq
                     metrics=report.to_json(), protocol=protocol_json(variant),
                     predictions_sha256=file_sha256(pred_path), harness=harness_info(), date=now_iso(),
                     provenance="run", notes=notes)
+    from mmrbench.cost import usage_totals
+    usage = usage_totals(rows)
+    if usage["n_with_usage"]:
+        result.extra["usage"] = usage
+    if spend is not None and spend.prices is not None:
+        # the answers kept (one per sample), not every attempt: what the scored predictions cost
+        result.extra["cost"] = {"usd": round(sum(spend.of(p) for p in rows), 6), **spend.prices.to_json(),
+                                "estimated": True}
     write_result(out_dir / RESULT, result)
     return result, report
 
@@ -294,13 +355,22 @@ class _DaemonPool:
             except BaseException as exc:  # a provider bug must not kill the worker
                 self.outq.put((item, None, exc))
 
-    def close(self) -> None:
-        """Drop work not yet started (after Ctrl-C nothing new is sent), then stop the workers."""
+    def drain(self) -> int:
+        """Drop work not yet started; returns how many items were dropped."""
+        n = 0
         while True:
             try:
-                self.inq.get_nowait()
+                item = self.inq.get_nowait()
             except queue.Empty:
-                break
+                return n
+            if item is self._STOP:  # pragma: no cover - only close() queues these
+                self.inq.put(item)
+                return n
+            n += 1
+
+    def close(self) -> None:
+        """Drop work not yet started (after Ctrl-C nothing new is sent), then stop the workers."""
+        self.drain()
         for _ in self.threads:
             self.inq.put(self._STOP)
 
@@ -334,6 +404,10 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     from mmrbench.provenance import now_iso
 
     from mmrbench.cards import create_model
+    from mmrbench.cost import card_prices
+    if opts.max_cost is not None and card_prices(card) is None:
+        raise ConfigError(f"--max-cost needs the model's prices: model card '{card.name}' has no "
+                          f"price_input_per_mtok / price_output_per_mtok (US dollars per million tokens)")
     if model is None:
         model = create_model(card, retry=opts.retry)
     convention = getattr(model, "convention", card.convention) or card.convention
@@ -367,10 +441,12 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     _write_json(out / RUN, run_info)
 
     from mmrbench.requests_build import build_request
+    # remote providers send files as they are; local engines need pixels, decoded while the request is built
+    decode = not getattr(model, "accepts_file_bytes", False)
 
     def answer(sample: Sample) -> Prediction:
         try:
-            req = build_request(sample, root, variant=opts.variant, domain_labels=domain, config=config)
+            req = build_request(sample, root, variant=opts.variant, domain_labels=domain, config=config, decode=decode)
         except MMRBenchError as exc:
             return Prediction(sample.id, None, "error", str(exc), convention=convention, run=tag)
         resps = model.generate([req])
@@ -379,25 +455,58 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
         return prediction_from_response(sample.id, resps[0], convention, run=tag)
 
     counts = {"ok": 0, "refused": 0, "truncated": 0, "error": 0}
+    spend = _Spend(card, root, opts.variant, domain, samples)
+    for p in existing.values():
+        spend.add(p, this_run=False)  # the mean used to project in-flight costs is this run's own
+    if opts.max_cost is not None and todo:
+        from mmrbench.cost import estimate_sample
+        try:
+            prompt, _ = estimate_sample(card, todo[0], root, opts.variant, domain)
+            spend.prior = spend.prices.cost(prompt, spend.max_new)  # type: ignore[union-attr]
+        except MMRBenchError:
+            pass
+    budget_hit = [opts.max_cost is not None and spend.usd >= opts.max_cost]
+
+    def over_budget(in_flight: int) -> bool:
+        """Stop sending when the spend, plus what the requests in flight will likely cost, reaches
+        the budget (answers in flight are still written: the spend may pass it by those)."""
+        if opts.max_cost is None:
+            return False
+        if not budget_hit[0] and spend.usd + in_flight * spend.mean() >= opts.max_cost:
+            budget_hit[0] = True
+        return budget_hit[0]
+
     bar = _progress(len(todo), card.name, opts.progress and not opts.quiet)
+    limiter = None
     writer = PredictionWriter(pred_path, fsync_interval_s=0.5)
     interrupted = False
     try:
         def record(pred: Prediction) -> None:
             writer.write(pred)
+            prev = existing.get(pred.id)
+            if prev is not None:
+                spend.usd -= spend.of(prev)  # replaced: counted as a resume counts it (latest line per sample)
             existing[pred.id] = pred
+            spend.add(pred)
             counts[pred.status] = counts.get(pred.status, 0) + 1
             bar.update(1)
             if counts["error"]:
                 bar.set_postfix(errors=counts["error"], refresh=False)
 
         batch = max(1, int(getattr(model, "batch_size", 1) or 1))
-        if batch == 1:
+        if budget_hit[0]:
+            pass  # the folder already spent the budget: ask nothing
+        elif batch == 1:
             k = max(1, int(opts.concurrency or card.concurrency or getattr(model, "max_concurrency", 1) or 1))
-            _dispatch_threads(todo, answer, record, k, convention, tag)
+            if opts.adaptive and hasattr(model, "concurrency_limiter") and k > 1:
+                from mmrbench.adapters.retry import AdaptiveConcurrency
+                limiter = AdaptiveConcurrency(k, min(k, max(1, opts.min_concurrency)))
+                model.concurrency_limiter = limiter
+            _dispatch_threads(todo, answer, record, k, convention, tag, stop=over_budget)
         else:
             _dispatch_batches(todo, model, record, batch, convention, lambda s: build_request(
-                s, root, variant=opts.variant, domain_labels=domain, config=config), tag)
+                s, root, variant=opts.variant, domain_labels=domain, config=config, decode=decode), tag,
+                stop=over_budget)
     except KeyboardInterrupt:
         interrupted = True
         raise
@@ -408,6 +517,11 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
         run_info.update({"n_answered": sum(counts.values()), "status_counts": counts, "wall_s": round(wall, 3),
                          "throughput_per_s": round(sum(counts.values()) / wall, 3) if wall > 0 else None,
                          "state": "interrupted" if interrupted else "finishing"})
+        if limiter is not None:
+            run_info["concurrency"] = limiter.stats()
+        if spend.prices is not None:
+            run_info["cost"] = {"spent_usd": round(spend.usd, 6), "max_cost_usd": opts.max_cost,
+                                "budget_reached": bool(budget_hit[0])}
         _write_json(out / RUN, run_info)
         try:
             model.close()
@@ -415,8 +529,10 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
             pass
 
     result, report = finalize(out, card_json=card_json, manifest=manifest, samples=samples, preds=existing,
-                              variant=opts.variant, split=opts.split, limit=opts.limit, shard=opts.shard)
+                              variant=opts.variant, split=opts.split, limit=opts.limit, shard=opts.shard, spend=spend)
     summary = summarize(samples, existing)
+    if budget_hit[0] and not summary.complete:
+        summary.budget = (float(opts.max_cost), spend.usd)  # type: ignore[arg-type]
     run_info.update({"state": "complete" if summary.complete else "incomplete", "finished": now_iso(),
                      "n_unanswered": summary.n_unanswered, "predictions_sha256": result.predictions_sha256})
     _write_json(out / RUN, run_info)
@@ -429,6 +545,47 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     return result
 
 
+def dry_run(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,
+            opts: EvalOptions | None = None) -> str:
+    """Estimate what ``run_eval`` would ask and cost, without loading the model, sending a request or
+    writing a file. Samples already answered in ``out_dir`` (this same run's lines) are left out,
+    as a resume would skip them. Returns the report as text."""
+    from mmrbench.cost import card_prices, estimate, image_rule
+    from mmrbench.prompts import VARIANTS, category_anomaly_labels
+
+    opts = opts or EvalOptions()
+    if opts.variant not in VARIANTS:
+        raise ConfigError(f"unknown prompt variant '{opts.variant}' (known: {', '.join(VARIANTS)})")
+    if card.provider == "detector":
+        raise ConfigError("--dry-run estimates tokens of language models; the classical detectors spend none")
+    manifest = read_manifest(manifest_path, check_files=False)
+    samples = select_samples(manifest, split=opts.split, subdatasets=opts.subdatasets, limit=opts.limit,
+                             shard=opts.shard)
+    existing = load_latest(Path(out_dir) / PREDICTIONS) if (Path(out_dir) / PREDICTIONS).is_file() else {}
+    done = {sid for sid, p in existing.items() if p.status != "error"}
+    todo = [s for s in samples if s.id not in done]
+    domain = category_anomaly_labels(manifest.samples) if opts.variant == "domain_knowledge" else None
+    est = estimate(card, todo, manifest.root, opts.variant, domain)
+    prices = card_prices(card)
+    lines = [f"dry run: {card.title} on {manifest.path.name}: {len(samples)} samples selected, "
+             f"{len(samples) - len(todo)} already answered, {est.n_requests} to ask",
+             f"  input tokens  ~{est.input_tokens:,} (images {est.image_tokens:,} by the {image_rule(card)} rule, "
+             f"text at ~4 characters per token)",
+             f"  output tokens <= {est.output_tokens_max:,} (max_new_tokens {card.generation_config().max_new_tokens} "
+             f"per request)"]
+    if prices is None:
+        lines.append("  cost: unknown (the model card has no price_input_per_mtok / price_output_per_mtok)")
+    else:
+        lo = prices.cost(est.input_tokens, 0)
+        lines.append(f"  cost: {lo:.4f} USD of input + at most {prices.cost(0, est.output_tokens_max):.4f} USD of output "
+                     f"= at most {est.cost(prices):.4f} USD ({prices.input_per_mtok:g} / {prices.output_per_mtok:g} "
+                     f"USD per million input / output tokens)")
+        if opts.max_cost is not None:
+            lines.append(f"  --max-cost {opts.max_cost:g} USD")
+    lines.append("  nothing was sent or written")
+    return "\n".join(lines)
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit="sample", disable=not enabled, dynamic_ncols=True,
@@ -436,7 +593,8 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def _dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Prediction],
-                      record: Callable[[Prediction], None], k: int, convention: str, tag: str | None = None) -> None:
+                      record: Callable[[Prediction], None], k: int, convention: str, tag: str | None = None,
+                      stop: Callable[[int], bool] = lambda in_flight: False) -> None:
     if not todo:
         return
     pool = _DaemonPool(answer, k)
@@ -446,6 +604,10 @@ def _dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Predict
         exhausted = False
         while True:
             while not exhausted and inflight < 2 * k:
+                if stop(inflight):
+                    exhausted = True
+                    inflight -= pool.drain()  # queued but not started: not spent, asked by the next run
+                    break
                 s = next(it, None)
                 if s is None:
                     exhausted = True
@@ -470,8 +632,11 @@ def _dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Predict
 
 
 def _dispatch_batches(todo: Sequence[Sample], model: Any, record: Callable[[Prediction], None], batch: int,
-                      convention: str, build: Callable[[Sample], Any], tag: str | None = None) -> None:
+                      convention: str, build: Callable[[Sample], Any], tag: str | None = None,
+                      stop: Callable[[int], bool] = lambda in_flight: False) -> None:
     for i in range(0, len(todo), batch):
+        if stop(batch):
+            return
         chunk = todo[i:i + batch]
         reqs, ids = [], []
         for s in chunk:

@@ -108,9 +108,20 @@ def _extract_images(body: dict | None) -> list[tuple[str, bytes]]:
 
 
 class FakeOpenAIServer:
-    def __init__(self, responder: Responder | None = None, *, latency_s: float = 0.0, model: str = "fake-model"):
+    def __init__(self, responder: Responder | None = None, *, latency_s: float = 0.0, model: str = "fake-model",
+                 record: bool = True, rate_limit: float | None = None, burst: float | None = None):
         self.responder = responder or (lambda req: Reply())
         self.latency_s = latency_s
+        #: False: neither parse bodies nor keep requests (a benchmark server that costs what a fast real
+        #: one would, instead of decoding every image in Python and holding gigabytes)
+        self.record = record
+        #: requests per second admitted (token bucket of ``burst`` tokens); others get 429 + Retry-After
+        self.rate_limit = rate_limit
+        self.burst = burst if burst is not None else (rate_limit or 0.0)
+        self._tokens = self.burst
+        self._t_last = time.monotonic()
+        self.n_admitted = 0
+        self.n_limited = 0
         self.model = model
         self.requests: list[RecordedRequest] = []
         self._queue: list[Reply] = []
@@ -149,14 +160,24 @@ class FakeOpenAIServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except json.JSONDecodeError:
-                    body = None
-                rec = RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw,
-                                      time.time(), _extract_images(body))
+                if server.rate_limit and not server._admit():
+                    wait = 1.0 / server.rate_limit
+                    self._send(429, b'{"error": {"message": "rate limit reached", "type": "requests"}}',
+                               {"Retry-After": f"{wait:.3f}", "retry-after-ms": str(int(wait * 1000))})
+                    return
+                if server.record:
+                    try:
+                        body = json.loads(raw) if raw else None
+                    except json.JSONDecodeError:
+                        body = None
+                    images = _extract_images(body)
+                else:
+                    body, images = None, []
+                rec = RecordedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body, raw if server.record else b"",
+                                      time.time(), images)
                 with server._lock:
-                    server.requests.append(rec)
+                    if server.record:
+                        server.requests.append(rec)
                     reply = server._queue.pop(0) if server._queue else None
                 if reply is None:
                     reply = server.responder(rec)
@@ -229,6 +250,18 @@ class FakeOpenAIServer:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def _admit(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._t_last) * self.rate_limit)
+            self._t_last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                self.n_admitted += 1
+                return True
+            self.n_limited += 1
+            return False
+
     # -- bodies ----------------------------------------------------------------------------------
     def _next_id(self) -> int:
         with self._lock:
@@ -260,8 +293,12 @@ if __name__ == "__main__":  # a standalone server: python tests/fake_openai_serv
     ap = argparse.ArgumentParser(description="loopback OpenAI-compatible server answering a fixed text")
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--text", default="<answer>No.</answer>")
+    ap.add_argument("--light", action="store_true", help="do not parse bodies or keep requests (benchmarks)")
+    ap.add_argument("--rate-limit", type=float, default=None, help="requests/s admitted; others get 429")
+    ap.add_argument("--burst", type=float, default=None, help="token-bucket size (default: one second's worth)")
     a = ap.parse_args()
-    with FakeOpenAIServer(lambda req: Reply(a.text), latency_s=a.latency) as srv:
+    with FakeOpenAIServer(lambda req: Reply(a.text), latency_s=a.latency, record=not a.light,
+                          rate_limit=a.rate_limit, burst=a.burst) as srv:
         print(srv.base_url, flush=True)
         try:
             while True:

@@ -113,6 +113,8 @@ class Response:
     convention: str | None = None
     #: the box key the answer used, when the provider picks the convention by key
     box_key: str | None = None
+    #: the server said "too many requests" (HTTP 429 / RESOURCE_EXHAUSTED): adaptive concurrency backs off
+    rate_limited: bool = False
 
 
 class ModelAPI(abc.ABC):

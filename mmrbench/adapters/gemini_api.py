@@ -31,7 +31,7 @@ from collections import Counter
 from typing import Any
 
 from mmrbench.adapters.base import ImagePart, ModelAPI, Request, Response, TextPart, Usage
-from mmrbench.adapters.image_encoding import ImagePrep, prepare
+from mmrbench.adapters.image_encoding import ImagePrep, cached_prepare
 from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after, retry_delay_from_body
 from mmrbench.errors import ConfigError, require
 
@@ -144,7 +144,7 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
                 continue
             for p in m.parts:
                 if isinstance(p, ImagePart):
-                    data, mime, size = prepare(p.image, self.image_prep, getattr(p, "file", None))
+                    data, mime, size = cached_prepare(p, self.image_prep, self.image_cache)
                     sizes.append([int(size[0]), int(size[1])])
                     parts.append(types.Part.from_bytes(data=data, mime_type=mime))
                 elif isinstance(p, TextPart):
@@ -228,8 +228,10 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
                 wait = parse_retry_after(headers)
                 if wait is None:
                     wait = retry_delay_from_body(getattr(exc, "details", None))
-            return Response(None, "error", f"HTTP {code} {getattr(exc, 'status', '') or ''}: {msg}".strip(), None,
-                            time.perf_counter() - t0, sizes, retryable=transient, retry_after_s=wait)
+            out = Response(None, "error", f"HTTP {code} {getattr(exc, 'status', '') or ''}: {msg}".strip(), None,
+                           time.perf_counter() - t0, sizes, retryable=transient, retry_after_s=wait)
+            out.rate_limited = code == 429
+            return out
         except Exception as exc:
             transient = _is_transport_error(exc)
             kind = "transport error" if transient else "malformed response"

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Callable, Hashable
 
 from PIL import Image
 
@@ -101,3 +105,118 @@ def prepare(image: Image.Image, prep: ImagePrep, source_file: str | None = None)
 
 def data_url(data: bytes, mime: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+
+
+def data_url_bytes(data: bytes, mime: str) -> tuple[bytes, bytes]:
+    """:func:`data_url` as two ASCII pieces, ``(b"data:MIME;base64,", base64)``: what goes on the
+    wire, without a str round trip or a copy of megabytes to prepend a prefix."""
+    return b"data:" + mime.encode("ascii") + b";base64,", base64.b64encode(data)
+
+
+# -- the pass-through path ---------------------------------------------------------------------------
+def prepare_part(part: Any, prep: ImagePrep) -> tuple[bytes, str, tuple[int, int]]:
+    """``(bytes, mime, size sent)`` for an image part of a request.
+
+    A part read from a file (``file`` set, see :class:`mmrbench.requests_build.FileImagePart`) whose
+    size the preparation keeps is sent as the file's own bytes when they are PNG or JPEG: no decode,
+    no re-encode, and the size comes from the header. Anything else (a resize, another format, an
+    image drawn on in memory) is decoded and encoded here; PIL's decoders, resamplers and encoders
+    release the GIL while they work, so this never serialises the other requests in flight.
+    """
+    file = getattr(part, "file", None)
+    size = getattr(part, "size", None)
+    if file is not None and size is not None and target_size(tuple(size), prep) == tuple(size):
+        data = part.file_bytes() if hasattr(part, "file_bytes") else _read(file)
+        mime = _sniff(data)
+        if mime is not None:
+            return data, mime, (int(size[0]), int(size[1]))
+    return prepare(part.image, prep, file)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+class EncodedCache:
+    """A thread-safe LRU of encoded images bounded by the bytes it holds (not by entry count: a
+    1,500-px PNG is a hundred times a 64-px one).
+
+    Meant for the images many requests share (the category's reference image): encoding a value
+    happens *outside* the lock, so a miss never blocks other workers; two workers missing the same
+    key at once both encode it and one copy is kept. A value larger than the whole bound is returned
+    but not stored.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20):
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get_or_make(self, key: Hashable, make: Callable[[], tuple[Any, int]]) -> Any:
+        """The cached value of ``key``, or ``make()`` -> ``(value, nbytes)`` stored under the bound."""
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return hit[0]
+            self.misses += 1
+        value, n = make()
+        if n > self.max_bytes:
+            return value
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = (value, n)
+                self.nbytes += n
+            while self.nbytes > self.max_bytes and self._items:
+                _, (_, old) = self._items.popitem(last=False)
+                self.nbytes -= old
+        return value
+
+
+def file_key(path: str) -> tuple | None:
+    """Identity of a file's current content for a cache: path, size and modification time."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def cached_prepare(part: Any, prep: ImagePrep, cache: EncodedCache | None,
+                   finish: Callable[[bytes, str], Any] = lambda data, mime: data) -> tuple[Any, str, tuple[int, int]]:
+    """:func:`prepare_part` followed by ``finish(bytes, mime)`` (e.g. a data URL), cached when the
+    part is marked ``shared`` (a reference image) and comes from a file; ``(value, mime, size)``."""
+    key = None
+    if cache is not None and getattr(part, "shared", False) and getattr(part, "file", None):
+        fk = file_key(part.file)
+        if fk is not None:
+            key = (fk, prep, getattr(finish, "__name__", repr(finish)))
+    if key is None:
+        data, mime, size = prepare_part(part, prep)
+        return finish(data, mime), mime, size
+
+    def make():
+        data, mime, size = prepare_part(part, prep)
+        value = finish(data, mime)
+        if isinstance(value, (bytes, str)):
+            n = len(value)
+        elif isinstance(value, tuple) and all(isinstance(v, (bytes, str)) for v in value):
+            n = sum(len(v) for v in value)
+        else:
+            n = len(data)
+        return (value, mime, size), n
+
+    return cache.get_or_make(key, make)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart,
                                     Usage)
-from mmrbench.adapters.image_encoding import ImagePrep, data_url, prepare
+from mmrbench.adapters.image_encoding import ImagePrep, cached_prepare, data_url_bytes
 from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after
 from mmrbench.errors import ConfigError, require
 
@@ -101,8 +101,20 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         else:
             openai = require("openai", "api", "the openai provider")
             key = resolve_api_key(api_key_env, base_url, require_key)
-            self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout_s)
+            http = None
+            limits = getattr(openai, "DEFAULT_CONNECTION_LIMITS", None)
+            if limits is not None and self.max_concurrency > (limits.max_keepalive_connections or 0):
+                # keep one pooled connection per request in flight (the SDK keeps 100): past that,
+                # every request beyond the pool would open a new TCP connection
+                http = openai.DefaultHttpxClient(limits=type(limits)(
+                    max_connections=max(self.max_concurrency, limits.max_connections or 0),
+                    max_keepalive_connections=self.max_concurrency))
+            self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=self.timeout_s,
+                                         http_client=http)
         self._openai = require("openai", "api", "the openai provider")
+        #: post pre-assembled bodies through the SDK's client (a test double without ``post`` gets
+        #: create()): the keyword the SDK's ``post`` takes raw bytes in, or None
+        self._raw_post = _raw_body_keyword(self._client, self._openai)
         self._secrets = [k for k in (os.environ.get(self.api_key_env, "").strip(),) if len(k) >= 8]
         quiet_http_logs()
         # said once, with the first request (not at construction: a command that fails on its own
@@ -111,8 +123,13 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         self._warn_lock = threading.Lock()
 
     # -- request mapping -------------------------------------------------------------------------
-    def build_messages(self, request: Request) -> tuple[list[dict], list[list[int]]]:
-        """Chat messages in the OpenAI wire format plus the (width, height) of each image sent."""
+    def build_messages(self, request: Request, raw_images: list[tuple[bytes, bytes]] | None = None
+                       ) -> tuple[list[dict], list[list[int]]]:
+        """Chat messages in the OpenAI wire format plus the (width, height) of each image sent.
+
+        With ``raw_images`` (a list to fill), each image URL in the messages is a placeholder
+        (:func:`_placeholder`) and the data URL itself, as bytes, is appended to the list: the body
+        is then assembled by :meth:`encode_body` without JSON-escaping megabytes of base64."""
         out: list[dict] = []
         sizes: list[list[int]] = []
         for m in request.messages:
@@ -125,9 +142,13 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             parts: list[dict] = []
             for p in m.content:
                 if isinstance(p, ImagePart):
-                    data, mime, size = prepare(p.image, self.image_prep, getattr(p, "file", None))
+                    url, _mime, size = cached_prepare(p, self.image_prep, self.image_cache, data_url_bytes)
                     sizes.append([int(size[0]), int(size[1])])
-                    image_url: dict[str, Any] = {"url": data_url(data, mime)}
+                    if raw_images is not None:
+                        image_url: dict[str, Any] = {"url": _placeholder(len(raw_images))}
+                        raw_images.append(url)
+                    else:
+                        image_url = {"url": (url[0] + url[1]).decode("ascii")}
                     if self.image_detail:
                         image_url["detail"] = self.image_detail
                     parts.append({"type": "image_url", "image_url": image_url})
@@ -135,6 +156,28 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
                     parts.append({"type": "text", "text": p.text})
             out.append({"role": m.role, "content": parts})
         return out, sizes
+
+    @staticmethod
+    def encode_body(kw: dict[str, Any], raw_images: Sequence[tuple[bytes, bytes]]) -> bytes:
+        """The chat-completions JSON body as bytes: the small skeleton through ``json.dumps``, each
+        image's data URL spliced in as it is (base64 and the ``data:`` prefix need no JSON escaping).
+        ``extra_body`` is merged at the top level, as the SDK does."""
+        import json
+        body = {k: v for k, v in kw.items() if k != "extra_body"}
+        body.update(kw.get("extra_body") or {})
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        if not raw_images:
+            return text
+        pieces: list[bytes] = []
+        rest = text
+        for i, url in enumerate(raw_images):
+            mark = json.dumps(_placeholder(i)).encode("ascii")
+            head, sep, rest = rest.partition(mark)
+            if not sep:  # pragma: no cover - the skeleton always holds every placeholder once
+                raise RuntimeError("image placeholder lost while encoding the request")
+            pieces += [head, b'"', *url, b'"']
+        pieces.append(rest)
+        return b"".join(pieces)
 
     def request_kwargs(self, request: Request, messages: list[dict]) -> dict[str, Any]:
         cfg: GenerationConfig = request.config
@@ -228,12 +271,21 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         self._warn_once()
         oa = self._openai
         t0 = time.perf_counter()
+        raw: list[tuple[bytes, bytes]] | None = [] if self._raw_post is not None else None
         try:
-            messages, sizes = self.build_messages(request)
+            messages, sizes = self.build_messages(request, raw)
         except Exception as exc:  # an image that cannot be encoded is this sample's problem only
             return Response(None, "error", f"cannot encode image: {exc}")
         try:
-            result = self._client.chat.completions.create(**self.request_kwargs(request, messages))
+            kw = self.request_kwargs(request, messages)
+            if raw is not None:
+                # the SDK's own POST (headers, auth, error classes, response models) with a body
+                # assembled here: json.dumps over 8 MB of base64 costs more CPU than all the rest
+                from openai.types.chat import ChatCompletion, ChatCompletionChunk
+                result = self._client.post("/chat/completions", content=self.encode_body(kw, raw), cast_to=ChatCompletion,
+                                           stream=self.stream, stream_cls=oa.Stream[ChatCompletionChunk])
+            else:
+                result = self._client.chat.completions.create(**kw)
             reasoning: list[str] = []
             if self.stream:
                 text, status, err, usage = self._collect_stream(result, reasoning)
@@ -257,9 +309,11 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             code = int(getattr(exc, "status_code", 0) or 0)
             headers = getattr(getattr(exc, "response", None), "headers", None)
             transient = code in (408, 409, 429) or code >= 500
-            return Response(None, "error", status_error_text(exc, code, self._secrets, self._endpoint()), None,
+            resp = Response(None, "error", status_error_text(exc, code, self._secrets, self._endpoint()), None,
                             time.perf_counter() - t0, sizes, retryable=transient,
                             retry_after_s=parse_retry_after(headers) if transient else None)
+            resp.rate_limited = code == 429
+            return resp
         except Exception as exc:  # malformed bodies, validation errors: final for this attempt
             return Response(None, "error", f"malformed response ({type(exc).__name__}: {_short(exc)})", None,
                             time.perf_counter() - t0, sizes)
@@ -385,6 +439,23 @@ def resize_warning(model: str, convention: str, prep: ImagePrep) -> str | None:
                'or "max_side", ... }) so the frame the model answers in is the one recorded')
     return (f"openai:{model} writes pixel boxes but has no image resize rule: sizes are recorded as sent "
             f"(original), so a server-side resize shifts every box; {how}")
+
+
+def _raw_body_keyword(client: Any, openai: Any) -> str | None:
+    if not isinstance(client, openai.OpenAI):
+        return None
+    import inspect
+    try:
+        params = inspect.signature(client.post).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return None
+    # older SDKs (1.x) JSON-encode whatever ``body`` holds: they keep the plain create() path
+    return "content" if "content" in params else None
+
+
+def _placeholder(i: int) -> str:
+    # a control character cannot come from a prompt's text unescaped, so the marker is unambiguous
+    return f"\x00mmrbench-image-{i}\x00"
 
 
 def _reasoning_of(completion: Any) -> str:

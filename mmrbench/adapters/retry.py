@@ -8,9 +8,11 @@ request while the answer is retryable and attempts remain, so the same policy se
 """
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import random
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -116,7 +118,8 @@ def retry_delay_from_body(body: Any) -> float | None:
 
 
 def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,
-                    sleep: Callable[[float], None] = time.sleep):
+                    sleep: Callable[[float], None] = time.sleep,
+                    wait: Callable[[int, Any], float] | None = None, rate_limited_attempts: int | None = None):
     """Call ``fn`` until it returns a non-retryable response or attempts run out.
 
     Returns the last response with ``attempts`` recorded in its ``extra`` dict when present.
@@ -126,10 +129,18 @@ def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,
 
     def _wait(state) -> float:
         resp = state.outcome.result()
+        if wait is not None:
+            return wait(state.attempt_number, resp)
         return policy.wait_for(state.attempt_number, getattr(resp, "retry_after_s", None))
 
+    def _stop(state) -> bool:
+        n = max(1, policy.max_attempts)
+        if rate_limited_attempts is not None and getattr(state.outcome.result(), "rate_limited", False):
+            n = max(n, rate_limited_attempts)
+        return state.attempt_number >= n
+
     retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(max(1, policy.max_attempts)),
+        stop=_stop,
         wait=_wait,
         retry=tenacity.retry_if_result(lambda r: bool(getattr(r, "retryable", False))),
         retry_error_callback=lambda state: state.outcome.result(),
@@ -151,6 +162,92 @@ def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,
     return resp
 
 
+class AdaptiveConcurrency:
+    """How many requests may be in flight, adapted to the server's 429s (AIMD, as TCP does).
+
+    Every attempt holds a slot while it is on the wire (not while it waits to retry). A rate-limited
+    answer lowers the width to ``decrease`` (0.5, classic AIMD) times the number of requests
+    still in flight -- the ones the server accepted -- never below ``minimum``: a multiplicative
+    decrease of the width actually in use, which a burst of 429s (they come back at once, while
+    answers take the model's latency) cannot drive below what the server takes. Every answer to a
+    attempt ending while all slots are taken (or requests wait for one) adds ``1 / limit``: one slot more per round trip's worth
+    of answers, up to ``maximum``. Without 429s the width stays at ``maximum`` and the limiter costs
+    one lock per attempt. ``srtt`` (smoothed latency of the answers) paces rate-limited retries.
+    """
+
+    def __init__(self, maximum: int, minimum: int = 1, decrease: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic):
+        if not 1 <= minimum <= maximum:
+            raise ValueError("need 1 <= minimum <= maximum")
+        if not 0 < decrease < 1:
+            raise ValueError("decrease must be in (0, 1)")
+        self.maximum = int(maximum)
+        self.minimum = int(minimum)
+        self.decrease_factor = float(decrease)
+        self.limit = float(maximum)
+        self.in_flight = 0
+        self.epoch = 0
+        self.srtt: float | None = None
+        self.n_rate_limited = 0
+        self.n_decreases = 0
+        self.lowest = float(maximum)
+        self._last_decrease = float("-inf")
+        self._waiting = 0
+        self._clock = clock
+        self._cond = threading.Condition()
+
+    @property
+    def width(self) -> int:
+        return max(self.minimum, int(self.limit))
+
+    @contextlib.contextmanager
+    def slot(self):
+        """Hold one of the ``width`` slots for one attempt; yields a callable taking its response."""
+        with self._cond:
+            self._waiting += 1
+            while self.in_flight >= self.width:
+                self._cond.wait()
+            self._waiting -= 1
+            self.in_flight += 1
+            epoch = self.epoch
+            t0 = self._clock()
+        try:
+            yield lambda resp: self.record(resp, epoch, t0)
+        finally:
+            with self._cond:
+                self.in_flight -= 1
+                self._cond.notify_all()
+
+    def record(self, resp: Any, epoch: int, t0: float | None = None) -> None:
+        now = self._clock()
+        with self._cond:
+            if getattr(resp, "rate_limited", False):
+                self.n_rate_limited += 1
+                # the requests still in flight (this one excluded) are the ones the server took:
+                # the new width is a fraction of that, however many 429s this burst brings back
+                target = max(float(self.minimum), self.decrease_factor * (self.in_flight - 1))
+                if target < self.limit:
+                    self.limit = target
+                    self.lowest = min(self.lowest, self.limit)
+                    if epoch == self.epoch:  # counted once per round of refusals
+                        self.epoch += 1
+                        self.n_decreases += 1
+                    self._last_decrease = now
+                return
+            if t0 is not None:
+                rtt = now - t0
+                self.srtt = rtt if self.srtt is None else 0.875 * self.srtt + 0.125 * rtt
+            # grow only while the width is what holds requests back (all slots taken, or some waiting)
+            saturated = self._waiting > 0 or self.in_flight >= self.width
+            if saturated and self.limit < self.maximum:
+                self.limit = min(float(self.maximum), self.limit + 1.0 / max(1.0, self.limit))
+                self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        return {"max": self.maximum, "min": self.minimum, "final": self.width, "lowest": max(self.minimum, int(self.lowest)),
+                "rate_limited": self.n_rate_limited, "decreases": self.n_decreases}
+
+
 class RetryingAPIModel:
     """Mixin giving API providers their ``generate``: each request is one ``_call`` attempt wrapped in
     the retry policy (``self.retry``), up to ``self.max_concurrency`` requests in flight at once.
@@ -161,6 +258,10 @@ class RetryingAPIModel:
     retry: RetryPolicy
     max_concurrency: int
     convention: str
+    #: requests may carry undecoded files (sent as their own bytes): see requests_build
+    accepts_file_bytes = True
+    #: encoded shared images (references) kept per model, bounded in bytes
+    image_cache_bytes = 64 << 20
 
     def _init_api_settings(self, *, convention, concurrency, timeout_s, retry, image_prep) -> None:
         """Settings every API provider takes the same way (declared box convention, bounded
@@ -175,12 +276,41 @@ class RetryingAPIModel:
         self.timeout_s = float(timeout_s)
         self.retry = retry or RetryPolicy()
         self.image_prep = image_prep or ImagePrep()
+        from mmrbench.adapters.image_encoding import EncodedCache
+        self.image_cache = EncodedCache(self.image_cache_bytes)
 
     def _call(self, request):  # pragma: no cover - provided by the provider
         raise NotImplementedError
 
+    #: set by the runner: the shared :class:`AdaptiveConcurrency` every attempt goes through
+    concurrency_limiter: "AdaptiveConcurrency | None" = None
+
     def generate_one(self, request):
-        return call_with_retry(lambda: self._call(request), self.retry)
+        limiter = self.concurrency_limiter
+        if limiter is None:
+            return call_with_retry(lambda: self._call(request), self.retry)
+
+        def attempt():
+            with limiter.slot() as done:
+                resp = self._call(request)
+                done(resp)
+            return resp
+
+        policy = self.retry
+
+        def wait(n: int, resp: Any) -> float:
+            # a 429 under adaptive concurrency: the narrower width paces the retry, so it waits only
+            # what the server asked (Retry-After), not a growing backoff that idles a worker
+            ra = getattr(resp, "retry_after_s", None)
+            if getattr(resp, "rate_limited", False):
+                # at least one round trip (the width has adapted by then), jittered so the requests
+                # refused together do not come back together
+                rtt = limiter.srtt if limiter.srtt is not None else policy.initial_s
+                return min(max(ra or 0.0, rtt * (0.5 + random.random())), policy.max_retry_after_s)
+            return policy.wait_for(n, ra)
+
+        # rate-limited attempts are paced by the width, so more of them are allowed before giving up
+        return call_with_retry(attempt, policy, wait=wait, rate_limited_attempts=4 * policy.max_attempts)
 
     def generate(self, requests):
         from concurrent.futures import ThreadPoolExecutor

@@ -36,6 +36,17 @@ def add_parser(sub) -> None:
     p.add_argument("--retries", type=int, default=None, help="attempts per request for transient errors (default 6)")
     p.add_argument("--retry-wait", type=float, default=None, metavar="S",
                    help="first backoff wait in seconds for transient errors (doubles each retry, jittered; default 1)")
+    p.add_argument("--max-cost", type=float, default=None, metavar="USD",
+                   help="stop sending once the run folder's estimated spend reaches this many US dollars (needs the "
+                        "card's prices); exit 3; re-running resumes (raise it to go on)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="estimate tokens and cost of the samples still to ask (image tokens by the provider's rule), "
+                        "then exit: no model is loaded, no request is sent, nothing is written")
+    p.add_argument("--min-concurrency", type=int, default=None, metavar="N",
+                   help="floor of adaptive concurrency (API providers lower requests in flight on HTTP 429, down to "
+                        "N, and raise them back to --concurrency when the 429s stop; default 1)")
+    p.add_argument("--no-adaptive", action="store_true",
+                   help="keep --concurrency requests in flight even on HTTP 429 (retries still back off)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="provider option (e.g. lora=PATH, tensor_parallel_size=4); repeatable")
     p.add_argument("--device", default="cpu", help="device for classical detectors")
@@ -107,7 +118,12 @@ def run(args: argparse.Namespace) -> int:
     opts = EvalOptions(split=args.split, subdatasets=subs, limit=args.limit, variant=variant_of(args),
                        shard=parse_shard(args.shard) if args.shard else None, concurrency=args.concurrency,
                        progress=not args.no_progress, retry=retry, command=["mmrbench", *sys.argv[1:]],
-                       device=args.device, weights=args.weights, recipe=args.recipe)
+                       device=args.device, weights=args.weights, recipe=args.recipe, max_cost=args.max_cost,
+                       adaptive=not args.no_adaptive, min_concurrency=args.min_concurrency or 1)
+    if args.dry_run:
+        from mmrbench.runner import dry_run
+        print(dry_run(card, args.data, args.out, opts))
+        return 0
     from mmrbench.exitcodes import exit_code
     return exit_code(run_eval(card, args.data, args.out, opts))
 
@@ -117,7 +133,7 @@ def check_run_params(args: argparse.Namespace) -> None:
     card's sampling and limits are checked by :func:`mmrbench.cards.check_values`)."""
     from typing import Annotated, Optional
 
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 
     from mmrbench.errors import ConfigError
     from mmrbench.validation import validated
@@ -128,6 +144,16 @@ def check_run_params(args: argparse.Namespace) -> None:
         retries: Optional[Annotated[int, Field(ge=1, le=100)]] = None
         retry_wait: Optional[Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]] = None
         max_image_side: Optional[Annotated[int, Field(ge=1, le=100_000)]] = None
+        max_cost: Optional[Annotated[float, Field(gt=0, le=10_000_000, allow_inf_nan=False)]] = None
+        concurrency: Optional[Annotated[int, Field(ge=1, le=4096)]] = None
+        min_concurrency: Optional[Annotated[int, Field(ge=1, le=4096)]] = None
 
-    validated(RunParams, {k: getattr(args, k) for k in ("limit", "retries", "retry_wait", "max_image_side")
-                          if getattr(args, k) is not None}, "command line", error=ConfigError)
+        @model_validator(mode="after")
+        def _floor_below_ceiling(self):
+            if self.min_concurrency and self.concurrency and self.min_concurrency > self.concurrency:
+                raise ValueError(f"--min-concurrency {self.min_concurrency} is above --concurrency {self.concurrency}")
+            return self
+
+    keys = ("limit", "retries", "retry_wait", "max_image_side", "max_cost", "concurrency", "min_concurrency")
+    validated(RunParams, {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None},
+              "command line", error=ConfigError)
