@@ -81,7 +81,7 @@ class ModelCard:
 
     def to_result_json(self) -> dict[str, Any]:
         """The card as recorded in result.json: no secrets (only the *name* of the key variable)."""
-        from mmrbench.adapters.openai_api import redact_url
+        from mmrbench.adapters.server_errors import redact_url
         d: dict[str, Any] = {
             "name": self.name, "display_name": self.title, "provider": self.provider, "model_id": self.model_id,
             "convention": self.convention, "sampling": self.generation_config().to_json(),

@@ -23,7 +23,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from mmrbench.errors import MMRBenchError
+
+if TYPE_CHECKING:  # annotations only
+    from mmrbench.cards import ModelCard
+    from mmrbench.data.schema import Sample
+    from mmrbench.predictions import Prediction
 
 #: Qwen2.5-VL processor defaults (transformers' Qwen2VLImageProcessor)
 QWEN_MIN_PIXELS = 56 * 56
@@ -169,3 +177,42 @@ def usage_totals(preds: Any) -> dict[str, int]:
             c += int(u.get("completion_tokens") or 0)
             n += 1
     return {"prompt_tokens": p, "completion_tokens": c, "n_with_usage": n}
+
+
+class Spend:
+    """The run folder's estimated spend, kept as answers arrive (for --max-cost and run.json)."""
+
+    def __init__(self, card: ModelCard, root: Path, variant: str, domain: Any, samples: Sequence[Sample]):
+        self.prices = card_prices(card)
+        self.card, self.root, self.variant, self.domain = card, root, variant, domain
+        self.by_id = {s.id: s for s in samples}
+        self.max_new = int(card.generation_config().max_new_tokens)
+        self.usd = 0.0
+        self.usd_this_run = 0.0
+        self.n = 0
+        self.prior = 0.0  # the projected cost of one answer before any arrived (the dry-run bound)
+        self._sizes: dict = {}
+
+    def of(self, pred: Prediction) -> float:
+        if self.prices is None:
+            return 0.0
+        u = pred.usage if isinstance(pred.usage, dict) else None
+        if u is not None:
+            return self.prices.cost(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+        if pred.status == "error" or pred.id not in self.by_id:
+            return 0.0  # a failed request without usage was not billed
+        try:
+            prompt, _ = estimate_sample(self.card, self.by_id[pred.id], self.root, self.variant, self.domain, self._sizes)
+        except MMRBenchError:  # an unreadable image: its cost is not estimated
+            return 0.0
+        return self.prices.cost(prompt, self.max_new)
+
+    def add(self, pred: Prediction, this_run: bool = True) -> None:
+        c = self.of(pred)
+        self.usd += c
+        if this_run:
+            self.usd_this_run += c
+            self.n += 1
+
+    def mean(self) -> float:
+        return self.usd_this_run / self.n if self.n else self.prior

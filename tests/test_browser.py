@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lb_fixtures import make_benchmark, make_run, responses
-from mmrbench.leaderboard.board import write_leaderboard
+from mmrbench.leaderboard.write import write_leaderboard
 from mmrbench.leaderboard.reference import write_reference_entries
 from mmrbench.cards import ModelCard
 from mmrbench.leaderboard.mmad import write_mmad_reported_entries

@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_mmad_data import write_release  # noqa: E402
 
 from mmrbench.adapters.base import Message, Request, TextPart  # noqa: E402
-from mmrbench.leaderboard.board import build_board, write_leaderboard  # noqa: E402
+from mmrbench.leaderboard.board import build_board  # noqa: E402
+from mmrbench.leaderboard.write import write_leaderboard  # noqa: E402
 from mmrbench.leaderboard.mmad import (PUBLISHED_KEY, PUBLISHED_NAME, reported_slug,  # noqa: E402
                                        write_mmad_reported_entries)
 from mmrbench.leaderboard.reference import write_reference_entries  # noqa: E402

@@ -11,7 +11,8 @@ from mmrbench.cli import main
 from mmrbench.errors import ConfigError
 from mmrbench.predictions import read_predictions
 from mmrbench.results import read_result
-from mmrbench.runner import merge_runs, parse_shard, shard_of
+from mmrbench.merge import merge_runs
+from mmrbench.selection import parse_shard, shard_of
 
 
 @pytest.fixture()

@@ -288,7 +288,7 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
             d["box_keys_seen"] = dict(sorted(self.box_keys_seen.items()))
         d["api_key_env"] = self.api_key_env
         if self.base_url:
-            from mmrbench.adapters.openai_api import redact_url
+            from mmrbench.adapters.server_errors import redact_url
             d["base_url"] = redact_url(self.base_url)
         if self.thinking_budget is not None:
             d["thinking_budget"] = self.thinking_budget

@@ -13,11 +13,10 @@ never logged or returned by :meth:`describe`. A custom server that needs no key 
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from typing import Any, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart,
                                     Usage)
@@ -27,6 +26,7 @@ from mmrbench.errors import ConfigError, require
 
 OFFICIAL_HOST = "api.openai.com"
 DUMMY_KEY = "EMPTY"  # what vLLM / LMDeploy / SGLang accept when started without --api-key
+from mmrbench.adapters.server_errors import redact_url, request_url, safe_url, scrub, short_error, status_error_text
 
 
 def quiet_http_logs() -> None:
@@ -46,19 +46,6 @@ def is_official(base_url: str | None) -> bool:
         return True
     host = (urlsplit(base_url).hostname or "").lower()
     return host == OFFICIAL_HOST or host.endswith("." + OFFICIAL_HOST)
-
-
-def redact_url(url: str | None) -> str | None:
-    """Drop user:password@ from a URL before it goes into a result or log."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return url
 
 
 def resolve_api_key(api_key_env: str | None, base_url: str | None, require_key: bool | None = None) -> str:
@@ -302,8 +289,8 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             return Response(None, "error", f"timeout after {self.timeout_s:g} s", None,
                             time.perf_counter() - t0, sizes, retryable=True)
         except oa.APIConnectionError as exc:
-            url = _request_url(exc) or self._endpoint()
-            return Response(None, "error", f"connection error to {url}: {scrub(_short(exc), self._secrets)}", None,
+            url = request_url(exc) or self._endpoint()
+            return Response(None, "error", f"connection error to {url}: {scrub(short_error(exc), self._secrets)}", None,
                             time.perf_counter() - t0, sizes, retryable=True)
         except oa.APIStatusError as exc:
             code = int(getattr(exc, "status_code", 0) or 0)
@@ -315,7 +302,7 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             resp.rate_limited = code == 429
             return resp
         except Exception as exc:  # malformed bodies, validation errors: final for this attempt
-            return Response(None, "error", f"malformed response ({type(exc).__name__}: {_short(exc)})", None,
+            return Response(None, "error", f"malformed response ({type(exc).__name__}: {short_error(exc)})", None,
                             time.perf_counter() - t0, sizes)
 
     def _endpoint(self) -> str:
@@ -339,83 +326,6 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
 
 
 #: how long a server's explanation may be in a prediction's error
-MAX_SERVER_MESSAGE = 300
-_KEY_PATTERNS = (
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), "***"),            # OpenAI-style keys
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), "***"),          # Google API keys
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._\-~+/=]{8,}"), r"\1 ***"),
-    (re.compile(r"(?i)\b(api[_-]?key|key|token|access_token)(\s*[=:]\s*[\"']?)[A-Za-z0-9._\-~+/]{8,}"), r"\1\2***"),
-)
-
-
-def scrub(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` with API keys blanked: the key in use, and anything shaped like a key."""
-    for s in secrets:
-        if s:
-            text = text.replace(s, "***")
-    for pat, repl in _KEY_PATTERNS:
-        text = pat.sub(repl, text)
-    return text
-
-
-def safe_url(url: str) -> str:
-    """A URL fit for a prediction line: no credentials, no query string (keys travel there)."""
-    parts = urlsplit(redact_url(url) or "")
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _request_url(exc: BaseException) -> str | None:
-    req = getattr(exc, "request", None)
-    url = getattr(req, "url", None)
-    return safe_url(str(url)) if url is not None else None
-
-
-def server_message(body: Any, text: str | None = None) -> str | None:
-    """The server's own explanation from an error body: FastAPI/vLLM ``{"detail": ...}``, OpenAI
-    ``{"error": {"message": ...}}``, ``{"message": ...}``, or the raw text."""
-    msg: Any = None
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict):
-            msg = err.get("message") or err.get("detail")
-        elif isinstance(err, str):
-            msg = err
-        if msg is None:
-            msg = body.get("detail", body.get("message"))
-    elif isinstance(body, (str, list)):
-        msg = body
-    if msg is None and text:
-        msg = text
-    if msg is None:
-        return None
-    if not isinstance(msg, str):
-        import json
-        try:
-            msg = json.dumps(msg, ensure_ascii=False)
-        except (TypeError, ValueError):
-            msg = str(msg)
-    msg = " ".join(msg.split())
-    return msg or None
-
-
-def status_error_text(exc: Any, code: int, secrets: Sequence[str] = (), fallback_url: str | None = None) -> str:
-    """``HTTP 400 BadRequestError from URL: <server's message>``, bounded and with keys scrubbed."""
-    resp = getattr(exc, "response", None)
-    raw = None
-    try:
-        raw = resp.text if resp is not None else None
-    except Exception:  # noqa: BLE001 - a streamed body that cannot be read
-        raw = None
-    msg = server_message(getattr(exc, "body", None), raw) or _short(exc)
-    msg = scrub(msg, secrets)
-    if len(msg) > MAX_SERVER_MESSAGE:
-        msg = msg[:MAX_SERVER_MESSAGE] + "..."
-    url = _request_url(exc) or fallback_url
-    where = f" from {url}" if url else ""
-    return f"HTTP {code} {type(exc).__name__}{where}: {msg}"
-
-
-#: model-name fragments of families that ground in pixels of an image the *server* resizes
 _SERVER_RESIZING = ("qwen2-vl", "qwen2.5-vl", "qwen2_5_vl", "qwen2_vl", "qvq", "qwen-vl", "qwen3-vl")
 
 
@@ -484,8 +394,3 @@ def _usage(u: Any) -> Usage | None:
         return Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
     except (TypeError, ValueError):
         return None
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    msg = " ".join(str(exc).split())
-    return msg[:limit]

@@ -120,7 +120,7 @@ def run_mmad(out: Path, data_dir: Path, results_dir: Path, cards: list, *, limit
 def run(args: argparse.Namespace) -> int:
     from mmrbench.cards import parse_spec
     from mmrbench.errors import MMRBenchError
-    from mmrbench.leaderboard.board import write_leaderboard
+    from mmrbench.leaderboard.write import write_leaderboard
     from mmrbench.leaderboard.reference import slugify, write_reference_entries
     from mmrbench.leaderboard.submit import submit_run
     from mmrbench.runner import EvalOptions, run_eval

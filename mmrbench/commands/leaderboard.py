@@ -28,7 +28,7 @@ def run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mmrbench.errors import MMRBenchError
-    from mmrbench.leaderboard.board import FILE_NAMES, parse_formats, write_leaderboard
+    from mmrbench.leaderboard.write import FILE_NAMES, parse_formats, write_leaderboard
     from mmrbench.provenance import now_iso
 
     formats = parse_formats(args.format)

@@ -16,5 +16,5 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmrbench.exitcodes import exit_code
-    from mmrbench.runner import merge_runs
+    from mmrbench.merge import merge_runs
     return exit_code(merge_runs(args.runs, args.out, manifest_path=args.data))

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_build:
         from pathlib import Path
 
-        from mmrbench.leaderboard.board import write_leaderboard
+        from mmrbench.leaderboard.write import write_leaderboard
         from mmrbench.provenance import now_iso
 
         stores = list(args.manifests) + ([str(Path(args.manifest).parent)] if args.manifest else [])

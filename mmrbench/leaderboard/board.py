@@ -246,7 +246,7 @@ def _add_statistics(entry: dict, result: dict, pred_path: Path, man_path: Path, 
         entry["categories"] = [
             {"subdataset": sub, "category": cat, "det_accuracy": parts["det"]["accuracy"].to_json(),
              "loc_accuracy": parts["loc"]["accuracy"].to_json()}
-            for sub, by_cat in category_ci(per, resamples=resamples, seed=seed).items()
+            for sub, by_cat in cats.items()
             for cat, parts in by_cat.items()]
     entry["samples"] = viewer_samples(result, manifest, preds, samples_per_run)
 
@@ -380,44 +380,4 @@ def build_board(results_dir: str | os.PathLike, *, manifest_stores: Iterable[str
     board.benchmarks = sorted(benchmarks.values(), key=lambda b: (b["key"] != PAPER_KEY, b["key"] != MMAD_PUBLISHED_KEY,
                                                                   b["name"].lower(), b["key"]))
     board.entries.sort(key=_order_key)
-    return board
-
-
-FORMATS = ("md", "html", "csv", "json")
-FILE_NAMES = {"md": "LEADERBOARD.md", "html": "index.html", "csv": "leaderboard.csv", "json": "leaderboard.json"}
-
-
-def parse_formats(text: str) -> list[str]:
-    """``"md,html"`` -> ["md", "html"]; an unknown or empty list is a one-line error."""
-    fmts = [f.strip().lower() for f in text.split(",") if f.strip()]
-    bad = [f for f in fmts if f not in FORMATS]
-    if bad or not fmts:
-        raise MMRBenchError(f"--format {text!r}: unknown format {', '.join(bad) or '(none)'}; "
-                            f"choose from {','.join(FORMATS)}")
-    return list(dict.fromkeys(fmts))
-
-
-def write_leaderboard(results_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                      manifest_stores: Iterable[str | os.PathLike] = (), resamples: int = 1000, seed: int = 0,
-                      samples_per_run: int = DEFAULT_SAMPLES_PER_RUN, generated: str | None = None,
-                      formats: Iterable[str] = ("md", "html")) -> Board:
-    """Build the board and write the chosen formats (``LEADERBOARD.md``, ``index.html``,
-    ``leaderboard.csv``, ``leaderboard.json``) atomically into ``out_dir``."""
-    from mmrbench.leaderboard.export import render_csv, render_json
-    from mmrbench.leaderboard.render_html import render_html
-    from mmrbench.leaderboard.render_md import render_markdown
-
-    formats = list(formats)
-    board = build_board(results_dir, manifest_stores=manifest_stores, resamples=resamples, seed=seed,
-                        samples_per_run=samples_per_run)
-    renderers = {"md": render_markdown, "html": lambda b: render_html(b, generated=generated),
-                 "csv": render_csv, "json": render_json}
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for fmt in formats:
-        name = FILE_NAMES[fmt]
-        text = renderers[fmt](board)
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8", newline="")
-        os.replace(tmp, out / name)
     return board

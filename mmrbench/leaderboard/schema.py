@@ -86,7 +86,7 @@ def load_result_json(path: str | os.PathLike) -> dict[str, Any]:
     return d
 
 
-class _Checker:
+class Checker:
     def __init__(self) -> None:
         self.issues: list[Issue] = []
 
@@ -130,7 +130,7 @@ class _Checker:
                          "must be a sha256 (64 lowercase hex digits), not null")
             return
         if not isinstance(v, str) or not SHA256_RE.match(v):
-            self.err(p, f"must be a sha256: 64 lowercase hex digits (got {_short(v)})")
+            self.err(p, f"must be a sha256: 64 lowercase hex digits (got {short_text(v)})")
 
     def fraction(self, v: Any, path: str, *, nullable: bool) -> None:
         if v is None:
@@ -147,7 +147,7 @@ class _Checker:
             return
         v = d[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            self.err(f"{path}.{key}", f"must be a non-negative integer (got {_short(v)})")
+            self.err(f"{path}.{key}", f"must be a non-negative integer (got {short_text(v)})")
 
 
 def _typename(v: Any) -> str:
@@ -155,12 +155,12 @@ def _typename(v: Any) -> str:
             int: "integer", float: "number"}.get(type(v), type(v).__name__)
 
 
-def _short(v: Any) -> str:
+def short_text(v: Any) -> str:
     s = json.dumps(v) if not isinstance(v, str) else repr(v)
     return s if len(s) <= 40 else s[:37] + "..."
 
 
-def _check_metric_block(c: _Checker, block: Any, path: str, *, nullable: bool) -> None:
+def _check_metric_block(c: Checker, block: Any, path: str, *, nullable: bool) -> None:
     if not c.obj(block, path):
         return
     for part in ("det", "loc"):
@@ -190,7 +190,7 @@ def validate_result(d: Any) -> list[Issue]:
     from mmrbench.leaderboard.mmad import is_mmad_result, validate_mmad_result
     if is_mmad_result(d):
         return validate_mmad_result(d)
-    c = _Checker()
+    c = Checker()
     if not c.obj(d, "$"):
         return c.issues
     sv = d.get("schema_version")
@@ -203,7 +203,7 @@ def validate_result(d: Any) -> list[Issue]:
 
     prov = d.get("provenance")
     if prov not in PROVENANCES:
-        c.err("$.provenance", f"must be one of {', '.join(PROVENANCES)} (got {_short(prov)})")
+        c.err("$.provenance", f"must be one of {', '.join(PROVENANCES)} (got {short_text(prov)})")
     reported = prov == "reported"
 
     proto = d.get("protocol")

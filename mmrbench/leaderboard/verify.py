@@ -118,14 +118,14 @@ def find_manifest(sha256: str, *, manifest: str | os.PathLike | None = None,
             if cand.name.startswith("predictions"):
                 continue
             try:
-                if _sha256_file(cand) == sha256:
+                if sha256_file(cand) == sha256:
                     return cand
             except OSError:
                 continue
     return None
 
 
-def _sha256_file(p: Path) -> str:
+def sha256_file(p: Path) -> str:
     st = p.stat()
     return _sha256_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
 

@@ -129,8 +129,8 @@ def collect(model: Any, manifest: Manifest, out: str | os.PathLike,
     """
     from tqdm import tqdm
 
-    from mmrbench.runner import (_dispatch_batches, _dispatch_threads, load_latest, prediction_from_response,
-                                 write_compact)
+    from mmrbench.dispatch import dispatch_batches, dispatch_threads, prediction_from_response
+    from mmrbench.runner import load_latest, write_compact
 
     samples, _ = select_samples(manifest, opts)
     jobs = plan_jobs(samples, opts)
@@ -178,9 +178,9 @@ def collect(model: Any, manifest: Manifest, out: str | os.PathLike,
         batch = max(1, int(getattr(model, "batch_size", 1) or 1))
         if batch == 1:
             k = max(1, int(opts.concurrency or getattr(model, "max_concurrency", 1) or 1))
-            _dispatch_threads(todo, answer, record, k, convention)
+            dispatch_threads(todo, answer, record, k, convention)
         else:
-            _dispatch_batches(todo, model, record, batch, convention, lambda j: build_request(j, model, root, opts))
+            dispatch_batches(todo, model, record, batch, convention, lambda j: build_request(j, model, root, opts))
     finally:
         writer.close()
         bar.close()

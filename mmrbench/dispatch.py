@@ -1,0 +1,150 @@
+"""Sending requests and turning answers into predictions lines.
+
+API providers run in a pool of daemon threads (bounded, optionally adaptive concurrency; requests are
+built inside the workers so file reads overlap network waits), local engines get batches of
+``batch_size``. A provider bug or a failed batch becomes ``error`` lines, never a lost sample; the
+caller's ``record`` writes each line as it arrives. Used by the MMR-AD runner and by textgen.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any, Callable, Sequence
+
+from mmrbench.data.schema import Sample
+from mmrbench.errors import MMRBenchError
+from mmrbench.predictions import Prediction
+
+
+class DaemonPool:
+    """K daemon worker threads: unlike ThreadPoolExecutor, Ctrl-C never waits for requests in flight
+    (their answers are simply not written, and the next run asks again)."""
+
+    _STOP = object()
+
+    def __init__(self, fn: Callable[[Any], Any], k: int):
+        self.fn = fn
+        self.inq: queue.Queue = queue.Queue()
+        self.outq: queue.Queue = queue.Queue()
+        self.threads = [threading.Thread(target=self._loop, daemon=True, name=f"mmrbench-worker-{i}") for i in range(k)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.inq.get()
+            if item is self._STOP:
+                return
+            try:
+                self.outq.put((item, self.fn(item), None))
+            except BaseException as exc:  # a provider bug must not kill the worker
+                self.outq.put((item, None, exc))
+
+    def drain(self) -> int:
+        """Drop work not yet started; returns how many items were dropped."""
+        n = 0
+        while True:
+            try:
+                item = self.inq.get_nowait()
+            except queue.Empty:
+                return n
+            if item is self._STOP:  # pragma: no cover - only close() queues these
+                self.inq.put(item)
+                return n
+            n += 1
+
+    def close(self) -> None:
+        """Drop work not yet started (after Ctrl-C nothing new is sent), then stop the workers."""
+        self.drain()
+        for _ in self.threads:
+            self.inq.put(self._STOP)
+
+
+def dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Prediction],
+                      record: Callable[[Prediction], None], k: int, convention: str, tag: str | None = None,
+                      stop: Callable[[int], bool] = lambda in_flight: False) -> None:
+    if not todo:
+        return
+    pool = DaemonPool(answer, k)
+    try:
+        it = iter(todo)
+        inflight = 0
+        exhausted = False
+        while True:
+            while not exhausted and inflight < 2 * k:
+                if stop(inflight):
+                    exhausted = True
+                    inflight -= pool.drain()  # queued but not started: not spent, asked by the next run
+                    break
+                s = next(it, None)
+                if s is None:
+                    exhausted = True
+                    break
+                pool.inq.put(s)
+                inflight += 1
+            if inflight == 0:
+                break
+            try:
+                sample, pred, exc = pool.outq.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            inflight -= 1
+            if exc is not None:
+                if isinstance(exc, KeyboardInterrupt):
+                    raise exc
+                pred = Prediction(sample.id, None, "error", f"{type(exc).__name__}: {exc}", convention=convention,
+                                  run=tag)
+            record(pred)
+    finally:
+        pool.close()
+
+
+def dispatch_batches(todo: Sequence[Sample], model: Any, record: Callable[[Prediction], None], batch: int,
+                      convention: str, build: Callable[[Sample], Any], tag: str | None = None,
+                      stop: Callable[[int], bool] = lambda in_flight: False) -> None:
+    for i in range(0, len(todo), batch):
+        if stop(batch):
+            return
+        chunk = todo[i:i + batch]
+        reqs, ids = [], []
+        for s in chunk:
+            try:
+                reqs.append(build(s))
+                ids.append(s.id)
+            except MMRBenchError as exc:
+                record(Prediction(s.id, None, "error", str(exc), convention=convention, run=tag))
+        if not reqs:
+            continue
+        try:
+            resps = model.generate(reqs)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # the whole batch failed: record each, the next run retries them
+            for sid in ids:
+                record(Prediction(sid, None, "error", f"{type(exc).__name__}: {exc}", convention=convention, run=tag))
+            continue
+        if len(resps) != len(reqs):
+            for sid in ids:
+                record(Prediction(sid, None, "error", f"provider returned {len(resps)} answers for {len(reqs)} requests",
+                                  convention=convention, run=tag))
+            continue
+        for sid, r in zip(ids, resps):
+            record(prediction_from_response(sid, r, getattr(model, "convention", convention) or convention, run=tag))
+
+
+def prediction_from_response(sample_id: str, resp: Any, convention: str, attempts: int | None = None,
+                             run: str | None = None) -> Prediction:
+    usage = resp.usage.to_json() if resp.usage is not None else None
+    extra: dict[str, Any] = {}
+    attempts = attempts or resp.attempts
+    if attempts and attempts > 1:
+        extra["attempts"] = attempts
+    if resp.reasoning:
+        extra["reasoning_content"] = resp.reasoning
+    if resp.box_key:
+        extra["box_key"] = resp.box_key
+    status = resp.status if resp.status in ("ok", "refused", "truncated", "error") else "error"
+    return Prediction(id=sample_id, response=resp.text, status=status, error=resp.error,
+                      image_sizes=resp.image_sizes or None, convention=resp.convention or convention,
+                      latency_s=round(resp.latency_s, 4) if resp.latency_s is not None else None,
+                      usage=usage, run=run, extra=extra)
