@@ -25,7 +25,6 @@ import argparse
 import importlib.util
 import sys
 import time
-from pathlib import Path
 from types import ModuleType
 from typing import Callable
 

@@ -9,7 +9,6 @@ JSON: per subdataset macro det/loc accuracy/recall/precision, per-category rows,
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -3,7 +3,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mmrbench.baselines.evaluate import evaluate_detector, split_holdout
@@ -142,7 +141,6 @@ def test_missing_train_normals_named(slice_manifest, tmp_path):
 
 
 def test_corrupt_image_named(slice_manifest, tmp_path):
-    m = read_manifest(slice_manifest)
     root = tmp_path / "data"
     shutil.copytree(Path(slice_manifest).parent, root)
     m2 = read_manifest(root / "manifest.jsonl")
@@ -169,8 +167,9 @@ def test_recipe_files_match_defaults_and_bad_keys():
 
 def test_holdout_split_is_deterministic_and_keeps_two():
     from mmrbench.data.schema import Sample
-    mk = lambda i: Sample(id=f"a/{i:02d}", subdataset="S", category="c", split="train", image="x", label="normal",
-                          width=8, height=8)
+    def mk(i):
+        return Sample(id=f"a/{i:02d}", subdataset="S", category="c", split="train", image="x", label="normal",
+                      width=8, height=8)
     items = [mk(i) for i in range(10)]
     fit, held = split_holdout(items, 0.2, 2, seed=0)
     assert len(held) == 2 and len(fit) == 8 and not {s.id for s in fit} & {s.id for s in held}

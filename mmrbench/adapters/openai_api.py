@@ -22,11 +22,11 @@ from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Reque
                                     Usage)
 from mmrbench.adapters.image_encoding import ImagePrep, cached_prepare, data_url_bytes
 from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after
+from mmrbench.adapters.server_errors import redact_url, request_url, safe_url, scrub, short_error, status_error_text
 from mmrbench.errors import ConfigError, require
 
 OFFICIAL_HOST = "api.openai.com"
 DUMMY_KEY = "EMPTY"  # what vLLM / LMDeploy / SGLang accept when started without --api-key
-from mmrbench.adapters.server_errors import redact_url, request_url, safe_url, scrub, short_error, status_error_text
 
 
 def quiet_http_logs() -> None:

@@ -147,7 +147,6 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
                       recipe: dict | str | os.PathLike | None = None, weights: str | None = None,
                       device: str = "cpu", progress: bool = True, cache_dir: str | os.PathLike | None = None):
     """Fit/score ``method`` per category, write ``predictions.jsonl`` and ``result.json``; return the Result."""
-    import torch
 
     from mmrbench import PROTOCOL
     from mmrbench.vision.backbones import load_backbone

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmrbench.errors import ConfigError, MMRBenchError
+from mmrbench.errors import ConfigError
 
 
 def add_import_parser(sub) -> argparse.ArgumentParser:

@@ -140,7 +140,7 @@ def score_records(records: Sequence[AnswerRecord], mode: str = "strict") -> MMAD
         row: dict[str, float | None] = {s: _pct(_ratio(right[d][s], asked[d][s], compat)) for s in subtasks}
         if AD_SUBTASK in subtasks:
             (n_norm, tn), (n_anom, tp) = det[d]["normal"], det[d]["anomalous"]
-            fp, fn = n_norm - tn, n_anom - tp
+            fp = n_norm - tn  # misses are n_anom - tp: recall is the anomalous accuracy below
             normal_acc, anomaly_acc = _ratio(tn, n_norm, compat), _ratio(tp, n_anom, compat)
             both = None if normal_acc is None or anomaly_acc is None else (normal_acc + anomaly_acc) / 2
             row[AD_SUBTASK] = _pct(both)
