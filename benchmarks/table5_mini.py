@@ -116,14 +116,16 @@ def train_grpo(row: Row, base: dict, a, seed: int, sft_dirs: dict[str, Path], ou
     return out
 
 
-def evaluate(adapter: Path, eval_manifest: Path, variant: str, recipe: str, out: Path) -> dict:
+def evaluate(adapter: Path, eval_manifest: Path, variant: str, recipe: str, out: Path, max_new_tokens: int) -> dict:
     """Held-out evaluation through the harness; writes result.json with model.recipe; returns its metrics."""
-    from mmrbench.cards import parse_spec
+    from mmrbench.cards import parse_spec, with_overrides
     from mmrbench.runner import EvalOptions, run_eval
 
     if out.exists():
         shutil.rmtree(out)
-    card = parse_spec(f"hf:{adapter}")
+    # greedy, batched as the mini benchmark evaluates; max_new_tokens as in training
+    card = with_overrides(parse_spec(f"hf:{adapter}"), batch_size=16,
+                          sampling={"temperature": 0.0, "max_new_tokens": max_new_tokens})
     run_eval(card, eval_manifest, out, EvalOptions(split="test", variant=variant, progress=False, quiet=True))
     from mmrbench.results import read_result, write_result
 
@@ -236,7 +238,7 @@ def main(argv=None) -> int:
                 adapter = train_grpo(row, base, a, seed, sft_dirs, sd / row.recipe.split("/")[-1])
                 variant = load(row.recipe, "grpo", {**base, **({"grpo.init_adapter": str(sft_dirs[row.sft])} if row.sft else {})}).data.prompt_variant
             name = row.recipe.split("/")[-1]
-            m = evaluate(adapter, eval_m, variant, name, sd / "eval" / name)
+            m = evaluate(adapter, eval_m, variant, name, sd / "eval" / name, a.max_new_tokens)
             table.setdefault(row.label, {})[seed] = m
             log(f"seed {seed} {row.label}: det {m['det']:.1%} loc {m['loc']:.1%} ({time.perf_counter() - ts:.0f} s)")
     wall = time.perf_counter() - t0
