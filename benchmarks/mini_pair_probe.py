@@ -82,7 +82,9 @@ def probe(model_dir: Path, manifest: Path, adapter: Path | None, n: int) -> dict
     model.eval()
     proc = load_processor(model_dir)
     m = read_manifest(manifest)
-    samples = [s for s in m.samples if s.reference][:n]
+    pool = [s for s in m.samples if s.reference]
+    # half anomalous, half normal (manifests list one class after the other)
+    samples = [s for s in pool if s.is_anomalous][: n - n // 2] + [s for s in pool if not s.is_anomalous][: n // 2]
     inner = model.model
     img_tok = model.config.image_token_id
     merge = inner.visual.spatial_merge_size
