@@ -49,12 +49,14 @@ def test_quick_mode_end_to_end(tmp_path, capsys):
     from mmrbench.results import read_result
 
     t5 = load_script()
-    assert t5.main(["--quick", "--out", str(tmp_path)]) == 0
+    # two seeds asked, a budget that the first seed already uses up: the second is not started
+    assert t5.main(["--quick", "--out", str(tmp_path), "--seeds", "0,1", "--budget-min", "0.001"]) == 0
     printed = capsys.readouterr().out
+    assert "seeds not run (time budget 0 min): [1]" in printed and not (tmp_path / "seed1").exists()
     for row in t5.ROWS:
         assert row.label in printed
     summary = json.loads((tmp_path / "table5.json").read_text())
-    assert set(summary["rows"]) == {r.label for r in t5.ROWS}
+    assert set(summary["rows"]) == {r.label for r in t5.ROWS} and summary["seeds"] == [0]
     for row in t5.ROWS:
         name = row.recipe.split("/")[-1]
         path = tmp_path / "seed0" / "eval" / name / "result.json"
