@@ -64,7 +64,8 @@ ROWS = (
     Row("w/ domain knowledge", "ablations/domain-knowledge-grpo", "ablations/domain-knowledge-sft"),
 )
 
-#: settings: (default run sized for <= 60 min, --quick smoke run)
+#: settings of the default run and of --quick. Measured (docs/training.md): one seed of the default run
+#: takes ~29-41 min on the 2-core development machine, so --budget-min 60 fits one or two seeds, not three
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2")
 QUICK = dict(per_class=8, image_side=32, sft_steps=3, sft_lr=2e-3, grpo_steps=1, prompt_batch=2, group=4,
