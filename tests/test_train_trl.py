@@ -5,7 +5,6 @@ a run on prompts of different lengths) only where ``trl`` is installed (optional
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
