@@ -29,8 +29,10 @@ Pipeline (the real trainer and the real evaluation path, only smaller):
 4. after each stage the saved adapter is evaluated through the ``hf`` provider (greedy) on the
    held-out images: answer-format compliance, detection accuracy (vs. the majority-class rate) and
    mean reward;
-5. when ``trl`` is installed, the time of one GRPO step (same model, data and settings) of our loop
-   and of TRL's GRPOTrainer, and their ratio.
+5. when ``trl`` is installed, the time of one GRPO step of our loop and of TRL's GRPOTrainer set up
+   for the same objective (``mmrbench.train.trl_compare``: bnpo token-mean, group reward scaling,
+   k3 KL without TRL's ratio correction, dropout off, adapter-disabled base model as reference, left
+   padding), same model, data and settings, and their ratio.
 
 Figures depend on the machine; the script prints what it measured, nothing is hard-coded.
 """
@@ -255,57 +257,31 @@ def grpo_recipe(model_dir, manifest, init, steps, lr, prompt_batch, group, mini,
 
 
 # -- TRL comparison ----------------------------------------------------------------------------
-def trl_step_time(model_dir: Path, manifest: Path, init: Path, group: int, prompt_batch: int, mini_batch: int,
-                  max_new: int, lr: float, rollouts: int, variant: str = "default") -> tuple[float | None, str]:
-    """Seconds per GRPO rollout step of TRL's GRPOTrainer on the same model, data and settings
-    (same prompts per rollout, G, updates per rollout, token-mean loss, clip, beta), or why not.
+def trl_step_time(rec, init: Path, rollouts: int) -> tuple[float | None, str]:
+    """Seconds per GRPO rollout step of TRL's GRPOTrainer on the same model, data and objective as
+    our loop (``rec``: our GRPO recipe), or why not.
 
-    TRL counts one optimizer update as a step; ``steps_per_generation`` = updates per rollout makes
-    one generation feed that many updates, as ours does, so a rollout = that many TRL steps.
+    Same objective, not TRL's defaults: :mod:`mmrbench.train.trl_compare` sets ``loss_type="bnpo"``
+    (token-mean per update, as ours), ``scale_rewards="group"``, ``use_bias_correction_kl`` from
+    ``grpo.kl_estimator`` (False for k3), dropout off, the base model (adapter disabled) as the KL
+    reference, left-padded prompts, and one generation feeding the same number of updates as ours
+    (so a rollout = that many TRL steps).
     """
     try:
-        import trl  # noqa: F401
+        import trl
     except ImportError:
-        return None, "trl not installed (pip install -c .ci/constraints.txt trl)"
+        return None, "trl not installed (pip install -c .ci/constraints.txt 'mmrbench[trl]')"
     try:
-        import datasets
-        import peft
-        import transformers
-        from trl import GRPOConfig, GRPOTrainer
-
-        from mmrbench.adapters.hf_inputs import load_processor
-        from mmrbench.vision.images import load_rgb
         from mmrbench.data.manifest import read_manifest
-        from mmrbench.prompts import build_prompt
-        from mmrbench.train.rewards import anomaly_reward
+        from mmrbench.train.trl_compare import build_trl_trainer
 
-        m = read_manifest(manifest)
-        rows = []
-        updates = prompt_batch // mini_batch
-        steps = rollouts * updates
-        for s in m.samples[: prompt_batch * (rollouts + 1)]:
-            p = build_prompt(s, variant)
-            rows.append({"prompt": [{"role": "system", "content": [{"type": "text", "text": p.system}]},
-                                    {"role": "user", "content": [{"type": "image"} for _ in p.images]
-                                     + [{"type": "text", "text": p.user}]}],
-                         "images": [load_rgb(m.resolve(x)) for x in p.images], "label": s.label,
-                         "gt_boxes": [list(b.xyxy) for b in s.boxes], "image_size": [s.width, s.height],
-                         "sent_size": None, "convention": "pixel"})
-        ds = datasets.Dataset.from_list(rows)
-        model = transformers.AutoModelForImageTextToText.from_pretrained(str(model_dir))
-        model = peft.PeftModel.from_pretrained(model, str(init), is_trainable=True)
-        proc = load_processor(model_dir)
-        cfg = GRPOConfig(output_dir=str(init.parent / "trl_tmp"), per_device_train_batch_size=mini_batch * group,
-                         steps_per_generation=updates, num_generations=group, max_completion_length=max_new,
-                         learning_rate=lr, lr_scheduler_type="constant",
-                         beta=0.001, epsilon=0.2, temperature=1.0, top_p=1.0, max_steps=steps, logging_steps=1,
-                         report_to=[], use_cpu=True, save_strategy="no", bf16=False,
-                         loss_type="dapo", gradient_accumulation_steps=1, dataloader_num_workers=0)
-        trainer = GRPOTrainer(model=model, reward_funcs=[anomaly_reward], args=cfg, train_dataset=ds,
-                              processing_class=proc)
+        g = rec.train
+        updates = g.prompt_batch // g.mini_batch
+        samples = read_manifest(rec.data.manifest).samples[: g.prompt_batch * (rollouts + 1)]
+        trainer = build_trl_trainer(rec, init.parent / "trl_tmp", samples=samples, max_steps=rollouts * updates)
         t0 = time.perf_counter()
         trainer.train()
-        return (time.perf_counter() - t0) / rollouts, f"trl {trl.__version__}"
+        return (time.perf_counter() - t0) / rollouts, f"trl {trl.__version__}, same objective (bnpo, group scaling, base-model reference)"
     except Exception as exc:  # report why TRL could not run this model, do not hide it
         return None, f"TRL GRPOTrainer failed on the tiny Qwen2.5-VL: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
 
@@ -402,8 +378,7 @@ def main(argv=None) -> int:
     log(f"after GRPO ({t_grpo:.0f} s): {grpo_eval}")
 
     trl_s, trl_note = (None, "skipped (--no-trl)") if (args.no_trl or args.select) else trl_step_time(
-        model_dir, train_m, out / "sft", args.group, args.prompt_batch, args.mini_batch, args.max_new_tokens,
-        args.grpo_lr, 2, variant)
+        rec, out / "sft", 2)
     total = time.perf_counter() - t_start
     print()
     print(f"Mini Anomaly-R1 on CPU ({args.threads} thread(s)), {n_params / 1e6:.2f}M-parameter Qwen2.5-VL from scratch, "

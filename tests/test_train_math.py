@@ -83,3 +83,44 @@ def test_grpo_loss_with_kl():
     parts = gm.grpo_loss(logp, logp, ref, torch.tensor([0.0]), torch.ones(1, 1), beta=0.1)
     assert parts.loss.item() == pytest.approx(0.1 * (0.5 + math.log(2) - 1), abs=1e-6)
     assert parts.kl_sum == pytest.approx(0.5 + math.log(2) - 1, abs=1e-6)
+
+
+def test_kl_estimators_hand_computed_value_and_gradient():
+    """One token, logp = 0 (p = 1 on the sampled token's log scale), ref = -1, old = logp (on-policy).
+
+    d = ref - logp = -1, k3 = e^-1 + 1 - 1 = 0.36788 for both estimators (the ratio is 1 on-policy).
+    Gradients w.r.t. logp: k3: d/dlogp (e^(ref-logp) - (ref-logp) - 1) = 1 - e^-1 = 0.63212;
+    k3_ratio: k3 * e^(logp-old) -> (1 - e^d) + k3 = -d = logp - ref = 1.0 (the reverse-KL gradient)."""
+    for est, grad in (("k3", 1 - math.exp(-1)), ("k3_ratio", 1.0)):
+        logp = torch.tensor([[0.0]], requires_grad=True)
+        old = torch.tensor([[0.0]])
+        ref = torch.tensor([[-1.0]])
+        kl = gm.kl_term(logp, old, ref, est)
+        assert kl.item() == pytest.approx(math.exp(-1), abs=1e-6)
+        kl.sum().backward()
+        assert logp.grad.item() == pytest.approx(grad, abs=1e-6), est
+
+
+def test_kl_ratio_off_policy_and_through_grpo_loss():
+    """Off-policy (logp 0, old -0.5): k3_ratio = k3 * e^0.5; through grpo_loss with zero advantage
+    the loss is beta * that, and the KL gradient is e^0.5 * (k3 + 1 - e^d) = e^0.5 * 1."""
+    logp = torch.tensor([[0.0]], requires_grad=True)
+    old = torch.tensor([[-0.5]])
+    ref = torch.tensor([[-1.0]])
+    k3 = math.exp(-1)
+    parts = gm.grpo_loss(logp, old, ref, torch.tensor([0.0]), torch.ones(1, 1), beta=0.1, kl_estimator="k3_ratio")
+    assert parts.loss.item() == pytest.approx(0.1 * k3 * math.exp(0.5), abs=1e-6)
+    parts.loss.backward()
+    assert logp.grad.item() == pytest.approx(0.1 * math.exp(0.5) * (k3 + 1 - math.exp(-1)), abs=1e-6)
+    with pytest.raises(ValueError, match="k3_ratio"):
+        gm.kl_term(logp, old, ref, "k2")
+
+
+def test_recipe_kl_estimator_validated():
+    from mmrbench.errors import ConfigError
+    from mmrbench.train.recipe import load_recipe
+
+    assert load_recipe(None, "grpo").train.kl_estimator == "k3"
+    assert load_recipe(None, "grpo", {"grpo.kl_estimator": "k3_ratio"}).train.kl_estimator == "k3_ratio"
+    with pytest.raises(ConfigError, match="grpo.kl_estimator 'k1' unknown"):
+        load_recipe(None, "grpo", {"grpo.kl_estimator": "k1"})

@@ -165,7 +165,8 @@ class GRPOTrainer:
             old = g.old_logp.to(dev) if g.old_logp is not None else logp.detach()
             ref = g.ref_logp.to(dev) if g.ref_logp is not None else None
             parts = grpo_loss(logp, old, ref, g.advantages.to(dev), g.mask.to(dev), clip_eps=self.cfg.clip_eps,
-                              beta=self.cfg.beta, normaliser=max(total, 1.0))
+                              beta=self.cfg.beta, normaliser=max(total, 1.0),
+                              kl_estimator=self.cfg.kl_estimator)
             parts.loss.backward()
             sums["loss"] += float(parts.loss.detach())
             sums["kl"] += parts.kl_sum

@@ -65,6 +65,30 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
+#: KL estimators of :func:`grpo_loss` (``grpo.kl_estimator``)
+KL_ESTIMATORS = ("k3", "k3_ratio")
+
+
+def kl_term(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor,
+            estimator: str = "k3") -> torch.Tensor:
+    """Per-token KL penalty whose gradient the loss follows.
+
+    * ``k3``: :func:`k3_kl` as it is (GRPO, DeepSeekMath; TRL with ``use_bias_correction_kl=False``).
+      Its value estimates KL(policy || reference) without bias, but its *gradient* does not: on-policy
+      it is ``1 - exp(ref - logp)`` per token, a biased estimate of the reverse-KL gradient.
+    * ``k3_ratio``: ``k3 * exp(logp - old_logp)``, k3 weighted by the (differentiable) importance ratio
+      (DeepSeek-V3.2; TRL's default ``use_bias_correction_kl=True``). The value is the same on-policy
+      (ratio 1), but the gradient becomes ``k3 + 1 - exp(ref - logp) = logp - ref`` per token: the
+      gradient of ``E[log(policy / reference)]``, unbiased.
+    """
+    kl = k3_kl(logp, ref_logp)
+    if estimator == "k3":
+        return kl
+    if estimator == "k3_ratio":
+        return kl * torch.exp(logp - old_logp)
+    raise ValueError(f"unknown KL estimator {estimator!r} (known: {', '.join(KL_ESTIMATORS)})")
+
+
 def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
                       clip_eps: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token PPO-clipped surrogate *loss* ``-min(ratio * A, clip(ratio, 1-eps, 1+eps) * A)``.
@@ -102,8 +126,9 @@ class LossParts:
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, *, clip_eps: float = 0.2, beta: float = 0.001,
-              normaliser: float | torch.Tensor | None = None) -> LossParts:
-    """GRPO loss of one micro-batch: token-mean of clipped surrogate + ``beta`` * k3 KL.
+              normaliser: float | torch.Tensor | None = None, kl_estimator: str = "k3") -> LossParts:
+    """GRPO loss of one micro-batch: token-mean of clipped surrogate + ``beta`` * KL term
+    (:func:`kl_term`; ``kl_estimator`` "k3" or "k3_ratio").
 
     ``normaliser`` is the token count of the whole mini-batch (all micro-batches, all ranks); with it,
     summing the gradients of the micro-batches reproduces the gradient of the mini-batch exactly.
@@ -113,7 +138,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
     per_token = pg
     kl_sum = 0.0
     if ref_logp is not None and beta != 0.0:
-        kl = k3_kl(logp, ref_logp)
+        kl = kl_term(logp, old_logp, ref_logp, kl_estimator)
         per_token = per_token + beta * kl
         kl_sum = float(masked_sum(kl.detach(), mask))
     loss = token_mean(per_token, mask, normaliser)

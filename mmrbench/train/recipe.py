@@ -80,6 +80,8 @@ class GRPOSection:
     mini_batch: int = 8                         # prompts per optimizer update (prompt_batch / mini_batch updates)
     clip_eps: float = 0.2
     beta: float = 0.001                         # k3 KL to the reference (adapter disabled)
+    kl_estimator: str = "k3"                    # k3 (paper, TRL use_bias_correction_kl=False) | k3_ratio (TRL's
+                                                # default: k3 x importance ratio, unbiased reverse-KL gradient)
     epochs: float = 1.0
     max_steps: int = 0                          # rollouts; 0 = from epochs
     warmup_ratio: float = 0.1
@@ -211,6 +213,10 @@ def validate(r: Recipe) -> None:
             raise ConfigError("grpo.group_size must be at least 2 (advantages are relative within a group)")
         if t.mini_batch <= 0 or t.prompt_batch % t.mini_batch:
             raise ConfigError(f"grpo.prompt_batch ({t.prompt_batch}) must be a multiple of grpo.mini_batch ({t.mini_batch})")
+        from mmrbench.train.grpo_math import KL_ESTIMATORS
+
+        if t.kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError(f"grpo.kl_estimator '{t.kl_estimator}' unknown (known: {', '.join(KL_ESTIMATORS)})")
         if t.contrastive and t.n_negatives > t.group_size - 1:
             raise ConfigError("grpo.n_negatives must leave room for the positive in the group")
     elif t.batch_size <= 0:

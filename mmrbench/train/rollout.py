@@ -6,6 +6,8 @@ anyway). Completions are cut after the first end-of-turn token and right-padded.
 """
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any, Sequence
 
 import torch
@@ -13,6 +15,12 @@ import torch
 from mmrbench.train.collate import repeat_inputs
 from mmrbench.train.grpo_math import token_log_probs
 from mmrbench.train.policy import Policy, to_device
+
+log = logging.getLogger(__name__)
+
+#: the reasoning body (group 1) of a think-then-answer response, and where its answer starts
+_THINK_SPAN = re.compile(r"<think>(.*)</think>", re.S | re.I)
+_ANSWER_SPAN = re.compile(r"<answer>", re.I)
 
 
 def cut_at_eos(ids: Sequence[int], eos: set[int]) -> list[int]:
@@ -51,12 +59,38 @@ def generate(policy: Policy, prompt: dict, n: int, *, max_new_tokens: int, tempe
 
 def text_to_completion(policy: Policy, text: str, max_new_tokens: int) -> list[int]:
     """Token ids of an externally written response, ended with the end-of-turn token as the chat
-    template would, truncated to ``max_new_tokens``."""
+    template would, at most ``max_new_tokens`` long.
+
+    A response longer than that (a long verified reasoning as the guaranteed positive) is shortened
+    in its reasoning, never in its answer: cutting the tail would drop the ``<answer>`` block, and the
+    "guaranteed positive" would score 0 and teach the opposite of what it is there for. The
+    ``<think>`` body is cut to fit, its tags and the whole answer are kept. Only when the answer and
+    the end-of-turn token alone do not fit is the text cut at the end (with a warning).
+    """
     tok = policy.tokenizer
-    # split_special_tokens: a text that spells "<|image_pad|>" must not become the placeholder token
-    ids = tok(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     end = tok.eos_token_id if tok.eos_token_id is not None else policy.eos_ids()[0]
-    return (list(ids) + [end])[:max_new_tokens]
+
+    def enc(t: str) -> list[int]:
+        # split_special_tokens: a text that spells "<|image_pad|>" must not become the placeholder token
+        return list(tok(t, add_special_tokens=False, split_special_tokens=True)["input_ids"]) if t else []
+
+    ids = enc(text) + [end]
+    if len(ids) <= max_new_tokens:
+        return ids
+    m = _THINK_SPAN.search(text)
+    if m is not None:
+        head, body, tail = enc(text[:m.start(1)]), enc(m.group(1)), enc(text[m.end(1):]) + [end]
+        room = max_new_tokens - len(head) - len(tail)
+        if room >= 0:
+            return head + body[:room] + tail
+    answer = _ANSWER_SPAN.search(text)
+    if answer is not None:
+        kept = enc(text[answer.start():]) + [end]
+        if len(kept) <= max_new_tokens:
+            return kept
+    log.warning("a %d-token target response does not fit max_new_tokens=%d even without its reasoning: "
+                "it is cut and loses its answer", len(ids), max_new_tokens)
+    return ids[:max_new_tokens]
 
 
 def pad_completions(completions: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,54 @@
+"""benchmarks/mini_pair_probe.py: the AUROC it prints, and both checks on the tiny Qwen2.5-VL."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("mini_pair_probe", ROOT / "benchmarks" / "mini_pair_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["mini_pair_probe"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_auroc_hand_computed():
+    p = load_script()
+    assert p.auroc([3, 4], [1, 2]) == 1.0
+    assert p.auroc([1], [2]) == 0.0
+    # pos 2, 3 vs neg 1, 2: pairs (2>1) 1, (2=2) 0.5, (3>1) 1, (3>2) 1 -> 3.5 / 4
+    assert p.auroc([2, 3], [1, 2]) == pytest.approx(0.875)
+
+
+@pytest.mark.slow
+def test_probe_on_tiny_model(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from train_toydata import write_toy_manifest
+
+    from mmrbench.testing.tiny_qwen import tiny_qwen25vl_dir
+
+    p = load_script()
+    tiny = tiny_qwen25vl_dir(tmp_path / "cache")
+    man = write_toy_manifest(tmp_path / "toy", n=4)
+    r = p.probe(tiny, man, None, 4)
+    assert r["samples"] == 4
+    rope = r["rope"]
+    # reference and query are two images with distinct positions, corresponding patches one offset apart
+    assert rope["images"] == 2 and rope["constant_offset"] is True
+    assert rope["ranges_thw"][1][0][0] > rope["ranges_thw"][0][0][1]
+    assert 0.0 <= r["token_auroc_pair"] <= 1.0 and 0.0 <= r["image_auroc_query_only"] <= 1.0
+
+
+def test_refuses_the_held_out_split(tmp_path, capsys):
+    p = load_script()
+    (tmp_path / "mini_eval.jsonl").write_text("")
+    assert p.main(["--model", str(tmp_path), "--manifest", str(tmp_path / "mini_eval.jsonl")]) == 2
+    assert "held-out" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+"""benchmarks/table5_mini.py --quick: every shipped ablation recipe trains, is scored by the protocol's
+scorer on the held-out split, and writes a result.json the board places next to Table 5."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("table5_mini", ROOT / "benchmarks" / "table5_mini.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["table5_mini"] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_mean_interval_hand_computed():
+    t5 = load_script()
+    # 0.6, 0.7, 0.8: mean 0.7, sample sd 0.1, half-width 4.303 * 0.1 / sqrt(3) = 0.24844
+    m, h = t5.mean_interval([0.6, 0.7, 0.8])
+    assert m == pytest.approx(0.7) and h == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+    assert t5.mean_interval([0.5]) == (0.5, None)
+
+
+def test_rows_name_the_shipped_recipes():
+    from mmrbench.leaderboard.reference import ABLATION_RECIPES
+
+    t5 = load_script()
+    assert len(t5.ROWS) == 7
+    for row in t5.ROWS:
+        assert (ROOT / "baselines/anomaly-r1" / f"{row.recipe}.toml").is_file()
+        assert row.recipe.split("/")[-1] in ABLATION_RECIPES
+
+
+@pytest.mark.slow
+def test_quick_mode_end_to_end(tmp_path, capsys):
+    from mmrbench.leaderboard.board import ablation_recipe
+    from mmrbench.leaderboard.schema import check_result
+    from mmrbench.results import read_result
+
+    t5 = load_script()
+    # two seeds asked, a budget that the first seed already uses up: the second is not started
+    assert t5.main(["--quick", "--out", str(tmp_path), "--seeds", "0,1", "--budget-min", "0.001"]) == 0
+    printed = capsys.readouterr().out
+    assert "seeds not run (time budget 0 min): [1]" in printed and not (tmp_path / "seed1").exists()
+    for row in t5.ROWS:
+        assert row.label in printed
+    summary = json.loads((tmp_path / "table5.json").read_text())
+    assert set(summary["rows"]) == {r.label for r in t5.ROWS} and summary["seeds"] == [0]
+    for row in t5.ROWS:
+        name = row.recipe.split("/")[-1]
+        path = tmp_path / "seed0" / "eval" / name / "result.json"
+        d = json.loads(path.read_text())
+        check_result(d)  # what `mmrbench submit` validates
+        assert ablation_recipe(d) == name
+        assert read_result(path).dataset["split"] == "test"
+        got = summary["rows"][row.label]["0"]
+        # the table's figures are the scorer's counts in that result.json
+        det = [c["det_counts"] for s in d["metrics"]["subdatasets"].values() for c in s["categories"]]
+        correct = sum(c["tp"] + c["tn"] for c in det)
+        total = sum(sum(c.values()) for c in det)
+        assert got["det"] == pytest.approx(correct / total)
+    # the prompt variant of each row is the recipe's
+    assert json.loads((tmp_path / "seed0/eval/no-reference-grpo/result.json").read_text())["protocol"]["prompt_variant"] == "no_reference"
+    assert json.loads((tmp_path / "seed0/eval/domain-knowledge-grpo/result.json").read_text())["protocol"]["prompt_variant"] == "domain_knowledge"
+    # w/o cold start trained from a fresh adapter, the others from their SFT run
+    rec = json.loads((tmp_path / "seed0/no-cold-start-grpo/grpo_recipe.json").read_text())
+    assert rec["grpo"]["init_adapter"] == ""
+    rec = json.loads((tmp_path / "seed0/answer-only-grpo/grpo_recipe.json").read_text())
+    assert rec["data"]["answer_only"] is True and rec["grpo"]["init_adapter"].endswith("answer-only-sft")
