@@ -184,7 +184,7 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
 def evaluate(run_dir: Path, eval_manifest: Path, max_new_tokens: int, batch_size: int,
              variant: str = "default") -> dict:
     from mmrbench.adapters.base import GenerationConfig
-    from mmrbench.adapters.registry import create_model
+    from mmrbench.adapters.registry import instantiate as create_model
     from mmrbench.data.manifest import read_manifest
     from mmrbench.parsing import parse_answer
     from mmrbench.requests_build import build_request

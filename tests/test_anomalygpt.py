@@ -17,7 +17,7 @@ from PIL import Image
 from mmrbench.adapters.anomalygpt import (PROTOCOL, WorkerError, answer_text, decode_map, encode_map,
                                           location_box, normalise_map, parse_sentence)
 from mmrbench.adapters.base import GenerationConfig, ImagePart, Message, Request, TextPart
-from mmrbench.adapters.registry import create_model
+from mmrbench.adapters.registry import instantiate as create_model
 from mmrbench.errors import ConfigError
 from mmrbench.geometry import iou
 from mmrbench.parsing import parse_answer

@@ -180,7 +180,7 @@ def test_holdout_split_is_deterministic_and_keeps_two():
 
 def test_registry_detector_model():
     from mmrbench.adapters.base import Message, Request, TextPart
-    from mmrbench.adapters.registry import create_model
+    from mmrbench.adapters.registry import instantiate as create_model
     dm = create_model("detector", "PatchCore", recipe=FAST)
     assert dm.method == "patchcore" and dm.recipe["model"]["image_size"] == 64
     assert dm.describe()["pretrained"] is False and dm.describe()["kind"] == "detector"

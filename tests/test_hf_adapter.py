@@ -16,7 +16,7 @@ from mmrbench.adapters.base import GenerationConfig, ImagePart, Message, Request
 from mmrbench.adapters.hf_local import (config_key, finish, group_sizes, sampling_kwargs,  # noqa: E402
                                         special_ids_to_drop)
 from mmrbench.adapters.qwen_vision import smart_resize  # noqa: E402
-from mmrbench.adapters.registry import create_model  # noqa: E402
+from mmrbench.adapters.registry import instantiate as create_model  # noqa: E402
 from mmrbench.coords import to_original  # noqa: E402
 from mmrbench.errors import ConfigError  # noqa: E402
 from mmrbench.testing.tiny_qwen import build_tiny_qwen25vl  # noqa: E402

@@ -18,7 +18,7 @@ from mmrbench.adapters.base import GenerationConfig, ImagePart, Message, Request
 from mmrbench.adapters.lmdeploy_engine import (build_messages, gen_config_kwargs, is_qwen_vl, known_fields,
                                                map_response, sent_sizes)
 from mmrbench.adapters.qwen_vision import qwen_vl_utils_resize, resize_params_from_config
-from mmrbench.adapters.registry import create_model
+from mmrbench.adapters.registry import instantiate as create_model
 from mmrbench.errors import ConfigError, MissingExtraError
 
 

@@ -235,7 +235,7 @@ def test_contrastive_negatives_when_a_group_is_all_positive(tiny, toy, tmp_path,
 
 
 def test_trained_adapter_evaluates_with_hf_provider(sft_run, toy, tmp_path):
-    from mmrbench.adapters.registry import create_model
+    from mmrbench.adapters.registry import instantiate as create_model
     from mmrbench.requests_build import build_request
     from mmrbench.adapters.base import GenerationConfig
 

@@ -391,3 +391,16 @@ def test_16_usage_errors_are_one_line(capsys):
         main(["eval", "--model", "x", "--data", "y", "--out", "z", "--concurrency", "abc"])
     assert exc.value.code == EXIT_USAGE
     _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("kind, body, field", [
+    ("sft", "[lora]\nr = 100000000000\n", "lora.r"), ("grpo", "[grpo]\ntemperature = nan\n", "grpo.temperature"),
+    ("sft", '[sft]\nlr = "fast"\n', "sft.lr"), ("grpo", "[grpo]\ntop_p = 1.5\n", "grpo.top_p"),
+    ("sft", "[sft]\nmax_steps = -3\n", "sft.max_steps"),
+])
+def test_16_training_recipe_values_checked_before_any_model_loads(tmp_path, capsys, kind, body, field):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(body)
+    rc, _, err = _cli(capsys, "train", kind, "--recipe", str(recipe), "--out", str(tmp_path / "out"))
+    assert rc == EXIT_USAGE
+    assert field in _one_line(err)

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 from mmrbench.adapters.base import GenerationConfig, ImagePart, Message, Request, TextPart  # noqa: E402
 from mmrbench.adapters.hf_inputs import load_processor  # noqa: E402
 from mmrbench.adapters.qwen_vision import resize_params  # noqa: E402
-from mmrbench.adapters.registry import create_model  # noqa: E402
+from mmrbench.adapters.registry import instantiate as create_model  # noqa: E402
 from mmrbench.adapters.vllm_engine import (build_prompt, engine_args, map_output,  # noqa: E402
                                            sampling_params_kwargs)
 from mmrbench.errors import ConfigError, MissingExtraError  # noqa: E402

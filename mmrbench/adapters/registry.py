@@ -75,8 +75,11 @@ def provider_class(name: str):
         raise ConfigError(f"provider '{name}': {module_name} has no '{cls_name}'") from None
 
 
-def create_model(provider: str, model: str, **kwargs: Any):
-    """Instantiate a provider; the provider module itself imports its SDK lazily."""
+def instantiate(provider: str, model: str, **kwargs: Any):
+    """A provider object straight from its class and keyword arguments, without a model card's checks
+    (tests and library code that build a provider by hand). ``mmrbench.cards.create_model`` is the
+    one that checks options against the constructor, resolves keys and records the card: use it for
+    anything a user asked for."""
     return provider_class(provider)(model, **kwargs)
 
 

@@ -84,10 +84,10 @@ class GRPOTrainer:
         disable_dropout(self.policy.model)
         self.builder: ExampleBuilder = load_builder(recipe, self.policy.processor)
         if negatives_api is None and self.cfg.contrastive and self.cfg.negatives_model:
-            from mmrbench.adapters.registry import create_model
+            from mmrbench.cards import create_model, parse_spec
 
-            provider, _, model = self.cfg.negatives_model.partition(":")
-            negatives_api = create_model(provider, model)
+            # a spec or a card, through the same checks as `mmrbench eval` (options, keys, conventions)
+            negatives_api = create_model(parse_spec(self.cfg.negatives_model))
         self.negatives = NegativeSource(self.policy, self.builder, max_new_tokens=self.cfg.max_new_tokens,
                                         temperature=self.cfg.temperature, top_p=self.cfg.top_p, api=negatives_api)
         n = len(self.builder)

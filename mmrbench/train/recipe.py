@@ -196,10 +196,50 @@ def load_recipe(path: str | Path | None, kind: str, overrides: dict[str, Any] | 
     return recipe_from_dict(raw, kind, str(path or "<defaults>"))
 
 
+#: (section, key) -> (low, high, low inclusive, high inclusive); every other number must be finite and,
+#: when an int, non-negative (a NaN temperature or r = 1e11 fails here, not inside the model)
+_BOUNDS: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
+    ("lora", "r"): (1, 4096, True, True), ("lora", "alpha"): (0, 1e6, False, True),
+    ("lora", "dropout"): (0, 1, True, False),
+    ("train", "lr"): (0, 1, False, True), ("train", "warmup_ratio"): (0, 1, True, True),
+    ("train", "weight_decay"): (0, 10, True, True), ("train", "max_grad_norm"): (0, 1e6, False, True),
+    ("train", "epochs"): (0, 1e6, False, True), ("train", "temperature"): (0, 100, False, True),
+    ("train", "top_p"): (0, 1, False, True), ("train", "clip_eps"): (0, 10, False, True),
+    ("train", "beta"): (0, 100, True, True), ("train", "max_new_tokens"): (1, 1_000_000, True, True),
+    ("train", "max_prompt_tokens"): (1, 10_000_000, True, True), ("train", "max_length"): (1, 10_000_000, True, True),
+    ("train", "group_size"): (1, 4096, True, True), ("train", "prompt_batch"): (1, 1_000_000, True, True),
+    ("train", "mini_batch"): (1, 1_000_000, True, True), ("train", "batch_size"): (1, 1_000_000, True, True),
+}
+
+
+def _check_numbers(r: Recipe) -> None:
+    import math
+    for sec_name in ("model", "lora", "data", "train"):
+        sec = getattr(r, sec_name)
+        label = r.kind if sec_name == "train" else sec_name
+        for f in dataclasses.fields(sec):
+            v = getattr(sec, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            where = f"{label}.{f.name}"
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where} must be a finite number, got {v}")
+            bound = _BOUNDS.get((sec_name, f.name))
+            if bound is None:
+                if isinstance(v, int) and v < 0:
+                    raise ConfigError(f"{where} must not be negative, got {v}")
+                continue
+            lo, hi, lo_in, hi_in = bound
+            ok = (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
+            if not ok:
+                raise ConfigError(f"{where} must be in {'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}, got {v}")
+
+
 def validate(r: Recipe) -> None:
     from mmrbench.coords import check_convention
     from mmrbench.prompts import VARIANTS
 
+    _check_numbers(r)
     check_convention(r.model.convention)
     if r.data.prompt_variant not in VARIANTS:
         raise ConfigError(f"data.prompt_variant '{r.data.prompt_variant}' unknown (known: {', '.join(VARIANTS)})")
