@@ -206,3 +206,26 @@ def test_shards_merge_to_the_unsharded_table_with_usage(release, tmp_path):
     # predictions are compacted: one line per request, in question order
     ids = [json.loads(x)["id"] for x in (tmp_path / "merged" / "predictions.jsonl").read_text().splitlines()]
     assert ids == [json.loads(x)["id"] for x in (tmp_path / "all" / "predictions.jsonl").read_text().splitlines()]
+
+
+def test_result_records_the_estimated_cost_from_usage_and_card_prices(release, tmp_path):
+    """A card with published prices: result.json's cost is usage x prices (hand arithmetic); the
+    fake server reports fixed usage per request."""
+    from mmrbench.cards import parse_spec, with_overrides
+    import dataclasses
+
+    card = dataclasses.replace(with_overrides(parse_spec("openai:gpt-4o"), concurrency=1),
+                               price_input_per_mtok=2.5, price_output_per_mtok=10.0)
+
+    def respond(req):
+        r = responder(req)
+        r.usage = {"prompt_tokens": 1000, "completion_tokens": 20, "total_tokens": 1020}
+        return r
+
+    with FakeOpenAIServer(respond) as srv:
+        evaluate_mmad(with_overrides(card, base_url=srv.base_url), release, tmp_path / "run", retry=FAST)
+        n = len(srv.requests)
+    res = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert res["usage"] == {"requests": n, "prompt_tokens": 1000 * n, "completion_tokens": 20 * n}
+    assert res["cost"]["usd"] == pytest.approx(n * (1000 * 2.5 + 20 * 10.0) / 1e6)
+    assert res["cost"]["estimated"] is True

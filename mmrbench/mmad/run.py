@@ -164,6 +164,19 @@ def usage_totals(preds: Sequence[Prediction]) -> dict[str, int]:
     return tot
 
 
+def _cost(card_json: dict, usage: dict[str, int]) -> dict:
+    """``{"cost": ...}`` from the answers' token usage and the card's published prices (none when the
+    card has no prices): the same estimate ``mmrbench eval`` records."""
+    from mmrbench.cost import Prices
+    pi, po = card_json.get("price_input_per_mtok"), card_json.get("price_output_per_mtok")
+    if pi is None or po is None:
+        return {}
+    prices = Prices(float(pi), float(po))
+    usd = prices.cost(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+    return {"cost": {"usd": round(usd, 6), **prices.to_json(), "estimated": True,
+                     "rule": "token usage reported by the provider x the card's published prices"}}
+
+
 def _write_result(o: Path, task: MMADTask, data: MMADData, queries: Sequence[MMADQuery],
                   preds: dict[str, Prediction], card_json: dict, report: MMADReport, *,
                   limit: int | None, shard: tuple[int, int] | None, shards: list[str] | None = None) -> None:
@@ -180,6 +193,7 @@ def _write_result(o: Path, task: MMADTask, data: MMADData, queries: Sequence[MMA
                     **({"shard": f"{shard[0]}/{shard[1]}"} if shard else {}),
                     **({"merged_shards": shards} if shards else {})},
         "metrics": report.to_json(), "usage": usage_totals([p for i, p in preds.items() if i in wanted]),
+        **_cost(card_json, usage_totals([p for i, p in preds.items() if i in wanted])),
         "predictions_sha256": file_sha256(pred_path), "harness": harness_info(), "date": now_iso(), "provenance": "run",
     }
     atomic_write_json(o / RESULT, result)
