@@ -118,7 +118,18 @@ class Out:
 
     def __init__(self, real, inp: In):
         self.real, self.inp = real, inp
-        self.tmp = tempfile.mkdtemp(prefix="fake-agpt-")
+        self._tmp: str | None = None
+
+    @property
+    def tmp(self) -> str:
+        """A folder for .npy maps, made only when a request needs one and removed at exit (a worker
+        that is killed leaves at most this one folder behind)."""
+        if self._tmp is None:
+            import atexit
+            import shutil
+            self._tmp = tempfile.mkdtemp(prefix="fake-agpt-")
+            atexit.register(shutil.rmtree, self._tmp, True)
+        return self._tmp
 
     def _npy(self, rid: str, m: dict, where: str) -> str:
         arr = np.frombuffer(base64.b64decode(m["data"]), dtype="<f2").reshape(m["shape"])
@@ -131,19 +142,19 @@ class Out:
         if line:
             obj = json.loads(line)
             rid = str(obj.get("id") or "")
-            map_dir = self.inp.map_dirs.get(rid) or self.tmp
+            map_dir = self.inp.map_dirs.get(rid)
             if rid.startswith("noise"):
                 self.real.write("Loading checkpoint shards: 100%\n[not json]\n")
             if rid.startswith("stale"):
                 self.real.write(json.dumps({"id": "someone-else", "text": "No.", "anomaly_map": None, "error": None}) + "\n")
             if obj.get("anomaly_map"):
                 if rid.startswith("npy"):
-                    obj["anomaly_map"] = self._npy(rid, obj["anomaly_map"], map_dir)
+                    obj["anomaly_map"] = self._npy(rid, obj["anomaly_map"], map_dir or self.tmp)
                 elif rid.startswith("outside"):
                     obj["anomaly_map"] = self._npy(rid, obj["anomaly_map"], self.tmp)
                 elif rid.startswith("symlink"):
                     target = self._npy(rid, obj["anomaly_map"], self.tmp)
-                    link = os.path.join(map_dir, rid + ".npy")
+                    link = os.path.join(map_dir or self.tmp, rid + ".npy")
                     os.symlink(target, link)
                     obj["anomaly_map"] = link
                 elif rid.startswith("badmap"):
