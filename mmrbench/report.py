@@ -1,4 +1,4 @@
-"""Rendering rows of metrics as a terminal table, Markdown or JSON."""
+"""Rendering rows of metrics as a terminal table, Markdown (tabulate) or JSON."""
 from __future__ import annotations
 
 import json
@@ -9,14 +9,12 @@ def render_rows(rows: list[dict], fmt: str = "table") -> str:
         return json.dumps(rows, indent=2)
     if not rows:
         return "(no rows)"
-    headers = list(rows[0].keys())
-    body = [[str(r.get(h, "")) for h in headers] for r in rows]
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(lines)
-    if fmt != "table":
+    if fmt not in ("table", "markdown"):
         raise ValueError(f"unknown format '{fmt}' (table, markdown, json)")
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
-    fmt_row = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
-    return "\n".join([fmt_row(headers), fmt_row(["-" * w for w in widths]), *map(fmt_row, body)])
+    from tabulate import tabulate
+
+    headers = list(rows[0].keys())
+    body = [["" if r.get(h) is None else str(r.get(h)) for h in headers] for r in rows]
+    # cells are rendered as given (no number parsing: "75.0/66.7" and "0.50" keep their text)
+    return tabulate(body, headers=headers, tablefmt="github" if fmt == "markdown" else "simple",
+                    disable_numparse=True)
