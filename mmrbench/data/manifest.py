@@ -14,20 +14,13 @@ from typing import Any, Iterable
 
 from mmrbench.data.schema import LABELS, SPLITS, Box, Sample
 from mmrbench.errors import InputError, ManifestError
+from mmrbench.hashing import file_sha256
 from mmrbench.validation import loads_json
 
 _KNOWN = {
     "id", "subdataset", "category", "split", "image", "reference", "label", "width", "height",
     "boxes", "box_labels", "mask", "reasoning",
 }
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

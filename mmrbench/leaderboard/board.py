@@ -42,9 +42,9 @@ from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.leaderboard.verify import (REPORTED, UNVERIFIED, VERIFIED, decisions_for, detector_threshold,
                                          find_manifest, find_predictions, load_predictions, scored_samples,
                                          verify_entry)
+from mmrbench.scoring import METRICS  # one definition of the metric names: the scorer's
 
 log = logging.getLogger(__name__)
-METRICS = ("accuracy", "recall", "precision")
 DEFAULT_SAMPLES_PER_RUN = 24
 THUMB_MAX_SIDE = 192
 MAX_RESPONSE_CHARS = 4000

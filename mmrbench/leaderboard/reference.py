@@ -30,9 +30,9 @@ from typing import Any
 
 from mmrbench import PROTOCOL
 from mmrbench.results import SCHEMA_VERSION
+from mmrbench.scoring import METRICS  # one definition of the metric names: the scorer's
 
 SUBDATASETS = ("MVTecAD", "VisA", "MVTec3D", "MPDD")
-METRICS = ("accuracy", "recall", "precision")
 #: groups as the paper's Table 4 orders them, then model-card kinds the paper has no group for
 KINDS = ("commercial", "open-source", "full-shot", "ours", "task-specific")
 ABLATION = "ablation"

@@ -17,6 +17,7 @@ from typing import Any
 
 from mmrbench.errors import MMRBenchError
 from mmrbench.results import PROVENANCES, SCHEMA_VERSION
+from mmrbench.scoring import METRICS as METRIC_NAMES  # one definition of the metric names: the scorer's
 
 #: largest result.json a leaderboard reads (a full per-category report is a few hundred KB)
 MAX_RESULT_BYTES = 8 * 1024 * 1024
@@ -26,7 +27,6 @@ MAX_NOTES_CHARS = 20_000
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 #: subdataset names become table columns: plain words only
 SUBDATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}$")
-METRIC_NAMES = ("accuracy", "recall", "precision")
 KNOWN_KEYS = {"schema_version", "protocol", "model", "dataset", "metrics", "predictions_sha256", "harness",
               "date", "provenance", "notes"}
 #: top-level extension keys this module knows and checks; others are allowed (Result keeps them) but warned

@@ -20,8 +20,8 @@ from mmrbench.data.schema import Sample
 from mmrbench.predictions import Prediction
 from mmrbench.scoring import (LOC_IOU, Decision, decision_from_prediction, detection_counts,
                               localization_counts)
+from mmrbench.scoring import METRICS  # one definition of the metric names: the scorer's
 
-METRICS = ("accuracy", "recall", "precision")
 DEFAULT_RESAMPLES = 1000
 #: cap on B x n elements gathered at once (keeps memory flat on large categories)
 _CHUNK_ELEMS = 4_000_000

@@ -27,6 +27,7 @@ from mmrbench.data.manifest import Manifest, read_manifest
 from mmrbench.errors import MMRBenchError
 from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.predictions import Prediction, PredictionsError
+from mmrbench.scoring import METRICS  # one definition of the metric names: the scorer's
 
 TOLERANCE = 1e-9
 #: largest predictions file (decompressed) the leaderboard reads
@@ -34,7 +35,6 @@ MAX_PREDICTIONS_BYTES = 512 * 1024 * 1024
 #: longest single line of a predictions file
 MAX_LINE_BYTES = 4 * 1024 * 1024
 PREDICTION_NAMES = ("predictions.jsonl", "predictions.jsonl.gz")
-METRICS = ("accuracy", "recall", "precision")
 
 VERIFIED, UNVERIFIED, REPORTED = "verified", "unverified", "reported"
 
@@ -134,12 +134,8 @@ def sha256_file(p: Path) -> str:
 def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
     """Hash of a file, cached by (path, mtime, size): a board build looks every entry's manifest up
     in the same stores, which would otherwise hash the same files once per entry."""
-    p = Path(path)
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from mmrbench.hashing import file_sha256
+    return file_sha256(path)
 
 
 def detector_threshold(result: dict[str, Any], subdataset: str, category: str | None = None) -> float | None:

@@ -16,7 +16,6 @@ builds the whole classifier, whose state dict has exactly torchvision's keys.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from mmrbench.errors import ConfigError, MMRBenchError
+from mmrbench.hashing import file_sha256
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -213,14 +213,6 @@ class Backbone:
         return self.model(self.normalize(x), layers)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         st = __import__("mmrbench.errors", fromlist=["require"]).require(
@@ -279,7 +271,7 @@ def load_backbone(name: str, weights: str | os.PathLike | None = None, seed: int
         if not p.is_file():
             raise BackboneError(f"backbone weights not found: {p}")
         load_state_dict_checked(model, _read_state_dict(p), str(p))
-        bb = Backbone(cname, model, pretrained=True, seed=None, weights_sha256=_sha256(p), weights_path=str(p))
+        bb = Backbone(cname, model, pretrained=True, seed=None, weights_sha256=file_sha256(p), weights_path=str(p))
     bb.model.eval()
     for prm in bb.model.parameters():
         prm.requires_grad_(False)
