@@ -236,7 +236,7 @@ class AnomalyGPTModel(ModelAPI):
             "map_dir": self.map_dir,
         }
         if not req.config.greedy:  # greedy: AnomalyGPT samples anyway, with the worker's defaults
-            msg["temperature"] = float(req.config.temperature)
+            msg["temperature"] = float(req.config.temperature or 0.0)  # not greedy: a positive number
             if req.config.top_p is not None:
                 msg["top_p"] = float(req.config.top_p)
         sizes = [[int(i.image.size[0]), int(i.image.size[1])] for i in images]

@@ -172,7 +172,8 @@ def map_boxes(amap: np.ndarray, threshold: float, region: tuple[float, float, fl
         x2 = min(max(x0 + b[2] * rw / ow, 0.0), image_size[0])
         y2 = min(max(y0 + b[3] * rh / oh, 0.0), image_size[1])
         if x2 > x1 and y2 > y1:  # a box wholly in the padding is no box
-            out.append((round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)))
+            box: tuple[float, ...] = (round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2))
+            out.append(box)
     return out
 
 

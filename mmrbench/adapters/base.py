@@ -15,6 +15,16 @@ from typing import Any, Literal, Sequence, Union
 from PIL import Image
 
 Status = Literal["ok", "refused", "truncated", "error"]
+STATUSES: tuple[Status, ...] = ("ok", "refused", "truncated", "error")
+
+
+def as_status(value: str) -> Status:
+    """A provider's status word checked against the four the harness knows (anything else is a bug
+    in the provider, reported as such rather than written to a predictions line)."""
+    for s in STATUSES:
+        if value == s:
+            return s
+    raise ValueError(f"unknown response status {value!r} (known: {', '.join(STATUSES)})")
 
 
 @dataclass

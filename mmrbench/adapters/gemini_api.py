@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from mmrbench.adapters.base import ImagePart, ModelAPI, Request, Response, TextPart, Usage
+from mmrbench.adapters.base import ImagePart, ModelAPI, Request, Response, TextPart, Usage, as_status
 from mmrbench.adapters.image_encoding import ImagePrep, cached_prepare
 from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after, retry_delay_from_body
 from mmrbench.errors import ConfigError, require
@@ -216,7 +216,7 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
             resp = self._client.models.generate_content(model=self.model, contents=parts,
                                                         config=self.build_config(request, system))
             text, status, err, usage = self.map_response(resp)
-            out = Response(text, status, err, usage, time.perf_counter() - t0, sizes)
+            out = Response(text, as_status(status), err, usage, time.perf_counter() - t0, sizes)
             return self.apply_box_convention(out)
         except self._errors.APIError as exc:
             code = int(getattr(exc, "code", 0) or 0)

@@ -58,8 +58,9 @@ def set_pixel_limits(processor: Any, min_pixels: int | None = None, max_pixels: 
         current["shortest_edge"] = int(min_pixels)
     if max_pixels is not None:
         current["longest_edge"] = int(max_pixels)
-    if current.get("shortest_edge") and current.get("longest_edge") and current["shortest_edge"] > current["longest_edge"]:
-        raise ConfigError(f"min_pixels {current['shortest_edge']} exceeds max_pixels {current['longest_edge']}")
+    lo, hi = current.get("shortest_edge"), current.get("longest_edge")
+    if lo and hi and lo > hi:
+        raise ConfigError(f"min_pixels {lo} exceeds max_pixels {hi}")
     ip.size = type(size)(**current) if not isinstance(size, dict) else current
     for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
         if v is not None and hasattr(ip, k):

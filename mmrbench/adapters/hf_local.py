@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmrbench.adapters.base import GenerationConfig, ModelAPI, Request, Response, Usage
+from mmrbench.adapters.base import GenerationConfig, ModelAPI, Request, Response, Usage, as_status
 from mmrbench.errors import ConfigError, require
 
 #: text markers of the answer format that must survive special-token stripping even when a
@@ -50,7 +50,7 @@ def sampling_kwargs(cfg: GenerationConfig) -> dict[str, Any]:
     if cfg.greedy:
         kw.update(do_sample=False, temperature=None, top_p=None, top_k=None, min_p=None)
     else:
-        kw.update(do_sample=True, temperature=float(cfg.temperature),
+        kw.update(do_sample=True, temperature=float(cfg.temperature or 0.0),  # not greedy: a positive number
                   top_p=float(cfg.top_p) if cfg.top_p is not None else 1.0,
                   top_k=int(cfg.top_k) if cfg.top_k is not None else 0,
                   min_p=float(cfg.min_p) if cfg.min_p else None)
@@ -266,8 +266,9 @@ class HFModel(ModelAPI):
         counts = [len(r.images) for r in reqs]
         ip = getattr(self._loaded.processor, "image_processor", None)
         grid = batch.get("image_grid_thw") if hasattr(batch, "get") else None
-        if grid is not None and getattr(ip, "patch_size", None):
-            sizes = sizes_from_grid(grid.tolist(), int(ip.patch_size))
+        patch = getattr(ip, "patch_size", None)
+        if grid is not None and patch:
+            sizes = sizes_from_grid(grid.tolist(), int(patch))
         else:
             params = resize_params(ip)
             sizes = [sent_size(im.size, params) for r in reqs for im in r.images]
@@ -299,7 +300,7 @@ class HFModel(ModelAPI):
             tokens, status = finish(row, self._eos_ids, int(cfg.max_new_tokens))
             text = self._tokenizer.decode([t for t in tokens if t not in self._drop_ids], skip_special_tokens=False)
             n_completion = len(tokens) + (1 if status == "ok" and len(tokens) < len(row) else 0)
-            responses.append(Response(text=text, status=status, usage=Usage(int(n_prompt), n_completion),
+            responses.append(Response(text=text, status=as_status(status), usage=Usage(int(n_prompt), n_completion),
                                       latency_s=elapsed, image_sizes=r_sizes))
         return responses
 

@@ -91,7 +91,7 @@ def prepare(image: Image.Image, prep: ImagePrep, source_file: str | None = None)
         mime = _sniff(data)
         if mime is not None:
             return data, mime, image.size
-    im = image if size == image.size else image.resize(size, Image.BICUBIC)
+    im = image if size == image.size else image.resize(size, Image.Resampling.BICUBIC)
     if im.mode not in ("RGB", "L"):
         im = im.convert("RGB")
     fmt, mime = FORMATS[prep.format]
@@ -204,7 +204,7 @@ def cached_prepare(part: Any, prep: ImagePrep, cache: EncodedCache | None,
         fk = file_key(part.file)
         if fk is not None:
             key = (fk, prep, getattr(finish, "__name__", repr(finish)))
-    if key is None:
+    if key is None or cache is None:
         data, mime, size = prepare_part(part, prep)
         return finish(data, mime), mime, size
 

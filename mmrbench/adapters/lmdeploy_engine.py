@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmrbench.adapters.base import GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart, Usage
+from mmrbench.adapters.base import GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart, Usage, as_status
 from mmrbench.errors import ConfigError, require
 
 BACKENDS = ("auto", "turbomind", "pytorch")
@@ -81,9 +81,10 @@ def gen_config_kwargs(cfg: GenerationConfig) -> dict[str, Any]:
     if cfg.greedy:
         kw.update(do_sample=False, top_k=1, top_p=1.0, min_p=0.0, temperature=1.0)
     else:
-        if not 0 < float(cfg.temperature) <= 2:
+        temperature = float(cfg.temperature or 0.0)  # not greedy: a positive number
+        if not 0 < temperature <= 2:
             raise ConfigError(f"LMDeploy accepts temperature in (0, 2], got {cfg.temperature}")
-        kw.update(do_sample=True, temperature=float(cfg.temperature),
+        kw.update(do_sample=True, temperature=temperature,
                   top_p=float(cfg.top_p) if cfg.top_p is not None else 1.0,
                   top_k=int(cfg.top_k) if cfg.top_k else 0,
                   min_p=float(cfg.min_p) if cfg.min_p else 0.0)
@@ -112,8 +113,8 @@ def map_response(resp: Any, sizes: list[list[int]], latency_s: float | None) -> 
         if message:
             err += ": " + " ".join(str(message).split())[:400]
         text = None  # a failed request's partial text is not an answer
-    return Response(text=text, status=status, error=err, usage=usage, latency_s=latency_s, image_sizes=sizes,
-                    retryable=status == "error")
+    return Response(text=text, status=as_status(status), error=err, usage=usage, latency_s=latency_s,
+                    image_sizes=sizes, retryable=status == "error")
 
 
 def known_fields(cls: Any, kw: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
-from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart,
+from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart, as_status,
                                     Usage)
 from mmrbench.adapters.image_encoding import ImagePrep, cached_prepare, data_url_bytes
 from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after
@@ -279,7 +279,7 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             else:
                 text, status, err, usage = self.map_completion(result)
                 reasoning.append(_reasoning_of(result))
-            resp = Response(text, status, err, usage, time.perf_counter() - t0, sizes)
+            resp = Response(text, as_status(status), err, usage, time.perf_counter() - t0, sizes)
             if any(reasoning):
                 # servers that split reasoning from the answer (DashScope QVQ, vLLM reasoning parsers):
                 # kept beside the answer for inspection, never parsed for the decision

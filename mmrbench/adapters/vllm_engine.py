@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from mmrbench.adapters.base import GenerationConfig, ModelAPI, Request, Response, Usage
+from mmrbench.adapters.base import GenerationConfig, ModelAPI, Request, Response, Usage, as_status
 from mmrbench.errors import ConfigError, require
 
 
@@ -38,7 +38,7 @@ def sampling_params_kwargs(cfg: GenerationConfig) -> dict[str, Any]:
     if cfg.greedy:
         kw.update(temperature=0.0, top_p=1.0, top_k=-1, min_p=0.0)
     else:
-        kw.update(temperature=float(cfg.temperature),
+        kw.update(temperature=float(cfg.temperature or 0.0),  # not greedy: a positive number
                   top_p=float(cfg.top_p) if cfg.top_p is not None else 1.0,
                   top_k=int(cfg.top_k) if cfg.top_k else -1,
                   min_p=float(cfg.min_p) if cfg.min_p else 0.0)
@@ -79,7 +79,8 @@ def map_output(output: Any, sizes: list[list[int]], latency_s: float | None) -> 
         status, err = "ok", None
     else:  # 'abort' or unfinished
         status, err = "error", f"vLLM finish_reason={reason!r}"
-    return Response(text=text, status=status, error=err, usage=usage, latency_s=latency_s, image_sizes=sizes)
+    return Response(text=text, status=as_status(status), error=err, usage=usage, latency_s=latency_s,
+                    image_sizes=sizes)
 
 
 class VLLMModel(ModelAPI):

@@ -38,7 +38,7 @@ from mmrbench.leaderboard.reference import (ABLATION, ABLATION_RECIPES, KIND_TIT
                                             SUBDATASETS, table4, table5)
 from mmrbench.leaderboard.mmad import PUBLISHED_KEY as MMAD_PUBLISHED_KEY
 from mmrbench.leaderboard.mmad import board_columns, check_mmad_result, is_mmad_result, mmad_entry
-from mmrbench.leaderboard.schema import check_result, load_result_json
+from mmrbench.leaderboard.schema import check_result, load_result_json, table_of
 from mmrbench.leaderboard.verify import (REPORTED, UNVERIFIED, VERIFIED, decisions_for, detector_threshold,
                                          find_manifest, find_predictions, load_predictions, scored_samples,
                                          verify_entry)
@@ -89,7 +89,7 @@ def _kind(result: dict[str, Any], status: str) -> str:
     else "submitted" (a run never joins the paper's groups by claiming "ours")."""
     k = (result.get("model") or {}).get("kind")
     if status == REPORTED:
-        return k
+        return k if isinstance(k, str) else "submitted"
     return k if k in KINDS and k != "ours" else "submitted"
 
 
@@ -216,8 +216,8 @@ def identify_benchmark(result: dict[str, Any], man_path: Path | None) -> tuple[s
 
 
 def _base_entry(rel: str, result: dict[str, Any], status: str, reasons: list[str], metrics: dict[str, Any]) -> dict:
-    model = result.get("model") if isinstance(result.get("model"), dict) else {}
-    ds = result.get("dataset") if isinstance(result.get("dataset"), dict) else {}
+    model = table_of(result, "model")
+    ds = table_of(result, "dataset")
     return {
         "id": rel, "name": str(model.get("name")), "kind": _kind(result, status),
         "provenance": result.get("provenance"), "status": status, "reasons": reasons,
@@ -263,7 +263,7 @@ def _entry(d: Path, rel: str, result: dict[str, Any], stores: list, *, resamples
     if result.get("provenance") == "run":
         man_path = find_manifest(entry["manifest_sha256"] or "", stores=stores)
     entry["benchmark"], entry["benchmark_name"], _ = identify_benchmark(result, man_path)
-    ref = result.get("reference") if isinstance(result.get("reference"), dict) else {}
+    ref = table_of(result, "reference")
     if ver.status == REPORTED:
         entry["source"] = " - ".join(str(ref[k]) for k in ("table", "paper") if ref.get(k))
         entry["loc_reported"] = any((b or {}).get("loc") for b in (metrics.get("subdatasets") or {}).values())

@@ -183,8 +183,11 @@ def mmad_bars(bench_key: str, column: str, rows: list[tuple[int, dict]], row: st
     model row of the board that has a value, numbered like the legend; scale 0-100 %."""
     from mmrbench.leaderboard.mmad import value_of
 
-    points = [(n, e, value_of(e, row, column)) for n, e in rows]
-    points = [p for p in points if p[2] is not None]
+    points: list[tuple[Any, Any, float]] = []
+    for n, e in rows:
+        v = value_of(e, row, column)
+        if v is not None:
+            points.append((n, e, v))
     label_w, bar_w, row_h = 28, 230, 14
     width, height = label_w + bar_w + 44, 40 + row_h * max(1, len(points))
     out = [f'<svg class="chart bars mmad" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '

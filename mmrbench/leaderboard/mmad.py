@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mmrbench.errors import MMRBenchError
-from mmrbench.leaderboard.schema import SHA256_RE, Issue, ResultValidationError, Checker, short_text
+from mmrbench.leaderboard.schema import SHA256_RE, Checker, Issue, ResultValidationError, short_text, table_of
 from mmrbench.leaderboard.verify import (REPORTED, TOLERANCE, UNVERIFIED, VERIFIED, Verification, sha256_file,
                                          find_predictions, load_predictions)
 
@@ -183,9 +183,9 @@ def write_mmad_reported_entries(results_dir: str | os.PathLike) -> list[Path]:
 def check_mmad_reported(result: dict[str, Any]) -> list[str]:
     """Reasons a reported MMAD row is not MMAD's shipped table (empty: it is, value for value)."""
     from mmrbench.mmad.reported import load_reported
-    file = ((result.get("reference") or {}).get("file"))
+    file = table_of(result, "reference").get("file")
     shipped = {r.file: r for r in load_reported()}
-    r = shipped.get(file)
+    r = shipped.get(file) if isinstance(file, str) else None
     if r is None:
         return [f"not one of MMAD's shipped all_result tables: reference.file {short_text(file)}"]
     want = reported_entry(r)
@@ -367,7 +367,8 @@ def identify_mmad_benchmark(result: dict[str, Any], ver: MMADVerification) -> tu
             synth = json.loads((path.parent.parent / "info.json").read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):
             synth = {}
-    if isinstance(synth, dict) and synth.get("generator") == "mmrbench.data.synth" and path.parent.name == "images":
+    if (path is not None and isinstance(synth, dict) and synth.get("generator") == "mmrbench.data.synth"
+            and path.parent.name == "images"):
         name = f"bundled synthetic v{synth.get('generator_version')}, MMAD format"
     elif isinstance(info.get("benchmark"), str):
         name = info["benchmark"][:80]
@@ -386,7 +387,7 @@ def mmad_entry(d: Path, rel: str, result: dict[str, Any], stores: list) -> dict[
     model = result.get("model") or {}
     proto = result.get("protocol") or {}
     ds = result.get("dataset") or {}
-    ref = result.get("reference") if isinstance(result.get("reference"), dict) else {}
+    ref = table_of(result, "reference")
     if ver.status == REPORTED:
         kind = KIND_PUBLISHED
     elif ver.status == VERIFIED and model.get("provider") == "chance":

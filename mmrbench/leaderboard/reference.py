@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mmrbench import PROTOCOL
 from mmrbench.results import SCHEMA_VERSION
@@ -159,7 +159,8 @@ def reference_entry(row: ReferenceRow) -> dict[str, Any]:
     cells: dict[str, dict[str, dict[str, str | None]]] = {}
     for sub in row.subdatasets:
         det = {m: pct(row.cells[(sub, m)][0]) for m in METRICS}
-        loc = {m: pct(row.cells[(sub, m)][1]) for m in METRICS} if row.has_localization else None
+        # has_localization: every localization cell of the row is a number string
+        loc = {m: pct(cast(str, row.cells[(sub, m)][1])) for m in METRICS} if row.has_localization else None
         metrics[sub] = {"det": det, "loc": loc}
         cells[sub] = {m: {"detection": row.cells[(sub, m)][0], "localization": row.cells[(sub, m)][1]}
                       for m in METRICS}
@@ -182,7 +183,8 @@ def reference_entry(row: ReferenceRow) -> dict[str, Any]:
 
 def find_row(result: dict[str, Any]) -> ReferenceRow | None:
     """The shipped row a reported result claims to be (by its ``reference.table`` and model name)."""
-    ref = result.get("reference") if isinstance(result.get("reference"), dict) else {}
+    raw = result.get("reference")
+    ref: dict[str, Any] = raw if isinstance(raw, dict) else {}
     name = (result.get("model") or {}).get("name")
     tables = {"Table 4": table4(), "Table 5": table5()}
     wanted = [tables[ref["table"]]] if ref.get("table") in tables else list(tables.values())

@@ -54,6 +54,12 @@ class Issue:
         return f"{kind}: {self.path}: {self.message}"
 
 
+def table_of(d: dict[str, Any], key: str) -> dict[str, Any]:
+    """``d[key]`` when it is a JSON object, else an empty one (untrusted results may hold anything)."""
+    v = d.get(key)
+    return v if isinstance(v, dict) else {}
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
