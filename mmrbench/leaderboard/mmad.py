@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from mmrbench.errors import MMRBenchError
-from mmrbench.leaderboard.schema import SHA256_RE, Checker, Issue, ResultValidationError, short_text, table_of
-from mmrbench.leaderboard.verify import (REPORTED, TOLERANCE, UNVERIFIED, VERIFIED, Verification, sha256_file,
+from mmrbench.leaderboard.checks import SHA256_RE, Checker, Issue, ResultValidationError, short_text, table_of
+from mmrbench.leaderboard.checks import (REPORTED, TOLERANCE, UNVERIFIED, VERIFIED, Verification, sha256_file,
                                          find_predictions, load_predictions)
 
 PROTOCOL = "mmad-v1"

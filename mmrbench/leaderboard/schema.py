@@ -11,53 +11,25 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mmrbench.errors import MMRBenchError
+from mmrbench.leaderboard.checks import (  # noqa: F401 (re-exported: the names callers use from here)
+    Checker, Issue, ResultValidationError, SHA256_RE, type_name, short_text, table_of)
 from mmrbench.results import PROVENANCES, SCHEMA_VERSION
 from mmrbench.scoring import METRICS as METRIC_NAMES  # one definition of the metric names: the scorer's
 
 #: largest result.json a leaderboard reads (a full per-category report is a few hundred KB)
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 #: longest free-text field (model name, notes) kept in a result
-MAX_NAME_CHARS = 200
 MAX_NOTES_CHARS = 20_000
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 #: subdataset names become table columns: plain words only
 SUBDATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}$")
 KNOWN_KEYS = {"schema_version", "protocol", "model", "dataset", "metrics", "predictions_sha256", "harness",
               "date", "provenance", "notes"}
 #: top-level extension keys this module knows and checks; others are allowed (Result keeps them) but warned
 KNOWN_EXTRA = {"detector", "reference", "variant", "statistics"}
-
-
-class ResultValidationError(MMRBenchError):
-    """A result file breaks the schema; ``issues`` holds every problem found."""
-
-    def __init__(self, where: str, issues: list["Issue"]):
-        self.issues = issues
-        first = issues[0]
-        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-        super().__init__(f"{where}: {first.path}: {first.message}{more}")
-
-
-@dataclass(frozen=True)
-class Issue:
-    path: str
-    message: str
-    warning: bool = False
-
-    def __str__(self) -> str:
-        kind = "warning" if self.warning else "error"
-        return f"{kind}: {self.path}: {self.message}"
-
-
-def table_of(d: dict[str, Any], key: str) -> dict[str, Any]:
-    """``d[key]`` when it is a JSON object, else an empty one (untrusted results may hold anything)."""
-    v = d.get(key)
-    return v if isinstance(v, dict) else {}
 
 
 def _reject_constant(name: str):
@@ -90,80 +62,6 @@ def load_result_json(path: str | os.PathLike) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as exc:
         raise MMRBenchError(f"{p}: not valid JSON ({exc})") from None
     return d
-
-
-class Checker:
-    def __init__(self) -> None:
-        self.issues: list[Issue] = []
-
-    def err(self, path: str, msg: str) -> None:
-        self.issues.append(Issue(path, msg))
-
-    def warn(self, path: str, msg: str) -> None:
-        self.issues.append(Issue(path, msg, warning=True))
-
-    def obj(self, d: Any, path: str) -> bool:
-        if not isinstance(d, dict):
-            self.err(path, f"must be an object (got {_typename(d)})")
-            return False
-        return True
-
-    def string(self, d: dict, key: str, path: str, *, required: bool = True, nullable: bool = False,
-               max_len: int = MAX_NAME_CHARS, nonempty: bool = True) -> None:
-        p = f"{path}.{key}"
-        if key not in d:
-            if required:
-                self.err(p, "is required")
-            return
-        v = d[key]
-        if v is None:
-            if not nullable:
-                self.err(p, "must be a string (got null)")
-            return
-        if not isinstance(v, str):
-            self.err(p, f"must be a string (got {_typename(v)})")
-        elif nonempty and not v.strip():
-            self.err(p, "must not be empty")
-        elif len(v) > max_len:
-            self.err(p, f"is longer than {max_len} characters")
-
-    def sha(self, d: dict, key: str, path: str, *, required: bool) -> None:
-        p = f"{path}.{key}"
-        v = d.get(key)
-        if v is None:
-            if required:
-                self.err(p, "is required (64 lowercase hex digits)" if key not in d else
-                         "must be a sha256 (64 lowercase hex digits), not null")
-            return
-        if not isinstance(v, str) or not SHA256_RE.match(v):
-            self.err(p, f"must be a sha256: 64 lowercase hex digits (got {short_text(v)})")
-
-    def fraction(self, v: Any, path: str, *, nullable: bool) -> None:
-        if v is None:
-            if not nullable:
-                self.err(path, "must be a number in [0, 1] (got null)")
-            return
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self.err(path, f"must be a number in [0, 1] (got {_typename(v)})")
-        elif not 0.0 <= float(v) <= 1.0:
-            self.err(path, f"must be a number in [0, 1] (metrics are fractions, got {v!r})")
-
-    def count(self, d: dict, key: str, path: str) -> None:
-        if key not in d:
-            return
-        v = d[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            self.err(f"{path}.{key}", f"must be a non-negative integer (got {short_text(v)})")
-
-
-def _typename(v: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
-            int: "integer", float: "number"}.get(type(v), type(v).__name__)
-
-
-def short_text(v: Any) -> str:
-    s = json.dumps(v) if not isinstance(v, str) else repr(v)
-    return s if len(s) <= 40 else s[:37] + "..."
 
 
 def _check_metric_block(c: Checker, block: Any, path: str, *, nullable: bool) -> None:
@@ -203,7 +101,7 @@ def validate_result(d: Any) -> list[Issue]:
     if "schema_version" not in d:
         c.err("$.schema_version", "is required")
     elif isinstance(sv, bool) or not isinstance(sv, int):
-        c.err("$.schema_version", f"must be an integer (got {_typename(sv)})")
+        c.err("$.schema_version", f"must be an integer (got {type_name(sv)})")
     elif sv != SCHEMA_VERSION:
         c.err("$.schema_version", f"unsupported schema version {sv} (this mmrbench reads {SCHEMA_VERSION})")
 

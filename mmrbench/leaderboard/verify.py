@@ -12,86 +12,22 @@ Predictions are untrusted: read with size limits, parsed as JSON only, never eva
 """
 from __future__ import annotations
 
-import functools
 import gzip
-import hashlib
 import io
 import json
 import os
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from mmrbench.data.manifest import Manifest, read_manifest
 from mmrbench.errors import MMRBenchError
+from mmrbench.leaderboard.checks import (  # noqa: F401 (re-exported: the names callers use from here)
+    MAX_LINE_BYTES, MAX_PREDICTIONS_BYTES, PREDICTION_NAMES, REPORTED, TOLERANCE, UNVERIFIED, VERIFIED, Verification, find_predictions, load_predictions, parse_predictions_bytes, read_predictions_bytes, sha256_file)
 from mmrbench.leaderboard.schema import check_result, load_result_json
 from mmrbench.predictions import Prediction, PredictionsError
 from mmrbench.scoring import METRICS  # one definition of the metric names: the scorer's
 
-TOLERANCE = 1e-9
-#: largest predictions file (decompressed) the leaderboard reads
-MAX_PREDICTIONS_BYTES = 512 * 1024 * 1024
-#: longest single line of a predictions file
-MAX_LINE_BYTES = 4 * 1024 * 1024
-PREDICTION_NAMES = ("predictions.jsonl", "predictions.jsonl.gz")
-
-VERIFIED, UNVERIFIED, REPORTED = "verified", "unverified", "reported"
-
-
-@dataclass
-class Verification:
-    """Outcome of checking one entry. ``reasons`` is empty exactly when ``status`` is verified."""
-
-    status: str
-    reasons: list[str] = field(default_factory=list)
-    predictions_sha256: str | None = None
-    manifest_sha256: str | None = None
-    recomputed: dict[str, Any] | None = None  # ScoreReport.to_json() of the re-scoring
-
-    def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "reasons": list(self.reasons),
-                "predictions_sha256": self.predictions_sha256, "manifest_sha256": self.manifest_sha256}
-
-
-def find_predictions(run_dir: str | os.PathLike) -> Path | None:
-    d = Path(run_dir)
-    for name in PREDICTION_NAMES:
-        if (d / name).is_file():
-            return d / name
-    return None
-
-
-def read_predictions_bytes(path: str | os.PathLike) -> bytes:
-    """The bytes of ``predictions.jsonl`` (decompressed when gzipped), refusing oversized files."""
-    p = Path(path)
-    if p.suffix == ".gz":
-        with gzip.open(p, "rb") as f:
-            raw = f.read(MAX_PREDICTIONS_BYTES + 1)
-    else:
-        if p.stat().st_size > MAX_PREDICTIONS_BYTES:
-            raise PredictionsError(f"{p}: larger than the {MAX_PREDICTIONS_BYTES}-byte limit for predictions")
-        raw = p.read_bytes()
-    if len(raw) > MAX_PREDICTIONS_BYTES:
-        raise PredictionsError(f"{p}: larger than the {MAX_PREDICTIONS_BYTES}-byte limit for predictions")
-    return raw
-
-
-def parse_predictions_bytes(raw: bytes, where: str) -> list[Prediction]:
-    """Submitted predictions: every line must parse (no torn tail: a submission is a finished file)
-    and fit the line limit; a repeated id follows the one rule of every reader here, the latest line
-    wins (:func:`mmrbench.predictions.parse_predictions_bytes`)."""
-    from mmrbench.predictions import parse_predictions_bytes as parse_latest
-    for i, bline in enumerate(raw.split(b"\n"), start=1):
-        if len(bline) > MAX_LINE_BYTES:
-            raise PredictionsError(f"{where}:{i}: line longer than {MAX_LINE_BYTES} bytes")
-    return list(parse_latest(raw, where, allow_torn_tail=False).values())
-
-
-def load_predictions(path: str | os.PathLike) -> tuple[list[Prediction], str]:
-    """Predictions and the sha256 of the (decompressed) ``predictions.jsonl`` bytes."""
-    raw = read_predictions_bytes(path)
-    return parse_predictions_bytes(raw, str(path)), hashlib.sha256(raw).hexdigest()
 
 
 def _manifest_candidates(store: Path) -> Iterable[Path]:
@@ -123,19 +59,6 @@ def find_manifest(sha256: str, *, manifest: str | os.PathLike | None = None,
             except OSError:
                 continue
     return None
-
-
-def sha256_file(p: Path) -> str:
-    st = p.stat()
-    return _sha256_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
-
-
-@functools.lru_cache(maxsize=4096)
-def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
-    """Hash of a file, cached by (path, mtime, size): a board build looks every entry's manifest up
-    in the same stores, which would otherwise hash the same files once per entry."""
-    from mmrbench.hashing import file_sha256
-    return file_sha256(path)
 
 
 def detector_threshold(result: dict[str, Any], subdataset: str, category: str | None = None) -> float | None:
