@@ -375,10 +375,10 @@ def create_model(card: ModelCard, *, retry=None):
     # a card's declared convention wins; a bare spec keeps whatever the provider itself worked out
     declared = not (card.convention_source or "").startswith("default of")
     if declared and getattr(model, "convention", None) != card.convention and card.provider != "detector":
-        try:
+        if hasattr(model, "set_convention"):
+            model.set_convention(card.convention)  # a provider with a fixed convention refuses another
+        else:  # a plug-in written without the base class's helper
             model.convention = card.convention
-        except AttributeError:  # pragma: no cover
-            pass
     if card.concurrency and hasattr(model, "max_concurrency"):
         model.max_concurrency = card.concurrency
     if card.batch_size and hasattr(model, "batch_size"):

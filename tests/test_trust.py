@@ -404,3 +404,17 @@ def test_16_training_recipe_values_checked_before_any_model_loads(tmp_path, caps
     rc, _, err = _cli(capsys, "train", kind, "--recipe", str(recipe), "--out", str(tmp_path / "out"))
     assert rc == EXIT_USAGE
     assert field in _one_line(err)
+
+
+def test_06_a_provider_with_a_fixed_convention_refuses_another(tmp_path, capsys):
+    """AnomalyGPT writes original pixels (boxes come from its map): --convention norm1000 would make
+    the scorer misread every box, so it is an error, not a silent rescaling."""
+    from mmrbench.adapters.anomalygpt import AnomalyGPTModel
+    from mmrbench.adapters.base import ModelAPI
+    from mmrbench.errors import ConfigError
+
+    assert AnomalyGPTModel.fixed_convention and not ModelAPI.fixed_convention
+    m = AnomalyGPTModel.__new__(AnomalyGPTModel)  # no worker process needed to check the rule
+    with pytest.raises(ConfigError, match="writes its boxes as 'pixel'"):
+        m.set_convention("norm1000")
+    m.set_convention("pixel")

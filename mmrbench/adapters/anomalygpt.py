@@ -88,6 +88,7 @@ __all__ = ["AnomalyGPTModel", "IMAGE_SUFFIXES", "LOCATIONS", "MAX_MAP_SIDE", "NA
 class AnomalyGPTModel(ModelAPI):
     provider = "anomalygpt"
     convention = "pixel"
+    fixed_convention = True  # boxes come from the map, in original pixels
     max_concurrency = 1
     batch_size = 1
 
@@ -98,7 +99,7 @@ class AnomalyGPTModel(ModelAPI):
                  label: str = "anomaly", max_restarts: int = 3, sampling: GenerationConfig | None = None,
                  frame: str = "crop", calibration: str | None = None, calibration_quantile: float = 1.0,
                  seed: int = 0, convention: str | None = None, **_ignored: Any):
-        super().__init__(model)
+        super().__init__(model, convention=convention)
         command = worker or os.environ.get(WORKER_ENV) or (model if _looks_like_command(model) else None)
         if not command:
             raise ConfigError(

@@ -140,8 +140,25 @@ class ModelAPI(abc.ABC):
     max_concurrency: int = 1
     batch_size: int = 1
 
-    def __init__(self, model: str, **kwargs: Any):
+    #: True for providers whose boxes are always in one convention (AnomalyGPT, the detectors write
+    #: original pixels): a card or flag asking for another is an error, not a silent misreading
+    fixed_convention: bool = False
+
+    def __init__(self, model: str, *, convention: str | None = None, **kwargs: Any):
         self.model = model
+        if convention:
+            self.set_convention(convention)
+
+    def set_convention(self, convention: str) -> None:
+        """Declare how this model writes boxes (checked against :data:`mmrbench.coords.CONVENTIONS`)."""
+        from mmrbench.coords import check_convention
+        from mmrbench.errors import ConfigError
+
+        conv = check_convention(convention)
+        if self.fixed_convention and conv != self.convention:
+            raise ConfigError(f"provider '{self.provider}' writes its boxes as '{self.convention}': "
+                              f"convention '{conv}' does not apply to it")
+        self.convention = conv
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[Request]) -> list[Response]:

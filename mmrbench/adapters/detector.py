@@ -17,6 +17,7 @@ from mmrbench.baselines.recipes import canonical_method, resolve_recipe
 class DetectorModel(ModelAPI):
     provider = "detector"
     convention = "pixel"
+    fixed_convention = True  # boxes from the score-map contours, in original pixels
 
     def __init__(self, model: str, *, recipe: dict | str | None = None, weights: str | None = None,
                  device: str = "cpu", cache_dir: str | None = None, **kwargs: Any):

@@ -128,8 +128,7 @@ class HFModel(ModelAPI):
                  revision: str | None = None, local_files_only: bool | None = None, **_ignored: Any):
         super().__init__(model)
         if convention:
-            from mmrbench.coords import check_convention
-            self.convention = check_convention(convention)
+            self.set_convention(convention)
         if batch_size:
             self.batch_size = int(batch_size)
         self.sampling = sampling or GenerationConfig()

@@ -259,8 +259,7 @@ class LMDeployModel(ModelAPI):
         if backend not in BACKENDS:
             raise ConfigError(f"unknown LMDeploy backend '{backend}' (known: {', '.join(BACKENDS)})")
         if convention:
-            from mmrbench.coords import check_convention
-            self.convention = check_convention(convention)
+            self.set_convention(convention)
         if batch_size:
             self.batch_size = int(batch_size)
         self.sampling = sampling or GenerationConfig()

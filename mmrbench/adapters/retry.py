@@ -267,10 +267,9 @@ class RetryingAPIModel:
         """Settings every API provider takes the same way (declared box convention, bounded
         concurrency, per-request timeout, retry policy, image preparation)."""
         from mmrbench.adapters.image_encoding import ImagePrep
-        from mmrbench.coords import check_convention
 
         if convention:
-            self.convention = check_convention(convention)
+            self.set_convention(convention)  # type: ignore[attr-defined]  # the ModelAPI this mixin joins
         if concurrency:
             self.max_concurrency = int(concurrency)
         self.timeout_s = float(timeout_s)

@@ -47,8 +47,7 @@ class ScriptedModel(ModelAPI):
         super().__init__(model)
         self.answers = load_script(model)
         if convention:
-            from mmrbench.coords import check_convention
-            self.convention = check_convention(convention)
+            self.set_convention(convention)
 
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         out = []

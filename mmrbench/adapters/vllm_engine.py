@@ -102,8 +102,8 @@ class VLLMModel(ModelAPI):
         from mmrbench.adapters.qwen_vision import resize_params
 
         if convention:
-            from mmrbench.coords import check_convention
-            self.convention = check_convention(convention)
+
+            self.set_convention(convention)
         if batch_size:
             self.batch_size = int(batch_size)
         self.sampling = sampling or GenerationConfig()
