@@ -105,10 +105,11 @@ def build_detector(method: str, backbone, recipe: dict):
 def _model_kwargs_check(method: str, recipe: dict) -> None:
     from dataclasses import fields
     if method == "padim":
-        from mmrbench.baselines.padim import PadimConfig as C
+        from mmrbench.baselines.padim import PadimConfig
+        names = {f.name for f in fields(PadimConfig)}
     else:
-        from mmrbench.baselines.patchcore import PatchCoreConfig as C
-    names = {f.name for f in fields(C)}
+        from mmrbench.baselines.patchcore import PatchCoreConfig
+        names = {f.name for f in fields(PatchCoreConfig)}
     bad = sorted(set(recipe["model"]) - names)
     if bad:
         raise ConfigError(f"recipe: unknown {method} model option(s): {', '.join(bad)}")
@@ -126,7 +127,9 @@ def _save_cache(path: Path, state: dict[str, np.ndarray], key: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     meta = np.frombuffer(json.dumps({"key": key, "version": CACHE_VERSION}).encode(), dtype=np.uint8)
-    np.savez(tmp, __meta__=meta, **state)
+    # numpy's stub gives savez a keyword-only ``allow_pickle: bool``, so mypy rejects any
+    # ``**dict[str, ndarray]``; the state keys are fixed array names (never "allow_pickle")
+    np.savez(tmp, __meta__=meta, **state)  # type: ignore[arg-type]
     os.replace(tmp, path)
 
 
@@ -176,7 +179,7 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
     size = int(rec["model"]["image_size"])
     bs = int(rec["batch_size"])
     auroc_size = int(rec["pixel_auroc_size"])
-    box_kw = {"min_area": int(rec["boxes"]["min_area"]), "nms_iou": float(rec["boxes"]["nms_iou"])}
+    box_min_area, box_nms_iou = int(rec["boxes"]["min_area"]), float(rec["boxes"]["nms_iou"])
     th = rec["thresholds"]
 
     groups: dict[tuple[str, str], list[Sample]] = defaultdict(list)
@@ -186,9 +189,9 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
     for s in manifest.samples:
         if s.split == "train" and s.label == "normal":
             train_by_cat[(s.subdataset, s.category)].append(s)
-    for key in sorted(groups):  # fail before any work on a category that cannot be fitted
-        if not train_by_cat.get(key):
-            raise MMRBenchError(f"subdataset '{key[0]}' category '{key[1]}': no normal train images in "
+    for group in sorted(groups):  # fail before any work on a category that cannot be fitted
+        if not train_by_cat.get(group):
+            raise MMRBenchError(f"subdataset '{group[0]}' category '{group[1]}': no normal train images in "
                                 f"{manifest.path} to fit {m} on")
 
     # Written aside and moved over predictions.jsonl only when every category is done: a crash or a
@@ -257,7 +260,8 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
                     hs.extend(round(v, 6) for v in minmax(np.asarray(sc), s_lo, s_hi).tolist())
                 heldout_by_cat[f"{sub}/{cat}"] = hs
             for s, sc, r, nm in zip(items, norm, raw, nmaps):
-                bbt = boxes_by_threshold(nm, GRID, out_size=(s.width, s.height), **box_kw)
+                bbt = boxes_by_threshold(nm, GRID, out_size=(s.width, s.height),
+                                         min_area=box_min_area, nms_iou=box_nms_iou)
                 writer.write(Prediction(
                     id=s.id, response=None, status="ok", image_sizes=[[s.width, s.height]], convention="pixel",
                     latency_s=round(per_img, 6), score=float(sc),
@@ -281,9 +285,9 @@ def evaluate_detector(method: str, manifest, samples: list[Sample], out_dir: Pat
     rep_fair = reports[min(GRID, key=lambda g: abs(g - t_fair))]
     auroc_sub = {}
     for sub, cats in sorted(auroc_cat.items()):
-        entry = {}
+        entry: dict[str, Any] = {}
         for kind in ("image", "pixel"):
-            vals = [v[kind] for v in cats.values() if v[kind] is not None]
+            vals = [x for x in (v[kind] for v in cats.values()) if x is not None]
             entry[kind] = float(np.mean(vals)) if vals else None
         entry["categories"] = cats
         auroc_sub[sub] = entry

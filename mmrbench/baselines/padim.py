@@ -11,7 +11,7 @@ bilinear upsampling to the input size, Gaussian blur (sigma 4); image score = th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Iterable, cast
 
 import numpy as np
 import torch
@@ -96,7 +96,9 @@ class Padim:
     # -- fit ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def fit(self, batches: Iterable[torch.Tensor], progress: bool = False) -> "Padim":
-        shift = s1 = s2 = None
+        shift: torch.Tensor | None = None
+        s1: torch.Tensor | None = None
+        s2: torch.Tensor | None = None
         n = 0
         for x in batches:
             e = self.embed(x).double()  # (B, P, d)
@@ -104,12 +106,14 @@ class Padim:
                 shift = e.mean(0)
                 s1 = torch.zeros_like(shift)
                 s2 = torch.zeros(shift.shape[0], self.d, self.d, dtype=torch.float64)
+            assert s1 is not None and s2 is not None  # set together with shift on the first batch
             c = (e - shift).transpose(0, 1)  # (P, B, d)
             s1 += c.sum(1)
             s2 += torch.bmm(c.transpose(1, 2), c)
             n += e.shape[0]
         if n == 0:
             raise ValueError("PaDiM needs at least one training image")
+        assert shift is not None and s1 is not None and s2 is not None  # n > 0: the loop ran
         mc = s1 / n
         cov = (s2 - n * mc.unsqueeze(2) * mc.unsqueeze(1)) / max(n - 1, 1)
         cov += self.cfg.eps * torch.eye(self.d, dtype=torch.float64)
@@ -124,6 +128,7 @@ class Padim:
         """(N, P) Mahalanobis distances on layer1's grid, positions processed in chunks."""
         if self.mean is None:
             raise RuntimeError("PaDiM is not fitted")
+        assert self.cov_inv is not None  # fit() and load_state() set it together with mean
         e = self.embed(x)  # (N, P, d)
         n, p, _ = e.shape
         dist = torch.empty(n, p)
@@ -139,6 +144,7 @@ class Padim:
     def score(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Maps (N, S, S) and image scores (N,) (the maps' max), both raw (unnormalised)."""
         dist = self.distances(x)
+        assert self.grid is not None  # distances() embedded x, which sets the grid
         h, w = self.grid
         maps = upsample_maps(dist.view(dist.shape[0], h, w), self.cfg.image_size)
         maps = gaussian_blur(maps, self.cfg.blur_sigma)
@@ -146,6 +152,7 @@ class Padim:
 
     # -- state (cache) ---------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
+        assert self.mean is not None and self.cov_inv is not None, "PaDiM is not fitted"
         return {"mean": self.mean.numpy(), "cov_inv": self.cov_inv.numpy(),
                 "channel_idx": self.channel_idx.numpy(), "grid": np.asarray(self.grid, np.int64),
                 "n_train": np.asarray(self.n_train, np.int64)}
@@ -155,6 +162,6 @@ class Padim:
             raise ValueError("cached PaDiM state was fitted with another channel subset")
         self.mean = torch.from_numpy(np.ascontiguousarray(st["mean"]))
         self.cov_inv = torch.from_numpy(np.ascontiguousarray(st["cov_inv"]))
-        self.grid = tuple(int(v) for v in st["grid"])
+        self.grid = cast("tuple[int, int]", tuple(int(v) for v in st["grid"]))  # state() writes (h, w)
         self.n_train = int(st["n_train"])
         return self

@@ -15,7 +15,7 @@ fraction is a softmax, computed with logsumexp so large distances cannot overflo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Iterable, cast
 
 import numpy as np
 import torch
@@ -126,6 +126,7 @@ class PatchCore:
         """Maps (N, S, S) and re-weighted image scores (N,), raw."""
         if self.bank is None:
             raise RuntimeError("PatchCore is not fitted")
+        assert self.bank_sq is not None  # fit() and load_state() set it together with bank
         e = self.embed(x)
         n, p, dim = e.shape
         dist, arg = nearest(e.reshape(-1, dim), self.bank, self.bank_sq, self.cfg.bank_chunk)
@@ -135,17 +136,19 @@ class PatchCore:
             j = int(torch.argmax(dist[i]))
             scores[i] = reweight(float(dist[i, j]), e[i, j], int(arg[i, j]), self.bank, self.bank_sq,
                                  self.cfg.num_neighbors)
+        assert self.grid is not None  # embed() sets the grid
         h, w = self.grid
         maps = gaussian_blur(upsample_maps(dist.view(n, h, w), self.cfg.image_size), self.cfg.blur_sigma)
         return maps.numpy(), scores
 
     def state(self) -> dict[str, np.ndarray]:
+        assert self.bank is not None, "PatchCore is not fitted"
         return {"bank": self.bank.numpy(), "grid": np.asarray(self.grid, np.int64),
                 "n_patches": np.asarray(self.n_patches, np.int64)}
 
     def load_state(self, st: dict[str, np.ndarray]) -> "PatchCore":
         self.bank = torch.from_numpy(np.ascontiguousarray(st["bank"]))
         self.bank_sq = (self.bank * self.bank).sum(1)
-        self.grid = tuple(int(v) for v in st["grid"])
+        self.grid = cast("tuple[int, int]", tuple(int(v) for v in st["grid"]))  # state() writes (h, w)
         self.n_patches = int(st["n_patches"])
         return self

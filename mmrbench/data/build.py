@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -71,9 +72,9 @@ class SourceSpec:
 
 def read_sources(path) -> list[SourceSpec]:
     """Parse SOURCES.toml: one table per source; relative roots are relative to the file."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # pragma: no cover - Python 3.10
+    else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     p = Path(path)
     if not p.is_file():

@@ -45,7 +45,11 @@ def check_manifest(manifest: Manifest, *, progress: bool = False, boxes: bool = 
     def size_of(rel: str) -> tuple[int, int] | str:
         if rel not in sizes:
             im, err = _decode(manifest.resolve(rel))
-            sizes[rel] = err if err else im.size
+            if err:
+                sizes[rel] = err
+            else:
+                assert im is not None  # _decode returns an image exactly when there is no error
+                sizes[rel] = im.size
             rep.files += 1
         return sizes[rel]
 
@@ -69,6 +73,7 @@ def check_manifest(manifest: Manifest, *, progress: bool = False, boxes: bool = 
             if err:
                 rep.problems.append(f"{s.id}: mask {s.mask}: {err}")
                 continue
+            assert im is not None  # _decode returns an image exactly when there is no error
             m = np.asarray(im.convert("L")) > 0
             if not isinstance(got, str) and (m.shape[1], m.shape[0]) != got:
                 rep.problems.append(f"{s.id}: mask {s.mask} is {m.shape[1]}x{m.shape[0]}, image is {got[0]}x{got[1]}")

@@ -49,7 +49,7 @@ def _filter_bank(seed: int = 0) -> list[np.ndarray]:
     bank = []
     for k, n in ((3, 6), (7, 6)):
         for _ in range(n):
-            f = rng.standard_normal((k, k)).astype(np.float32)
+            f: np.ndarray = rng.standard_normal((k, k)).astype(np.float32)
             if k == 7:  # smooth the large filters so they respond to structure, not pixel noise
                 f = cv2.GaussianBlur(f, (3, 3), 0.8)
             f -= f.mean()

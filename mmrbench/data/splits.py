@@ -109,12 +109,13 @@ def leave_one_out(manifest: Manifest, sources: Sequence[str] | None = None, **kw
 
 
 def _rebase(s: Sample, src_root: Path, out: Path) -> Sample:
-    def rel(p: str | None) -> str | None:
-        if p is None:
-            return None
+    def rel(p: str) -> str:
         return Path(os.path.relpath((src_root / p).resolve(), out.resolve())).as_posix()
 
-    return replace(s, image=rel(s.image), reference=rel(s.reference), mask=rel(s.mask))
+    def rel_opt(p: str | None) -> str | None:
+        return None if p is None else rel(p)
+
+    return replace(s, image=rel(s.image), reference=rel_opt(s.reference), mask=rel_opt(s.mask))
 
 
 def assign_train_references(samples: list[Sample], root: Path, method: str = "retrieval", seed: int = 0) -> list[Sample]:
@@ -177,7 +178,7 @@ def write_split(split: Split, manifest: Manifest, out_dir, *, train_references: 
     tr_sha = write_manifest(out / "train.jsonl", train)
     te_sha = write_manifest(out / "test.jsonl", test)
 
-    def counts(samples):
+    def counts(samples: list[Sample]) -> dict[str, dict[str, int]]:
         c: dict[str, dict[str, int]] = {}
         for s in samples:
             d = c.setdefault(s.subdataset, {"categories": 0, "train": 0, "test_normal": 0, "test_anomalous": 0})

@@ -14,7 +14,7 @@ import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import cv2
 import numpy as np
@@ -25,6 +25,9 @@ from mmrbench.data.masks import boxes_from_labelled_masks
 from mmrbench.data.schema import Sample
 from mmrbench.data.synth_categories import CATEGORIES, HELD_OUT, SUBDATASETS, Category
 from mmrbench.errors import MMRBenchError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 #: bump when any drawing changes: the version is part of info.json so results can tell benchmarks apart
 SYNTH_VERSION = "2"  # 2: 64 train normals at the default scale, cable gland +-15 degrees
@@ -138,7 +141,7 @@ class _PngWriter:
         from concurrent.futures import ThreadPoolExecutor
 
         self._pool = ThreadPoolExecutor(max_workers=workers)
-        self._futures = []
+        self._futures: list[Future[None]] = []
 
     @staticmethod
     def _write(path: Path, arr: np.ndarray) -> None:

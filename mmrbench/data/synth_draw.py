@@ -30,7 +30,7 @@ Color = tuple[float, float, float]
 
 def smooth_noise(rng: np.random.Generator, h: int, w: int, sigma: float) -> np.ndarray:
     """Gaussian-blurred white noise rescaled to [0, 1]: the base of every texture."""
-    n = rng.standard_normal((h, w)).astype(np.float32)
+    n: np.ndarray = rng.standard_normal((h, w)).astype(np.float32)
     if sigma > 0:
         n = cv2.GaussianBlur(n, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     lo, hi = float(n.min()), float(n.max())
@@ -58,7 +58,7 @@ def fill(size: int, color: Color) -> np.ndarray:
 
 def background(rng: np.random.Generator, color: Color, grain: float = 0.04, size: int = SIZE) -> np.ndarray:
     """A flat backdrop with a little low-frequency unevenness (a real table is never flat)."""
-    g = 1.0 + grain * (smooth_noise(rng, size // 8, size // 8, 1.5) - 0.5) * 2
+    g: np.ndarray = 1.0 + grain * (smooth_noise(rng, size // 8, size // 8, 1.5) - 0.5) * 2
     g = cv2.resize(g, (size, size), interpolation=cv2.INTER_LINEAR)
     return tint(g, color)
 
@@ -69,6 +69,7 @@ def pose_matrix(angle_deg: float, dx: float, dy: float, size: int = SIZE) -> np.
 
 def warp(img: np.ndarray, m: np.ndarray, border: Color | float = 0.0, nearest: bool = False) -> np.ndarray:
     size = img.shape[1], img.shape[0]
+    bv: tuple[float, ...] | float
     if img.ndim == 3:
         bv = tuple(float(c) for c in border) if isinstance(border, tuple) else (float(border),) * 3
     else:
@@ -181,7 +182,7 @@ def _pick_point(ctx: Ctx, rng: np.random.Generator, margin: int, pool: np.ndarra
     """A random pixel of ``pool`` (default: the product region, slightly eroded) away from earlier
     defects and at least ``margin`` from the image border. Defects are clipped to the product
     (:func:`_on_product`), so thin parts (a screw, a tube) can carry long scratches and cracks."""
-    area = (ctx.region if pool is None else pool).astype(np.uint8)
+    area: np.ndarray = (ctx.region if pool is None else pool).astype(np.uint8)
     er = min(margin, 6)
     if er > 0 and pool is None:  # an explicit pool (e.g. the outline band) is used as given
         area = cv2.erode(area, np.ones((2 * er + 1, 2 * er + 1), np.uint8))

@@ -89,10 +89,13 @@ class Bottleneck(nn.Module):
         return self.relu(out + idt)
 
 
+_Block = type[BasicBlock] | type[Bottleneck]
+
+
 class ResNet(nn.Module):
     """torchvision-named ResNet truncated after ``layer{depth}``; ``forward`` returns the layer maps."""
 
-    def __init__(self, block: type, blocks: list[int], *, width_per_group: int = 64, depth: int = 3,
+    def __init__(self, block: _Block, blocks: list[int], *, width_per_group: int = 64, depth: int = 3,
                  num_classes: int = 1000):
         super().__init__()
         if not 1 <= depth <= 4:
@@ -115,7 +118,7 @@ class ResNet(nn.Module):
             self.fc = nn.Linear(512 * block.expansion, num_classes)
         self._init_weights()
 
-    def _make_layer(self, block: type, planes: int, n: int, stride: int) -> nn.Sequential:
+    def _make_layer(self, block: _Block, planes: int, n: int, stride: int) -> nn.Sequential:
         down = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             down = nn.Sequential(_conv1x1(self.inplanes, planes * block.expansion, stride),

@@ -23,7 +23,7 @@ def load_image_tensor(path: str | Path, image_size: int, *, sample_id: str | Non
 
     im = load_rgb(path, sample_id=sample_id)
     if im.size != (image_size, image_size):
-        im = im.resize((image_size, image_size), Image.BILINEAR)
+        im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
     arr = np.asarray(im, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 

@@ -33,6 +33,10 @@ def walk(fmt: str, root: Path, *, subdataset: str | None = None, **kw) -> Iterab
         raise ImportFormatError(f"unknown format '{fmt}' (expected one of {', '.join(FORMATS)})")
     sub = subdataset or FORMATS[fmt]
     opts = {k: v for k, v in kw.items() if k in WALK_OPTIONS.get(fmt, ()) and v}
+    if fmt == "mmrad":  # the only format without a fixed subdataset name
+        from mmrbench.data.importers.mmrad import walk_mmrad
+        return walk_mmrad(root, subdataset=sub, **opts)
+    assert sub is not None  # every other format has a default name in FORMATS
     if fmt in ("mvtec", "mpdd"):
         from mmrbench.data.importers.folders import walk_mvtec
         return walk_mvtec(root, sub, fmt=fmt)
@@ -62,8 +66,7 @@ def walk(fmt: str, root: Path, *, subdataset: str | None = None, **kw) -> Iterab
     if fmt == "cableinspect":
         from mmrbench.data.importers.cableinspect import walk_cableinspect
         return walk_cableinspect(root, sub)
-    from mmrbench.data.importers.mmrad import walk_mmrad
-    return walk_mmrad(root, subdataset=sub, **opts)
+    raise AssertionError(f"format '{fmt}' is in FORMATS but has no walker")
 
 
 def import_dataset(fmt: str, root, out, *, subdataset: str | None = None, files: str = "relative",

@@ -42,7 +42,8 @@ def coco_boxes(anns: list[dict], cats: dict[int, str], width: int, height: int, 
         if a.get("category_id") not in cats:
             raise ImportFormatError(f"{where}: annotation {a.get('id')}: unknown category_id {a.get('category_id')!r}")
         rot = float((a.get("attributes") or {}).get("rotation") or 0.0)
-        x1, y1, x2, y2 = _rotated_aabb(*(float(v) for v in b), rot)
+        bx, by, bw, bh = (float(v) for v in b)  # length checked above
+        x1, y1, x2, y2 = _rotated_aabb(bx, by, bw, bh, rot)
         x1, y1 = max(0, math.floor(x1)), max(0, math.floor(y1))
         x2, y2 = min(width, math.ceil(x2)), min(height, math.ceil(y2))
         if x2 > x1 and y2 > y1:
@@ -73,7 +74,7 @@ def walk_cableinspect(root: Path, subdataset: str = "CableInspect") -> Iterator[
             raise ImportFormatError(f"{jf}: expected COCO keys images, annotations, categories; found "
                                     f"{', '.join(d) if isinstance(d, dict) else type(d).__name__}")
         cats = {c["id"]: str(c["name"]) for c in d["categories"] if isinstance(c, dict) and "id" in c and "name" in c}
-        by_image: dict[int, list[dict]] = {}
+        by_image: dict[object, list[dict]] = {}  # keyed by the JSON image_id as given
         for a in d["annotations"]:
             if isinstance(a, dict):
                 by_image.setdefault(a.get("image_id"), []).append(a)

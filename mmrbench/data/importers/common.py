@@ -287,11 +287,13 @@ def category_samples(items: list[RawItem], root: Path, out: Path, opts: ImportOp
     pos = {i: k for k, i in enumerate(normal_idx)}
     by_group: dict[str, set[int]] = {}
     for i in normal_idx:
-        if items[i].group:
-            by_group.setdefault(items[i].group, set()).add(pos[i])
+        grp = items[i].group
+        if grp:
+            by_group.setdefault(grp, set()).add(pos[i])
     banned = []
     for i in need:
-        b = set(by_group.get(items[i].group, set())) if items[i].group else set()
+        grp = items[i].group
+        b = set(by_group.get(grp, set())) if grp else set()
         if i in pos:
             b.add(pos[i])
         banned.append(b)

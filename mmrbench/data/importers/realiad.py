@@ -223,7 +223,8 @@ def _d3_sample_image(sample: Path) -> Path | None:
     imgs = list_images(sample) if sample.is_dir() else []
     rgb = [p for p in imgs if "rgb" in p.name.lower()] or imgs
     l05 = [p for p in rgb if "L05" in p.name]
-    return (l05 or rgb or [None])[0]
+    picks = l05 or rgb
+    return picks[0] if picks else None
 
 
 def walk_realiad_d3_folders(root: Path, subdataset: str = "RealIAD-D3") -> Iterator[RawItem]:
