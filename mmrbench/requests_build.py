@@ -39,7 +39,7 @@ class FileImagePart(ImagePart):
         self._image = image
         self.path = path
         self.file = file
-        self.size = tuple(size) if size is not None else (image.size if image is not None else None)
+        self.size = (int(size[0]), int(size[1])) if size is not None else (image.size if image is not None else None)
         self.data = data
         self.shared = shared
         self.sample_id = sample_id

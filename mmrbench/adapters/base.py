@@ -40,6 +40,13 @@ class ImagePart:
     image: Image.Image
     path: str | None = None
     type: Literal["image"] = "image"
+    #: the file the image is exactly the content of (not drawn on, not resized), when there is one:
+    #: remote providers may then send the file's own bytes (see requests_build.FileImagePart)
+    file: str | None = None
+    #: the image's (width, height) when known without decoding; None = read ``image.size``
+    size: tuple[int, int] | None = None
+    #: sent by many requests (a normal reference): providers may cache its encoding
+    shared: bool = False
 
 
 Part = Union[TextPart, ImagePart]

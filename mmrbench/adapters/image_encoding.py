@@ -123,8 +123,8 @@ def prepare_part(part: Any, prep: ImagePrep) -> tuple[bytes, str, tuple[int, int
     image drawn on in memory) is decoded and encoded here; PIL's decoders, resamplers and encoders
     release the GIL while they work, so this never serialises the other requests in flight.
     """
-    file = getattr(part, "file", None)
-    size = getattr(part, "size", None)
+    file = part.file
+    size = part.size
     if file is not None and size is not None and target_size(tuple(size), prep) == tuple(size):
         data = part.file_bytes() if hasattr(part, "file_bytes") else _read(file)
         mime = _sniff(data)
@@ -200,7 +200,7 @@ def cached_prepare(part: Any, prep: ImagePrep, cache: EncodedCache | None,
     """:func:`prepare_part` followed by ``finish(bytes, mime)`` (e.g. a data URL), cached when the
     part is marked ``shared`` (a reference image) and comes from a file; ``(value, mime, size)``."""
     key = None
-    if cache is not None and getattr(part, "shared", False) and getattr(part, "file", None):
+    if cache is not None and part.shared and part.file:
         fk = file_key(part.file)
         if fk is not None:
             key = (fk, prep, getattr(finish, "__name__", repr(finish)))
