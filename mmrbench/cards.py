@@ -115,42 +115,42 @@ _FIELDS = {f.name for f in dataclasses.fields(ModelCard)} - {"path"}
 
 
 @functools.lru_cache(maxsize=None)
-def _schemas():
+def _schemas() -> Any:
     """pydantic models of a card's values (built on first use: pydantic is imported lazily)."""
     from typing import Annotated, Literal, Optional
 
     from pydantic import BaseModel, ConfigDict, Field
 
-    Finite = lambda **kw: Annotated[float, Field(allow_inf_nan=False, **kw)]  # noqa: E731
-    Pos = lambda hi: Annotated[int, Field(ge=1, le=hi)]  # noqa: E731
+    # bounds written out per field (mypy accepts no calls inside an annotation): a finite float
+    # (allow_inf_nan=False) or an int in [1, hi]
     strict = ConfigDict(strict=True, extra="forbid")
 
     class Sampling(BaseModel):
         model_config = strict
-        max_new_tokens: Optional[Pos(1_000_000)] = None
-        temperature: Optional[Finite(ge=0, le=100)] = None
-        top_p: Optional[Finite(gt=0, le=1)] = None
+        max_new_tokens: Optional[Annotated[int, Field(ge=1, le=1_000_000)]] = None
+        temperature: Optional[Annotated[float, Field(allow_inf_nan=False, ge=0, le=100)]] = None
+        top_p: Optional[Annotated[float, Field(allow_inf_nan=False, gt=0, le=1)]] = None
         top_k: Optional[Annotated[int, Field(ge=0)]] = None
-        min_p: Optional[Finite(ge=0, le=1)] = None
+        min_p: Optional[Annotated[float, Field(allow_inf_nan=False, ge=0, le=1)]] = None
         seed: Optional[int] = None
 
     class ImageSettings(BaseModel):
         model_config = strict
         resize: Optional[Literal["none", "max_side", "smart"]] = None
-        max_side: Optional[Pos(100_000)] = None
-        min_pixels: Optional[Pos(10**9)] = None
-        max_pixels: Optional[Pos(10**9)] = None
-        factor: Optional[Pos(1024)] = None
+        max_side: Optional[Annotated[int, Field(ge=1, le=100_000)]] = None
+        min_pixels: Optional[Annotated[int, Field(ge=1, le=10**9)]] = None
+        max_pixels: Optional[Annotated[int, Field(ge=1, le=10**9)]] = None
+        factor: Optional[Annotated[int, Field(ge=1, le=1024)]] = None
         format: Optional[Literal["png", "jpeg"]] = None
         detail: Optional[Literal["auto", "low", "high"]] = None
 
     class Card(BaseModel):
         model_config = ConfigDict(strict=True, extra="allow")  # unknown keys are caught before, with the list
-        concurrency: Optional[Pos(4096)] = None
-        batch_size: Optional[Pos(65_536)] = None
-        timeout_s: Optional[Finite(gt=0, le=86_400)] = None
-        price_input_per_mtok: Optional[Finite(ge=0, le=100_000)] = None
-        price_output_per_mtok: Optional[Finite(ge=0, le=100_000)] = None
+        concurrency: Optional[Annotated[int, Field(ge=1, le=4096)]] = None
+        batch_size: Optional[Annotated[int, Field(ge=1, le=65_536)]] = None
+        timeout_s: Optional[Annotated[float, Field(allow_inf_nan=False, gt=0, le=86_400)]] = None
+        price_input_per_mtok: Optional[Annotated[float, Field(allow_inf_nan=False, ge=0, le=100_000)]] = None
+        price_output_per_mtok: Optional[Annotated[float, Field(allow_inf_nan=False, ge=0, le=100_000)]] = None
         price_source: Optional[str] = None
         sampling: Sampling = Sampling()
         image: ImageSettings = ImageSettings()

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
-from mmrbench.data.schema import Sample
 from mmrbench.errors import MMRBenchError
 from mmrbench.predictions import Prediction
+
+
+class HasId(Protocol):
+    """What dispatch needs of an item: the id its prediction is recorded under (a Sample, a textgen Job...)."""
+
+    @property
+    def id(self) -> str: ...
+
+
+ItemT = TypeVar("ItemT", bound=HasId)
 
 
 class DaemonPool:
@@ -60,7 +69,7 @@ class DaemonPool:
             self.inq.put(self._STOP)
 
 
-def dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Prediction],
+def dispatch_threads(todo: Sequence[ItemT], answer: Callable[[ItemT], Prediction],
                       record: Callable[[Prediction], None], k: int, convention: str, tag: str | None = None,
                       stop: Callable[[int], bool] = lambda in_flight: False) -> None:
     if not todo:
@@ -99,8 +108,8 @@ def dispatch_threads(todo: Sequence[Sample], answer: Callable[[Sample], Predicti
         pool.close()
 
 
-def dispatch_batches(todo: Sequence[Sample], model: Any, record: Callable[[Prediction], None], batch: int,
-                      convention: str, build: Callable[[Sample], Any], tag: str | None = None,
+def dispatch_batches(todo: Sequence[ItemT], model: Any, record: Callable[[Prediction], None], batch: int,
+                      convention: str, build: Callable[[ItemT], Any], tag: str | None = None,
                       stop: Callable[[int], bool] = lambda in_flight: False) -> None:
     for i in range(0, len(todo), batch):
         if stop(batch):

@@ -66,7 +66,13 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             raise MMRBenchError(f"{p}: not found (expected a run folder, a result.json or a folder of runs)")
     seen: set[Path] = set()
-    return [f for f in out if not (f.resolve() in seen or seen.add(f.resolve()))]
+    unique: list[Path] = []
+    for f in out:  # first occurrence of each resolved file, in order
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(f)
+    return unique
 
 
 def _intervals(result: dict, path: Path, manifest, stores, resamples: int, seed: int) -> tuple[dict, str | None]:

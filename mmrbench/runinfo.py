@@ -8,13 +8,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mmrbench import PROTOCOL
 from mmrbench.data.manifest import Manifest
 from mmrbench.data.schema import Sample
 from mmrbench.errors import ConfigError
 from mmrbench.predictions import Prediction
+
+if TYPE_CHECKING:
+    from mmrbench.dispatch import HasId
 
 RUN = "run.json"
 
@@ -86,7 +89,7 @@ class RunSummary:
                 f"(result.json was written with them scored as wrong; run the same command to retry them)")
 
 
-def summarize(samples: Sequence[Sample], preds: dict[str, Prediction]) -> RunSummary:
+def summarize(samples: Sequence[HasId], preds: dict[str, Prediction]) -> RunSummary:
     unanswered = [s.id for s in samples if s.id not in preds or preds[s.id].status == "error"]
     first = None
     if unanswered:

@@ -53,7 +53,7 @@ def parse_letters(text: str | None, allowed: Sequence[Sequence[str] | None]) -> 
     numbered = [(int(m.group(1)), m.group(2)) for m in _NUMBERED.finditer(text)]
     if numbered:
         for k, letter in numbered:  # a later line for the same number wins
-            if 1 <= k <= n and (allowed[k - 1] is None or letter in allowed[k - 1]):
+            if 1 <= k <= n and ((a := allowed[k - 1]) is None or letter in a):
                 out[k - 1] = letter
         if any(x is not None for x in out):
             return out

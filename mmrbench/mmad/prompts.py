@@ -96,7 +96,7 @@ def templates_for(image: MMADImage, shots: int, kind: str) -> tuple[str, ...]:
 # -- domain knowledge ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DomainKnowledge:
-    entries: dict[str, dict[str, str]]
+    entries: dict[str, dict[str, dict[str, str]]]  # dataset -> category -> {name: text}
 
     def for_image(self, dataset: str, category: str) -> str | None:
         d = self.entries.get(dataset.replace("DS-MVTec", "MVTec"), {}).get(category)

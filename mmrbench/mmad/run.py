@@ -42,7 +42,7 @@ def _model(model: Any, *, base_url: str | None, retry: Any):
         if card.provider == "detector":
             raise ConfigError(f"'{card.name}' is a detector: MMAD asks multiple-choice questions, it needs a language model")
         return create_model(card, retry=retry), card.to_result_json(), card.generation_config()
-    describe = getattr(model, "describe", lambda: {})() or {}
+    describe: dict[str, Any] = getattr(model, "describe", lambda: {})() or {}
     return model, describe, None
 
 

@@ -28,10 +28,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from mmrbench.errors import ConfigError, MMRBenchError
 from mmrbench.mmad.data import AD_SUBTASK, LETTERS, NORMAL_FLAG, SUBTASKS, subtask_of
+
+if TYPE_CHECKING:
+    from mmrbench.runinfo import RunSummary
 
 MODES = ("strict", "mmad-compatible")
 DETECTION_COLUMNS = ("Recall", "Precision", "F1", "Overkill", "Miss")
@@ -64,6 +67,8 @@ class MMADReport:
     columns: list[str]
     rows: dict[str, dict[str, float | None]]
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: how the run ended, set by the runner (not serialised: the CLI's exit code)
+    run_summary: RunSummary | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "columns": list(self.columns), "rows": self.rows, "counts": self.counts}

@@ -229,13 +229,14 @@ def relocate(sample: Sample, src_root: Path, dst_root: Path) -> Sample:
     if src_root.resolve() == dst_root.resolve():
         return dataclasses.replace(sample, extra=dict(sample.extra))
 
-    def rel(p: str | None) -> str | None:
-        if p is None:
-            return None
+    def rel(p: str) -> str:
         return Path(os.path.relpath((src_root / p).resolve(), dst_root.resolve())).as_posix()
 
-    return dataclasses.replace(sample, image=rel(sample.image), reference=rel(sample.reference), mask=rel(sample.mask),
-                               extra=dict(sample.extra))
+    def rel_opt(p: str | None) -> str | None:
+        return None if p is None else rel(p)
+
+    return dataclasses.replace(sample, image=rel(sample.image), reference=rel_opt(sample.reference),
+                               mask=rel_opt(sample.mask), extra=dict(sample.extra))
 
 
 def build_output(manifest: Manifest, jobs: Sequence[Job], verdicts: dict[str, Verdict], out: Path,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 from PIL import Image, ImageDraw
 
@@ -158,4 +158,6 @@ def build_hint_inputs(sample: Sample, root: str | Path, *, convention: str, sent
                           f"but the manifest says {sample.width}x{sample.height}")
     if not opposite and sample.is_anomalous and sample.boxes:
         images[-1] = draw_hint_boxes(images[-1], sample.boxes)
-    return HintInputs(prompt, images, list(prompt.images), coords, tuple(sent_size), convention, opposite)
+    # callers may pass the size as a JSON list: stored as a tuple
+    sent = cast("tuple[int, int]", tuple(sent_size))
+    return HintInputs(prompt, images, list(prompt.images), coords, sent, convention, opposite)

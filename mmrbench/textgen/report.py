@@ -86,7 +86,8 @@ def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Seque
     answered = [j for j in pos if j.rid in verdicts]
     tot: Counter = Counter()
     kept: Counter = Counter()
-    reasons = Counter({r: 0 for r in REASONS})
+    # a rejected verdict names its first failed check; None would be counted as is (never expected)
+    reasons: Counter[str | None] = Counter({r: 0 for r in REASONS})
     rejections = []
     for j in answered:
         v = verdicts[j.rid]
@@ -106,7 +107,7 @@ def build_report(jobs: Sequence, verdicts: dict[str, Verdict], *, skipped: Seque
         names = sorted(k[1] for k in tot if isinstance(k, tuple) and k[0] == kind)
         return {n: _group(tot[(kind, n)], kept[(kind, n)]) for n in names}
 
-    neg_reasons = Counter({r: 0 for r in ("api_error", "no_answer", "wrong_decision", "hint_leak")})
+    neg_reasons: Counter[str | None] = Counter({r: 0 for r in ("api_error", "no_answer", "wrong_decision", "hint_leak")})
     neg_answered = [j for j in neg if j.rid in verdicts]
     neg_rejections = []
     for j in neg_answered:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mmrbench.coords import from_original, to_original
 from mmrbench.data.schema import Box, Sample
@@ -82,7 +82,7 @@ class Verdict:
         return self.reasons[0] if self.reasons else None
 
     def to_json(self) -> dict:
-        d = {"kept": self.kept, "reason": self.reason, "reasons": self.reasons, "decision": self.decision,
+        d: dict[str, Any] = {"kept": self.kept, "reason": self.reason, "reasons": self.reasons, "decision": self.decision,
              "detail": self.detail}
         if self.ious:
             d["ious"] = [round(v, 4) for v in self.ious]

@@ -48,7 +48,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: Any, optimizer
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     # RNG state (dropout, sampling) so that a resumed run continues exactly where it stopped
-    rng = {"cpu": torch.get_rng_state()}
+    rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / "rng.pt")

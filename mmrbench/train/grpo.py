@@ -160,6 +160,7 @@ class GRPOTrainer:
         self.opt.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "kl": 0.0, "clipped": 0.0}
         for g in groups:
+            assert g.ids is not None and g.mask is not None and g.advantages is not None  # set by finish()
             logp = completion_log_probs(self.policy, g.prompt, g.ids, g.mask, self.cfg.temperature)
             dev = logp.device
             old = g.old_logp.to(dev) if g.old_logp is not None else logp.detach()

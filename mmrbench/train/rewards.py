@@ -74,7 +74,7 @@ def predicted_boxes_original(text: str, convention: str, sent_size, image_size) 
     return parsed.decision, boxes
 
 
-def accuracy_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+def accuracy_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs) -> list[float]:
     """1.0 when the parsed Yes/No matches the label, else 0.0."""
     n = len(completions)
     labels = _column(kwargs, "label", n)
@@ -94,7 +94,7 @@ def missed_boxes(text: str, gt_boxes: Sequence[Sequence[float]], convention: str
     return len(gt_boxes) - len(matches)
 
 
-def consistency_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+def consistency_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs) -> list[float]:
     """-0.2 per ground-truth box left unmatched at IoU > 0.5."""
     n = len(completions)
     gts = _column(kwargs, "gt_boxes", n, [])
@@ -109,7 +109,7 @@ def consistency_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwa
     return out
 
 
-def anomaly_reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs) -> list[float]:
+def anomaly_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs) -> list[float]:
     """The Anomaly-R1 reward: accuracy + consistency penalty (see the module docstring)."""
     acc = accuracy_reward(prompts, completions, **kwargs)
     pen = consistency_reward(prompts, completions, **kwargs)

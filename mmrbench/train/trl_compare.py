@@ -88,15 +88,18 @@ def build_trl_trainer(recipe: Recipe, output_dir: str | Path, *, samples=None, m
     if samples is None:
         samples = [s for s in m.samples if s.split == recipe.data.split]
     ds = datasets.Dataset.from_list(trl_rows(recipe, samples, m, recipe.data.prompt_variant))
-    model = transformers.AutoModelForImageTextToText.from_pretrained(recipe.model.base, dtype="float32")
+    base = transformers.AutoModelForImageTextToText.from_pretrained(recipe.model.base, dtype="float32")
     init = recipe.train.init_adapter
     if not init:
         raise ConfigError("grpo.init_adapter: the TRL comparison starts from a trained adapter (none given)")
-    model = peft.PeftModel.from_pretrained(model, init, is_trainable=True)
+    model = peft.PeftModel.from_pretrained(base, init, is_trainable=True)
     proc = load_processor(recipe.model.base)
     proc.tokenizer.padding_side = "left"
     cfg = GRPOConfig(**trl_config_kwargs(recipe, output_dir, max_steps=max_steps))
-    trainer = GRPOTrainer(model=model, reward_funcs=[anomaly_reward], args=cfg, train_dataset=ds,
+    # TRL annotates reward functions as returning list[float | None]; list is invariant, so mypy rejects a
+    # function returning list[float] although TRL accepts it (a reward of None only means "not applicable")
+    trainer = GRPOTrainer(model=model, reward_funcs=[anomaly_reward], args=cfg,  # type: ignore[list-item]
+                          train_dataset=ds,
                           processing_class=proc)
     use_base_model_as_reference(trainer)
     return trainer
