@@ -25,9 +25,9 @@ from typing import Any
 from mmrbench.errors import ConfigError
 
 if sys.version_info >= (3, 11):
-    import tomllib
+    pass
 else:  # pragma: no cover
-    import tomli as tomllib
+    pass
 
 DETECTORS = ("patchcore", "padim")
 
@@ -201,14 +201,9 @@ def card_from_dict(d: dict[str, Any], where: str = "<card>") -> ModelCard:
 
 
 def load_card(path: str | os.PathLike) -> ModelCard:
+    from mmrbench.validation import read_toml
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"model card not found: {p}")
-    try:
-        d = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-    card = card_from_dict(d, str(p))
+    card = card_from_dict(read_toml(p, "model card", error=ConfigError), str(p))
     return dataclasses.replace(card, path=str(p))
 
 

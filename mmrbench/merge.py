@@ -79,26 +79,21 @@ def merge_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     if out.resolve() in {d.resolve() for d, _ in infos}:
         raise ConfigError("merge --out must be a new folder, not one of the inputs")
     prepare_run_dir(out)
-    lock = RunLock(out).acquire()
     card_json = first["model"]
     fp = dict(first["fingerprint"], shard=None)
     # the merged lines belong to the merged (unsharded) run: the same tag an unsharded run has
     merged = {sid: dataclasses.replace(p, run=run_tag(fp)) for sid, p in merged.items()}
-    try:
+    missing = len(wanted) - len(merged)
+    with RunLock(out):
         result, report = finalize(out, card_json=card_json, manifest=manifest, samples=samples, preds=merged,
                                   variant=first["prompt_variant"], split=sel.get("split"), limit=sel.get("limit"),
                                   shard=None)
-    except BaseException:
-        lock.release()
-        raise
-    missing = len(wanted) - len(merged)
-    atomic_write_json(out / RUN, {"command": scrub_argv(sys.argv), "fingerprint": fp,
-                            "manifest_path": str(manifest.path.resolve()), "manifest_sha256": manifest.sha256,
-                            "model": card_json, "selection": {**sel, "shard": None},
-                            "prompt_variant": first["prompt_variant"], "merged_from": [str(d) for d, _ in infos],
-                            "n_selected": len(samples), "n_missing": missing, "state": "complete",
-                            "finished": now_iso(), "predictions_sha256": result.predictions_sha256})
-    lock.release()
+        atomic_write_json(out / RUN, {
+            "command": scrub_argv(sys.argv), "fingerprint": fp, "manifest_path": str(manifest.path.resolve()),
+            "manifest_sha256": manifest.sha256, "model": card_json, "selection": {**sel, "shard": None},
+            "prompt_variant": first["prompt_variant"], "merged_from": [str(d) for d, _ in infos],
+            "n_selected": len(samples), "n_missing": missing, "state": "complete", "finished": now_iso(),
+            "predictions_sha256": result.predictions_sha256})
     result.run_summary = summarize(samples, merged)
     if not quiet:
         if missing:

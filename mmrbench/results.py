@@ -75,10 +75,8 @@ def read_result(path: str | os.PathLike) -> Result:
     p = Path(path)
     if p.is_dir():
         p = p / "result.json"
-    if not p.exists():
-        raise MMRBenchError(f"result not found: {p}")
-    from mmrbench.validation import loads_json
-    d = loads_json(p.read_bytes(), str(p))
+    from mmrbench.validation import read_json_file
+    d = read_json_file(p, "result")
     try:
         return Result.from_json(d)
     except MMRBenchError as exc:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mmrbench.errors import InputError
 
-__all__ = ["InputError", "MAX_JSON_DEPTH", "loads_json", "validated", "finite"]
+__all__ = ["InputError", "MAX_JSON_DEPTH", "loads_json", "read_json_file", "read_toml", "validated", "finite"]
 
 #: deepest nesting of brackets accepted in untrusted JSON; our formats need fewer than 10 levels,
 #: and Python's decoder raises RecursionError a little below 1000
@@ -47,8 +50,12 @@ def depth_exceeds(text: str, limit: int) -> bool:
     return False
 
 
+class _ConstantError(ValueError):
+    pass
+
+
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _ConstantError(f"{name} is not valid JSON")
 
 
 def loads_json(data: str | bytes, where: str = "<input>") -> Any:
@@ -65,8 +72,37 @@ def loads_json(data: str | bytes, where: str = "<input>") -> Any:
         return json.loads(data, parse_constant=_no_constant)
     except RecursionError:  # pragma: no cover - the depth check above comes first
         raise InputError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", path=where) from None
+    except _ConstantError as exc:  # NaN / Infinity: Python's json takes them, JSON does not
+        raise InputError(str(exc), path=where) from None
     except (json.JSONDecodeError, ValueError) as exc:
         raise InputError(f"not valid JSON ({exc})", path=where) from None
+
+
+def read_json_file(path: str | os.PathLike, what: str = "file", *, error: type[InputError] = InputError) -> Any:
+    """A JSON file from outside (a submission, a release, an answers file): missing file, bad UTF-8,
+    NaN and deep nesting are one line naming the file, through :func:`loads_json`."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} not found: {p}")
+    try:
+        return loads_json(p.read_bytes(), str(p))
+    except InputError as exc:
+        raise error(str(exc)) from None
+
+
+def read_toml(path: str | os.PathLike, what: str = "file", *, error: type[InputError] = InputError) -> dict[str, Any]:
+    """A TOML file (a model card, a recipe, a sources file): missing file and bad TOML are one line."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} not found: {p}")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{p}: not valid TOML ({exc})") from None
 
 
 T = TypeVar("T")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +55,8 @@ def recipe_path(method: str) -> Path:
 
 
 def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"recipe not found: {p}")
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    from mmrbench.validation import read_toml as read
+    return read(path, "recipe", error=ConfigError)
 
 
 def _merge(base: dict, over: dict, where: str) -> dict:

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -72,17 +71,9 @@ class SourceSpec:
 
 def read_sources(path) -> list[SourceSpec]:
     """Parse SOURCES.toml: one table per source; relative roots are relative to the file."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+    from mmrbench.validation import read_toml
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: sources file not found")
-    try:
-        d = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    d = read_toml(p, "sources file", error=ConfigError)
     if set(d) == {"sources"} and isinstance(d["sources"], dict):
         d = d["sources"]
     specs = []

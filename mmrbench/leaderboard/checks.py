@@ -205,3 +205,9 @@ def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
     in the same stores, which would otherwise hash the same files once per entry."""
     from mmrbench.hashing import file_sha256
     return file_sha256(path)
+
+
+def edited_reason(diffs: list[str]) -> str:
+    """The reason shown for a run whose claimed metrics do not re-score: the first three differences."""
+    more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    return "metrics edited: " + "; ".join(diffs[:3]) + more

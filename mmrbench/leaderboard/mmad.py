@@ -39,6 +39,7 @@ from typing import Any, Iterable
 
 from mmrbench.errors import MMRBenchError
 from mmrbench.leaderboard.checks import SHA256_RE, Checker, Issue, ResultValidationError, short_text, table_of
+from mmrbench.leaderboard.checks import edited_reason
 from mmrbench.leaderboard.checks import (REPORTED, TOLERANCE, UNVERIFIED, VERIFIED, Verification, sha256_file,
                                          find_predictions, load_predictions)
 
@@ -335,8 +336,7 @@ def verify_mmad_entry(result: dict[str, Any], *, predictions: str | os.PathLike 
         else:
             diffs = compare_mmad(result.get("metrics") or {}, v.recomputed)
             if diffs:
-                more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
-                reasons.append("metrics edited: " + "; ".join(diffs[:3]) + more)
+                reasons.append(edited_reason(diffs))
     if not reasons:
         v.status = VERIFIED
     return v

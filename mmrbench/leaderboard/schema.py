@@ -32,19 +32,18 @@ KNOWN_KEYS = {"schema_version", "protocol", "model", "dataset", "metrics", "pred
 KNOWN_EXTRA = {"detector", "reference", "variant", "statistics"}
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def loads_strict(text: str | bytes) -> Any:
     """``json.loads`` that refuses NaN/Infinity (which would slip past range checks) and nesting
     deeper than the validation layer allows (a RecursionError would abort a board build)."""
-    from mmrbench.validation import MAX_JSON_DEPTH, depth_exceeds
-    if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8")
-    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and depth_exceeds(text, MAX_JSON_DEPTH):
-        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    return json.loads(text, parse_constant=_reject_constant)
+    from mmrbench.errors import InputError
+    from mmrbench.validation import loads_json
+    try:
+        return loads_json(text)
+    except InputError as exc:  # callers here turn a ValueError into their own reason
+        reason = str(exc).split(": ", 1)[-1]
+        if reason.startswith("not valid JSON (") and reason.endswith(")"):
+            reason = reason[len("not valid JSON ("):-1]  # the caller says "not valid JSON" itself
+        raise ValueError(reason) from None
 
 
 def load_result_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from mmrbench.data.manifest import Manifest, read_manifest
 from mmrbench.errors import MMRBenchError
+from mmrbench.leaderboard.checks import edited_reason
 from mmrbench.leaderboard.checks import (  # noqa: F401 (re-exported: the names callers use from here)
     MAX_LINE_BYTES, MAX_PREDICTIONS_BYTES, PREDICTION_NAMES, REPORTED, TOLERANCE, UNVERIFIED, VERIFIED, Verification, find_predictions, load_predictions, parse_predictions_bytes, read_predictions_bytes, sha256_file)
 from mmrbench.leaderboard.schema import check_result, load_result_json
@@ -209,8 +210,7 @@ def verify_entry(result: dict[str, Any], *, predictions: str | os.PathLike | Non
         else:
             diffs = compare_metrics(result.get("metrics") or {}, v.recomputed)
             if diffs:
-                more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
-                reasons.append("metrics edited: " + "; ".join(diffs[:3]) + more)
+                reasons.append(edited_reason(diffs))
     if not reasons:
         v.status = VERIFIED
     return v

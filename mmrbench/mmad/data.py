@@ -183,10 +183,12 @@ def load_mmad(root: str | os.PathLike, *, images_root: str | os.PathLike | None 
     ``images_root`` (default: the folder of the JSON file, as in MMAD's release)."""
     jp = find_json(root)
     raw = jp.read_bytes()
+    from mmrbench.errors import InputError
+    from mmrbench.validation import loads_json
     try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MMADFormatError(f"{jp}: not valid JSON ({exc})") from None
+        obj = loads_json(raw, str(jp))  # bad UTF-8, NaN, deep nesting: one line
+    except InputError as exc:
+        raise MMADFormatError(str(exc)) from None
     images = parse_mmad(obj, jp)
     base = Path(images_root) if images_root is not None else jp.parent
     data = MMADData(json_path=jp, root=base, sha256=hashlib.sha256(raw).hexdigest(), images=images)

@@ -18,7 +18,6 @@ message, as the Gemini script builds its request.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,13 +104,9 @@ class DomainKnowledge:
 
 def load_domain_knowledge(path: str | os.PathLike) -> DomainKnowledge:
     """``domain_knowledge.json`` as MMAD released it: dataset -> category -> {key: text}."""
+    from mmrbench.validation import read_json_file
     p = Path(path)
-    try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MMRBenchError(f"domain knowledge file not found: {p}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MMRBenchError(f"{p}: not valid JSON ({exc})") from None
+    obj = read_json_file(p, "domain knowledge file")
     if not isinstance(obj, dict):
         raise MMRBenchError(f"{p}: field '<top level>': must map dataset -> category -> texts")
     for ds, cats in obj.items():

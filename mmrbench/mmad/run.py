@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,15 +21,11 @@ from mmrbench.mmad.data import MMADData, load_mmad
 from mmrbench.mmad.prompts import load_domain_knowledge
 from mmrbench.mmad.scoring import MMADReport
 from mmrbench.mmad.task import MMADQuery, MMADTask
-from mmrbench.predictions import Prediction, PredictionWriter
+from mmrbench.dispatch import dispatch_threads
+from mmrbench.predictions import Prediction, PredictionWriter, load_latest
 from mmrbench.rundir import RunLock, atomic_write_json, prepare_run_dir
 
 PREDICTIONS, RESULT, RUN = "predictions.jsonl", "result.json", "run.json"
-
-
-def _load_latest(path: Path) -> dict[str, Prediction]:
-    from mmrbench.runner import load_latest  # read-only use of the runner's resume reader
-    return load_latest(path)
 
 
 def _model(model: Any, *, base_url: str | None, retry: Any):
@@ -47,7 +42,7 @@ def _model(model: Any, *, base_url: str | None, retry: Any):
 
 
 def _answer(model: Any, task: MMADTask, q: MMADQuery, config: Any, convention: str) -> Prediction:
-    from mmrbench.runner import prediction_from_response
+    from mmrbench.dispatch import prediction_from_response
     try:
         req = task.build_request(q, config)
     except MMRBenchError as exc:
@@ -87,7 +82,7 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
     """The run itself, under the run folder's lock (the same guarantees as ``mmrbench eval``: one
     writer, no writes through links, lines tagged with their run, atomic result files)."""
     from mmrbench.provenance import now_iso
-    from mmrbench.runner import check_origin, run_tag, summarize
+    from mmrbench.runinfo import check_origin, run_tag, summarize
 
     api, card_json, config = _model(model, base_url=base_url, retry=retry)
     convention = getattr(api, "convention", None) or card_json.get("convention") or "pixel"
@@ -106,7 +101,7 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
                               f"this folder; use another --out to start a new run")
     pred_path = o / PREDICTIONS
     tag = run_tag(fp)
-    existing = _load_latest(pred_path)
+    existing = load_latest(pred_path)
     check_origin(pred_path, existing, tag)
     todo = [q for q in queries if q.id not in existing or existing[q.id].status == "error"]
     run_info = {"fingerprint": fp, "run_tag": tag, "model": card_json, "started": now_iso(),
@@ -124,13 +119,8 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
                 existing[pred.id] = pred
                 bar.update(1)
 
-            if k == 1:
-                for q in todo:
-                    record(_answer(api, task, q, config, convention))
-            else:
-                with ThreadPoolExecutor(max_workers=k) as pool:
-                    for pred in pool.map(lambda q: _answer(api, task, q, config, convention), todo):
-                        record(pred)
+            # the runner's dispatch: bounded daemon threads, a provider bug becomes an error line
+            dispatch_threads(todo, lambda q: _answer(api, task, q, config, convention), record, k, convention, tag)
     finally:
         bar.close()
         try:
@@ -238,20 +228,19 @@ def merge_mmad_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLik
     queries = task.select()
     preds: dict[str, Prediction] = {}
     for d in run_dirs:
-        preds.update(_load_latest(Path(d) / PREDICTIONS))
-    from mmrbench.runner import run_tag, summarize
+        preds.update(load_latest(Path(d) / PREDICTIONS))
+    from mmrbench.runinfo import run_tag, summarize
     o = prepare_run_dir(out)
-    lock = RunLock(o).acquire()
     order = {q.id: i for i, q in enumerate(queries)}
     merged_fp = {**base, "shard": None}
     tag = run_tag(merged_fp)
     preds = {sid: dataclasses.replace(p, run=tag) for sid, p in preds.items() if sid in order}
-    write_predictions(o / PREDICTIONS, sorted(preds.values(), key=lambda p: order[p.id]))
-    atomic_write_json(o / RUN, {"fingerprint": merged_fp, "run_tag": tag, "merged_from": [str(d) for d in run_dirs],
-                                "state": "complete"})
     report = task.score(queries, preds)
     card_json = cards[0] or {k: base.get(k) for k in ("provider", "model_id", "sampling")}
-    _write_result(o, task, data, queries, preds, card_json, report, limit=None, shard=None, shards=sorted(shards))
-    lock.release()
+    with RunLock(o):
+        write_predictions(o / PREDICTIONS, sorted(preds.values(), key=lambda p: order[p.id]))
+        _write_result(o, task, data, queries, preds, card_json, report, limit=None, shard=None, shards=sorted(shards))
+        atomic_write_json(o / RUN, {"fingerprint": merged_fp, "run_tag": tag,
+                                    "merged_from": [str(d) for d in run_dirs], "state": "complete"})  # last
     report.run_summary = summarize(queries, preds)
     return report

@@ -23,7 +23,6 @@ Two modes for answers that carry no letter (unparseable text, an error, no answe
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,11 +191,7 @@ def records_from_mmad_answers(entries: Any, where: str = "<answers>") -> list[An
 
 
 def score_mmad_answers_file(path: str | os.PathLike, mode: str = "mmad-compatible") -> MMADReport:
+    from mmrbench.validation import read_json_file
     p = Path(path)
-    try:
-        entries = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MMRBenchError(f"answers file not found: {p}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MMRBenchError(f"{p}: not valid JSON ({exc})") from None
+    entries = read_json_file(p, "answers file")
     return score_records(records_from_mmad_answers(entries, str(p)), mode)
