@@ -94,3 +94,18 @@ def bytes_index(manifest_path: Path) -> dict[str, Sample]:
     """sha256 of the query file's bytes -> sample (the runner sends unmodified files as they are)."""
     m = read_manifest(manifest_path)
     return {hashlib.sha256(m.resolve(s.image).read_bytes()).hexdigest(): s for s in m.samples if s.split == "test"}
+
+
+def copy_categories(src_manifest: Path, categories, out: Path) -> Path:
+    """Copy the samples of some categories (their manifest lines and files) into ``out``, so a test may
+    modify or re-run them; returns the new manifest path."""
+    import shutil
+    src = read_manifest(src_manifest)
+    keep = [s for s in src.samples if s.category in set(categories)]
+    for s in keep:
+        for rel in (s.image, s.reference, s.mask):
+            if rel:
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src.resolve(rel), out / rel)
+    write_manifest(out / "manifest.jsonl", keep)
+    return out / "manifest.jsonl"

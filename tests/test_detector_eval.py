@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from runner_data import copy_categories
+
 from mmrbench.baselines.evaluate import evaluate_detector, split_holdout
 from mmrbench.baselines.recipes import DEFAULTS, read_toml, recipe_path, resolve_recipe
 from mmrbench.data.manifest import read_manifest, write_manifest
@@ -20,16 +22,7 @@ FAST = {"model": {"image_size": 64, "blur_sigma": 1.0}, "boxes": {"min_area": 4}
 @pytest.fixture(scope="module")
 def slice_manifest(synth_small, tmp_path_factory):
     """Copy two categories (files and manifest lines) so tests may modify them."""
-    src = read_manifest(synth_small)
-    out = tmp_path_factory.mktemp("slice")
-    keep = [s for s in src.samples if s.category in CATS]
-    for s in keep:
-        for rel in (s.image, s.reference, s.mask):
-            if rel:
-                (out / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src.resolve(rel), out / rel)
-    write_manifest(out / "manifest.jsonl", keep)
-    return out / "manifest.jsonl"
+    return copy_categories(synth_small, CATS, tmp_path_factory.mktemp("slice"))
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,11 @@ import pytest
 from PIL import Image
 
 from fake_openai_server import FakeOpenAIServer, Reply
-from runner_data import answer_for, make_tiny_manifest
+from runner_data import answer_for, copy_categories, make_tiny_manifest
 
 from mmrbench.cli import main
 from mmrbench.exitcodes import EXIT_INCOMPLETE, EXIT_USAGE
-from mmrbench.data.manifest import read_manifest, write_manifest
+from mmrbench.data.manifest import read_manifest
 from mmrbench.predictions import Prediction, read_predictions, write_predictions
 from mmrbench.results import read_result
 
@@ -94,15 +94,8 @@ def test_01_second_concurrent_eval_fails_at_once_naming_the_holder(manifest, tmp
 # -- 2. kill -9 during a detector re-run --------------------------------------------------------
 @pytest.mark.slow
 def test_02_killed_detector_rerun_leaves_previous_run_intact(synth_small, tmp_path):
-    src = read_manifest(synth_small)
-    keep = [s for s in src.samples if s.category in ("carpet",)]
     data = tmp_path / "data"
-    for s in keep:
-        for rel in (s.image, s.reference, s.mask):
-            if rel:
-                (data / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src.resolve(rel), data / rel)
-    write_manifest(data / "manifest.jsonl", keep)
+    copy_categories(synth_small, ("carpet",), data)
     recipe = tmp_path / "fast.toml"
     recipe.write_text('method = "padim"\npixel_auroc_size = 32\n[model]\nimage_size = 64\nblur_sigma = 1.0\nd = 40\n'
                       '[boxes]\nmin_area = 4\n')
