@@ -287,6 +287,25 @@ def test_dry_run_estimates_without_sending_or_writing(tmp_path, capsys):
     assert "output tokens <= 256" in out and "at most" in out and "USD" in out
 
 
+def _kw_and_images(model, req):
+    raw: list = []
+    messages, _ = model.build_messages(req, raw)
+    return model.request_kwargs(req, messages), raw
+
+
+def test_fast_base64_is_byte_identical_to_the_stdlib(monkeypatch):
+    import base64
+    import os
+
+    from mmrbench.adapters import image_encoding
+    for n in (0, 1, 2, 3, 4, 5, 57, 1 << 16, (1 << 20) + 1):
+        data = os.urandom(n)
+        assert image_encoding.b64encode(data) == base64.b64encode(data)
+    monkeypatch.setattr(image_encoding, "_fast_b64", None)  # without pybase64: the stdlib
+    assert image_encoding.b64encode(b"\x00\xff") == b"AP8="
+    assert image_encoding.data_url_bytes(b"\x89PNG", "image/png") == (b"data:image/png;base64,", b"iVBORw==")
+
+
 def test_assembled_body_is_the_json_the_sdk_would_send(tmp_path):
     m = _manifest(tmp_path / "d", n=1)
     from mmrbench.data.manifest import read_manifest
@@ -303,4 +322,7 @@ def test_assembled_body_is_the_json_the_sdk_would_send(tmp_path):
     assert a.text == b.text == "<answer>No.</answer>" and a.image_sizes == b.image_sizes
     assert fast.body == sdk.body and fast.body["top_k"] == 3
     assert fast.headers["content-type"] == "application/json"
+    # sent as pieces, but as one body of declared length: never chunked (some gateways refuse chunked bodies)
+    assert "transfer-encoding" not in fast.headers and int(fast.headers["content-length"]) == len(fast.raw) > 1000
+    assert fast.raw == OpenAIModel.encode_body(*_kw_and_images(model, req))
     assert fast.images[1][1] == (man.root / man.samples[0].image).read_bytes()

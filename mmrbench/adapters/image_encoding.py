@@ -103,14 +103,39 @@ def prepare(image: Image.Image, prep: ImagePrep, source_file: str | None = None)
     return buf.getvalue(), mime, im.size
 
 
+def b64encode(data: bytes) -> bytes:
+    """Standard base64 (RFC 4648, with padding), through ``pybase64`` when installed (the ``api``
+    extra).
+
+    Why not only :func:`base64.b64encode`: at real image sizes it is the largest CPU cost of a request
+    (about 4 ms for a 3 MB PNG) and it holds the GIL, so at 64 requests/s it alone fills a third of
+    the one interpreter every request thread shares. ``pybase64``'s SIMD encoder is 40x faster and
+    releases the GIL. The output is byte-identical (tested), so the fallback only costs time.
+    """
+    if _fast_b64 is not None:
+        return _fast_b64(data)
+    return base64.b64encode(data)
+
+
+def _load_fast_b64() -> Callable[[bytes], bytes] | None:
+    try:
+        import pybase64
+    except ImportError:
+        return None
+    return pybase64.b64encode
+
+
+_fast_b64 = _load_fast_b64()
+
+
 def data_url(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
+    return f"data:{mime};base64," + b64encode(data).decode("ascii")
 
 
 def data_url_bytes(data: bytes, mime: str) -> tuple[bytes, bytes]:
     """:func:`data_url` as two ASCII pieces, ``(b"data:MIME;base64,", base64)``: what goes on the
     wire, without a str round trip or a copy of megabytes to prepend a prefix."""
-    return b"data:" + mime.encode("ascii") + b";base64,", base64.b64encode(data)
+    return b"data:" + mime.encode("ascii") + b";base64,", b64encode(data)
 
 
 # -- the pass-through path ---------------------------------------------------------------------------
