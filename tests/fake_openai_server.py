@@ -159,7 +159,11 @@ class FakeOpenAIServer:
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
+                if server.record:
+                    raw = self.rfile.read(length) if length else b""
+                else:
+                    raw = b""
+                    self._discard(length)
                 if server.rate_limit and not server._admit():
                     wait = 1.0 / server.rate_limit
                     self._send(429, b'{"error": {"message": "rate limit reached", "type": "requests"}}',
@@ -200,6 +204,18 @@ class FakeOpenAIServer:
                         self._send(200, json.dumps(server.completion(reply, body)).encode(), reply.headers)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout): nothing to answer
+
+            def _discard(self, length: int) -> None:
+                # into one reused buffer per connection: a fresh 8 MB bytes per request costs page
+                # faults and zeroing that a native server does not pay
+                buf = getattr(self, "_sink", None)
+                if buf is None:
+                    buf = self._sink = memoryview(bytearray(1 << 20))
+                while length > 0:
+                    n = self.rfile.readinto(buf[:min(length, len(buf))])
+                    if not n:
+                        return
+                    length -= n
 
             def _send(self, status: int, payload: bytes, headers: dict | None = None,
                       ctype: str = "application/json"):
