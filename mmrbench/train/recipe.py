@@ -70,6 +70,10 @@ class SFTSection:
     max_length: int = 4096
     save_steps: int = 0                         # 0 = at the end only
     seed: int = 0
+    # auxiliary per-token defect loss on the query's image tokens (mmrbench/train/token_loss.py; not in
+    # the paper): its weight (0 = off) and after how many decoder layers it reads (0 = the last)
+    token_loss_weight: float = 0.0
+    token_loss_layer: int = 0
 
 
 @dataclass
@@ -209,6 +213,7 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("train", "max_prompt_tokens"): (1, 10_000_000, True, True), ("train", "max_length"): (1, 10_000_000, True, True),
     ("train", "group_size"): (1, 4096, True, True), ("train", "prompt_batch"): (1, 1_000_000, True, True),
     ("train", "mini_batch"): (1, 1_000_000, True, True), ("train", "batch_size"): (1, 1_000_000, True, True),
+    ("train", "token_loss_weight"): (0, 1e6, True, True), ("train", "token_loss_layer"): (0, 1000, True, True),
 }
 
 

@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,14 +35,19 @@ class SFTResult:
     policy: Policy
 
 
-def sft_loss_sum(policy: Policy, batch: dict) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over label tokens and their count (no averaging: the caller normalises)."""
+def sft_loss_sum(policy: Policy, batch: dict, aux: Any = None) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over label tokens and their count (no averaging: the caller normalises).
+
+    ``aux(outputs)``, when given, is called with the model's outputs (hidden states included) and
+    returns an extra loss term (the per-token defect loss)."""
     labels = batch.pop("labels")
-    out = policy.model(**batch, use_cache=False)
+    out = policy.model(**batch, use_cache=False, output_hidden_states=aux is not None)
     logits = out.logits[:, :-1, :].float()
     tgt = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                              ignore_index=IGNORE_INDEX, reduction="sum")
+    if aux is not None:
+        aux.last = aux(out)
     return loss, int((tgt != IGNORE_INDEX).sum())
 
 
@@ -54,22 +60,54 @@ def batch_order(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     return perm[k * batch_size:(k + 1) * batch_size]
 
 
-def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_length: int | None) -> tuple[float, int]:
-    """Forward/backward of this rank's share; gradients summed over ranks. Returns (loss, tokens)."""
+class _TokenLoss:
+    """Per-micro-batch closure for :mod:`mmrbench.train.token_loss` (keeps the last value)."""
+
+    def __init__(self, policy: Policy, queries: list, layer: int, yes_no: tuple[int, int]):
+        self.policy, self.queries, self.layer, self.yes_no = policy, queries, layer, yes_no
+        self.last: torch.Tensor | None = None
+
+    def __call__(self, out: Any) -> torch.Tensor:
+        from mmrbench.train.token_loss import token_loss
+        return token_loss(self.policy.model, out.hidden_states, self.layer, self.queries, self.yes_no)
+
+
+def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_length: int | None,
+               token_weight: float = 0.0, token_layer: int = 0) -> tuple[float, int, float | None]:
+    """Forward/backward of this rank's share; gradients summed over ranks. Returns (loss, tokens,
+    token loss or None): ``token_weight`` > 0 adds that times the per-token defect loss
+    (:mod:`mmrbench.train.token_loss`), averaged over this rank's micro-batches."""
     local_tokens = 0
     batches = []
     for i in range(0, len(examples), micro):
         b = sft_batch(policy.processor, examples[i:i + micro], max_length)
         local_tokens += int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
-        batches.append(b)
+        batches.append((examples[i:i + micro], b))
     total_tokens = all_reduce_sum(local_tokens, dist, policy.device)
     loss_sum = 0.0
-    for b in batches:
-        loss, _ = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype))
-        (loss / max(total_tokens, 1.0)).backward()
+    aux_sum = 0.0
+    yes_no = None
+    if token_weight > 0:
+        from mmrbench.train.token_loss import yes_no_ids
+        yes_no = yes_no_ids(policy.tokenizer)
+    for chunk, b in batches:
+        aux = None
+        if yes_no is not None:
+            from mmrbench.train.token_loss import query_tokens
+            cfg = policy.model.config
+            merge = int(getattr(getattr(policy.processor, "image_processor", None), "merge_size", 2) or 2)
+            queries = query_tokens(b["input_ids"], b["image_grid_thw"], chunk, int(cfg.image_token_id), merge)
+            aux = _TokenLoss(policy, queries, token_layer, yes_no)
+        loss, _ = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype), aux)
+        total = loss / max(total_tokens, 1.0)
+        if aux is not None and aux.last is not None:
+            total = total + token_weight * aux.last / len(batches)
+            aux_sum += float(aux.last.detach()) / len(batches)
+        total.backward()
         loss_sum += float(loss.detach())
     all_reduce_grads(policy.trainable_parameters(), dist)
-    return all_reduce_sum(loss_sum, dist, policy.device) / max(total_tokens, 1.0), int(total_tokens)
+    return (all_reduce_sum(loss_sum, dist, policy.device) / max(total_tokens, 1.0), int(total_tokens),
+            aux_sum if yes_no is not None else None)
 
 
 def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, resume: bool = True,
@@ -107,13 +145,16 @@ def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, re
         idx = shard(batch_order(n, cfg.batch_size, step, cfg.seed), dist)
         examples = [builder.example(i) for i in idx]
         opt.zero_grad(set_to_none=True)
-        loss, tokens = train_step(policy, examples, dist, micro, cfg.max_length)
+        loss, tokens, tok_loss = train_step(policy, examples, dist, micro, cfg.max_length,
+                                            cfg.token_loss_weight, cfg.token_loss_layer)
         gn = torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
         lr = sched.get_last_lr()[0]
         opt.step()
         sched.step()
         rec = {"step": step + 1, "epoch": (step + 1) / per_epoch, "loss": loss, "lr": lr, "tokens": tokens,
                "grad_norm": float(gn) if gn is not None else None, "time_s": round(time.perf_counter() - t0, 4)}
+        if tok_loss is not None:
+            rec["token_loss"] = tok_loss
         logger.write(rec)
         bar.set_postfix(loss=f"{loss:.4f}")
         done = step + 1

@@ -1,0 +1,75 @@
+"""The auxiliary per-token defect loss (``sft.token_loss_weight``): targets by hand, the query's tokens
+found in a real processor batch, and an SFT run that logs it and moves it."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from mmrbench.data.schema import Box  # noqa: E402
+from mmrbench.errors import ConfigError  # noqa: E402
+from mmrbench.train.token_loss import cell_targets, image_runs, query_tokens  # noqa: E402
+
+
+def test_cell_targets_by_hand():
+    # a 4x4 grid of 8-px cells over a 32-px image
+    t = cell_targets((4, 4), (32, 32), [(8, 8, 16, 16)]).view(4, 4)
+    assert t.sum() == 1 and t[1, 1] == 1  # [8, 16) is exactly cell 1: the right/bottom edge is exclusive
+    t = cell_targets((4, 4), (32, 32), [(7, 7, 9, 9)]).view(4, 4)
+    assert t.sum() == 4 and t[:2, :2].sum() == 4  # straddles the corner of four cells
+    assert cell_targets((4, 4), (32, 32), [(0, 0, 32, 32)]).sum() == 16
+    assert cell_targets((4, 4), (32, 32), []).sum() == 0
+    # a non-square grid: 2 rows x 4 columns over 64 x 16 px; a box in the last column, bottom row
+    t = cell_targets((2, 4), (64, 16), [(50, 9, 60, 15)]).view(2, 4)
+    assert t.sum() == 1 and t[1, 3] == 1
+
+
+def test_image_runs_and_query_tokens():
+    img = 9
+    ids = torch.tensor([[1, img, img, img, img, 2, img, img, img, img, 3],
+                        [1, 5, img, img, img, img, 2, 0, 0, 0, 0]])
+    runs = image_runs(ids[0], img)
+    assert [r.tolist() for r in runs] == [[1, 2, 3, 4], [6, 7, 8, 9]]
+    grid = torch.tensor([[1, 4, 4], [1, 4, 4], [1, 4, 4]])  # three images of 2x2 merged tokens (merge 2)
+
+    def ex(boxes):
+        return SimpleNamespace(image_size=(64, 64), sent_size=(32, 32), sample=SimpleNamespace(boxes=boxes))
+
+    # row 0: reference then query (box in the query's top-right quarter, original frame); row 1: one image
+    q = query_tokens(ids, grid, [ex([Box(40, 0, 64, 30, "hole")]), ex([])], img, merge=2)
+    assert [x.row for x in q] == [0, 1]
+    assert q[0].positions.tolist() == [6, 7, 8, 9] and q[0].targets.tolist() == [0, 1, 0, 0]
+    assert q[1].positions.tolist() == [2, 3, 4, 5] and q[1].targets.tolist() == [0, 0, 0, 0]
+    with pytest.raises(ConfigError, match="query image of row 0"):
+        query_tokens(ids, torch.tensor([[1, 4, 6], [1, 4, 4], [1, 4, 4]]), [ex([]), ex([])], img, merge=1)
+
+
+def test_sft_with_token_loss_logs_and_lowers_it(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from mmrbench.testing.tiny_qwen import tiny_qwen25vl_dir
+    from mmrbench.train.recipe import load_recipe
+    from mmrbench.train.sft import run_sft
+    from train_toydata import write_toy_manifest
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tiny = tiny_qwen25vl_dir(tmp_path / "cache")
+        toy = write_toy_manifest(tmp_path / "toy", n=4)
+        r = load_recipe(None, "sft", {"model.base": str(tiny), "data.manifest": str(toy), "sft.max_steps": 12,
+                                      "sft.batch_size": 4, "sft.lr": 2e-2, "sft.warmup_ratio": 0.0,
+                                      "sft.token_loss_weight": 5.0})
+        run_sft(r, tmp_path / "out", progress=False)
+    finally:
+        torch.set_num_threads(n)
+    log = [json.loads(line) for line in (tmp_path / "out" / "sft_log.jsonl").read_text().splitlines()]
+    losses = [rec["token_loss"] for rec in log]
+    assert len(losses) == 12 and all(v > 0 for v in losses)
+    # the same four images every step: the balanced loss must come down from chance (ln 2 = 0.69)
+    assert min(losses[-3:]) < 0.9 * losses[0]
+    with pytest.raises(ConfigError, match="token_loss_weight"):
+        load_recipe(None, "sft", {"sft.token_loss_weight": -1.0})
