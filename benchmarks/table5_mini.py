@@ -180,9 +180,39 @@ def render(table: dict[str, dict[int, dict]], majority: float, seeds: list[int])
         loc = [per[s]["loc"] for s in seeds if s in per]
         seeds_txt = "  ".join(f"s{s}:{100 * per[s]['det']:.1f}/{100 * per[s]['loc']:.1f}" for s in seeds if s in per)
         lines.append(f"{row.label:<26} {fmt(det):>14} {fmt(loc):>14}  {seeds_txt}")
+    full, sft = table.get(ROWS[0].label, {}), table.get("w/o RL", {})
+    paired = [s for s in seeds if s in full and s in sft]
+    if paired:
+        # GRPO's effect over its own cold start, seed by seed (the same SFT adapter under both rows)
+        d_det = [full[s]["det"] - sft[s]["det"] for s in paired]
+        d_loc = [full[s]["loc"] - sft[s]["loc"] for s in paired]
+        lines.append(f"{'GRPO - SFT (paired)':<26} {fmt(d_det):>14} {fmt(d_loc):>14}  over seeds {paired}")
     lines.append(f"majority-class detection rate: {100 * majority:.1f} %; intervals: mean ± 95 % t-interval over "
                  f"{len(seeds)} seed(s) (none with one seed)")
     return "\n".join(lines)
+
+
+def combine(dirs: list[Path]) -> int:
+    """Print one table from several runs' ``table5.json`` (seeds run in parallel processes): they must
+    share the held-out split; a seed may come from one run only."""
+    table: dict[str, dict[int, dict]] = {}
+    seeds: list[int] = []
+    data = None
+    for d in dirs:
+        t = json.loads((d / "table5.json").read_text())
+        if data is not None and t["data"] != data:
+            raise SystemExit(f"{d}: another data split than {dirs[0]} ({t['data']} vs {data})")
+        data = t["data"]
+        for s in t["seeds"]:
+            if s in seeds:
+                raise SystemExit(f"{d}: seed {s} is in two of the runs")
+            seeds.append(s)
+        for label, per in t["rows"].items():
+            for s, m in per.items():
+                table.setdefault(label, {})[int(s)] = m
+    assert data is not None
+    print(render(table, data["majority_rate"], sorted(seeds)))
+    return 0
 
 
 def main(argv=None) -> int:
@@ -195,9 +225,13 @@ def main(argv=None) -> int:
                     help="do not start another seed when the time per seed so far says it would end past this "
                          "many minutes (0 = no limit); the table then has the seeds that finished")
     ap.add_argument("--rows", default="", help="comma-separated recipe names to run (default: all seven rows)")
+    ap.add_argument("--combine", default="", metavar="DIR,DIR",
+                    help="only print the table of earlier runs' --out folders together (seeds run in parallel)")
     for k, v in FULL.items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=None, help=f"default {v} ({QUICK[k]} with --quick)")
     a = ap.parse_args(argv)
+    if a.combine:
+        return combine([Path(d) for d in a.combine.split(",") if d])
     for k, v in (QUICK if a.quick else FULL).items():
         if getattr(a, k) is None:
             setattr(a, k, v)

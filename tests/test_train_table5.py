@@ -78,3 +78,27 @@ def test_quick_mode_end_to_end(tmp_path, capsys):
     assert rec["grpo"]["init_adapter"] == ""
     rec = json.loads((tmp_path / "seed0/answer-only-grpo/grpo_recipe.json").read_text())
     assert rec["data"]["answer_only"] is True and rec["grpo"]["init_adapter"].endswith("answer-only-sft")
+
+
+def test_combine_merges_parallel_runs_and_pairs_grpo_with_its_sft(tmp_path, capsys):
+    t5 = load_script()
+    data = {"train": 10, "eval": 4, "majority_rate": 0.5}
+
+    def run(name, seeds, full, sft):
+        d = tmp_path / name
+        d.mkdir()
+        rows = {"Anomaly-R1 (full)": {str(s): {"det": f, "loc": 0.0} for s, f in zip(seeds, full)},
+                "w/o RL": {str(s): {"det": f, "loc": 0.0} for s, f in zip(seeds, sft)}}
+        (d / "table5.json").write_text(json.dumps({"data": data, "seeds": seeds, "rows": rows}))
+        return d
+
+    a = run("a", [0, 2], [0.7, 0.8], [0.6, 0.7])
+    b = run("b", [1], [0.75], [0.75])
+    assert t5.main(["--combine", f"{a},{b}"]) == 0
+    out = capsys.readouterr().out
+    # full 0.7, 0.75, 0.8: mean 75.0, sd 5 points, half-width 4.303 * 5 / sqrt 3 = 12.4
+    assert "Anomaly-R1 (full)" in out and " 75.0 ± 12.4" in out and "s0:70.0/0.0  s1:75.0/0.0  s2:80.0/0.0" in out
+    # paired differences 10, 0, 10 points: mean 6.7, sd 5.77, half-width 14.3
+    assert "GRPO - SFT (paired)" in out and "  6.7 ± 14.3" in out and "over seeds [0, 1, 2]" in out
+    with pytest.raises(SystemExit, match="seed 0 is in two"):
+        t5.main(["--combine", f"{a},{a}"])
