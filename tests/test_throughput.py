@@ -326,3 +326,32 @@ def test_assembled_body_is_the_json_the_sdk_would_send(tmp_path):
     assert "transfer-encoding" not in fast.headers and int(fast.headers["content-length"]) == len(fast.raw) > 1000
     assert fast.raw == OpenAIModel.encode_body(*_kw_and_images(model, req))
     assert fast.images[1][1] == (man.root / man.samples[0].image).read_bytes()
+
+
+def test_wide_concurrency_spreads_threads_over_sdk_clients_of_16_connections(tmp_path):
+    import threading
+
+    with FakeOpenAIServer(lambda r: Reply("<answer>No.</answer>")) as srv:
+        model = OpenAIModel("m", base_url=srv.base_url, concurrency=40, retry=FAST)
+        assert len(model._clients) == 3  # ceil(40 / 16)
+        seen: list = []
+
+        def worker():
+            first = model._http()
+            assert model._http() is first  # a thread keeps to its client
+            seen.append(first)
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert {id(c) for c in seen} == {id(c) for c in model._clients}
+        assert sorted(seen.count(c) for c in model._clients) == [2, 2, 2]
+        [r] = model.generate([Request("q", [Message("user", [TextPart("hi")])])])
+        assert r.status == "ok" and len(srv.requests) == 1
+        model.close()
+        assert all(c.is_closed() for c in model._clients)
+        narrow = OpenAIModel("m", base_url=srv.base_url, concurrency=8, retry=FAST)
+        assert len(narrow._clients) == 1
+        narrow.close()
