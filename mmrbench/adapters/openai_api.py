@@ -16,12 +16,13 @@ import itertools
 import os
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart, as_status,
                                     Usage)
 from mmrbench.adapters.image_encoding import ImagePrep, cached_prepare, data_url_bytes
+from mmrbench.adapters.openai_body import body_pieces, encode_body, placeholder
 from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after
 from mmrbench.adapters.server_errors import redact_url, request_url, safe_url, scrub, short_error, status_error_text
 from mmrbench.errors import ConfigError, require
@@ -137,8 +138,8 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         """Chat messages in the OpenAI wire format plus the (width, height) of each image sent.
 
         With ``raw_images`` (a list to fill), each image URL in the messages is a placeholder
-        (:func:`_placeholder`) and the data URL itself, as bytes, is appended to the list: the body
-        is then assembled by :meth:`encode_body` without JSON-escaping megabytes of base64."""
+        (:func:`~mmrbench.adapters.openai_body.placeholder`) and the data URL itself, as bytes, is appended to the list: the body
+        is then assembled by :func:`~mmrbench.adapters.openai_body.body_pieces`."""
         out: list[dict] = []
         sizes: list[list[int]] = []
         for m in request.messages:
@@ -154,7 +155,7 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
                     url, _mime, size = cached_prepare(p, self.image_prep, self.image_cache, data_url_bytes)
                     sizes.append([int(size[0]), int(size[1])])
                     if raw_images is not None:
-                        image_url: dict[str, Any] = {"url": _placeholder(len(raw_images))}
+                        image_url: dict[str, Any] = {"url": placeholder(len(raw_images))}
                         raw_images.append(url)
                     else:
                         image_url = {"url": (url[0] + url[1]).decode("ascii")}
@@ -166,35 +167,7 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             out.append({"role": m.role, "content": parts})
         return out, sizes
 
-    @staticmethod
-    def encode_body(kw: dict[str, Any], raw_images: Sequence[tuple[bytes, bytes]]) -> bytes:
-        """The chat-completions JSON body as bytes (see :meth:`body_pieces`)."""
-        return b"".join(OpenAIModel.body_pieces(kw, raw_images))
-
-    @staticmethod
-    def body_pieces(kw: dict[str, Any], raw_images: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        """The chat-completions JSON body as pieces whose concatenation is the body: the small skeleton
-        through ``json.dumps``, each image's data URL spliced in as it is (base64 and the ``data:``
-        prefix need no JSON escaping). ``extra_body`` is merged at the top level, as the SDK does.
-
-        Pieces rather than one ``bytes``: joining them copies 8 MB per request at 1,024 px while
-        holding the GIL; the HTTP client writes each piece to the socket as it is."""
-        import json
-        body = {k: v for k, v in kw.items() if k != "extra_body"}
-        body.update(kw.get("extra_body") or {})
-        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        if not raw_images:
-            return [text]
-        pieces: list[bytes] = []
-        rest = text
-        for i, url in enumerate(raw_images):
-            mark = json.dumps(_placeholder(i)).encode("ascii")
-            head, sep, rest = rest.partition(mark)
-            if not sep:  # pragma: no cover - the skeleton always holds every placeholder once
-                raise RuntimeError("image placeholder lost while encoding the request")
-            pieces += [head, b'"', *url, b'"']
-        pieces.append(rest)
-        return _coalesce(pieces)
+    encode_body, body_pieces = staticmethod(encode_body), staticmethod(body_pieces)  # see openai_body
 
     def request_kwargs(self, request: Request, messages: list[dict]) -> dict[str, Any]:
         cfg: GenerationConfig = request.config
@@ -360,7 +333,7 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
                 close()
 
 
-#: how long a server's explanation may be in a prediction's error
+#: model names whose servers resize images themselves (Qwen-VL family: smart_resize)
 _SERVER_RESIZING = ("qwen2-vl", "qwen2.5-vl", "qwen2_5_vl", "qwen2_vl", "qvq", "qwen-vl", "qwen3-vl")
 
 
@@ -396,29 +369,6 @@ def _raw_body_keyword(client: Any, openai: Any) -> str | None:
         return None
     # older SDKs (1.x) JSON-encode whatever ``body`` holds: they keep the plain create() path
     return "content" if "content" in params else None
-
-
-def _coalesce(pieces: list[bytes], small: int = 1 << 16) -> list[bytes]:
-    """Runs of small pieces joined into one: every piece is a write to the socket (a GIL release
-    and a context switch when many requests are in flight), and copying a few KB costs less."""
-    out: list[bytes] = []
-    run: list[bytes] = []
-    for p in pieces:
-        if len(p) < small:
-            run.append(p)
-            continue
-        if run:
-            out.append(b"".join(run))
-            run = []
-        out.append(p)
-    if run:
-        out.append(b"".join(run))
-    return [p for p in out if p]
-
-
-def _placeholder(i: int) -> str:
-    # a control character cannot come from a prompt's text unescaped, so the marker is unambiguous
-    return f"\x00mmrbench-image-{i}\x00"
 
 
 def _reasoning_of(completion: Any) -> str:
