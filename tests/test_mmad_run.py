@@ -229,3 +229,26 @@ def test_result_records_the_estimated_cost_from_usage_and_card_prices(release, t
     assert res["usage"] == {"requests": n, "prompt_tokens": 1000 * n, "completion_tokens": 20 * n}
     assert res["cost"]["usd"] == pytest.approx(n * (1000 * 2.5 + 20 * 10.0) / 1e6)
     assert res["cost"]["estimated"] is True
+
+
+def test_remote_providers_get_the_files_own_bytes_without_a_decode(release, tmp_path, monkeypatch):
+    """Like the MMR-AD runner: an API provider sends each image file as it is on disk (no pixel decoded:
+    the size comes from the header), and the 1-shot template, shared by every query of its image, is
+    marked shared (the provider's encoded-image cache keeps it)."""
+    import mmrbench.vision.images as images
+
+    def no_decode(*a, **k):
+        raise AssertionError("an image was decoded for a remote provider")
+
+    monkeypatch.setattr(images, "load_rgb", no_decode)
+    data = load_mmad(release)
+    task = MMADTask(data, shots=1)
+    q0 = task.select(limit=1)[0]
+    tmpl, query = task.build_request(q0, decode=False).messages[0].parts[:2]
+    assert tmpl.shared and not query.shared and tmpl.size is not None and tmpl._image is None
+    with FakeOpenAIServer(lambda req: Reply("A")) as srv:
+        evaluate_mmad("openai:gpt-4o", release, tmp_path / "run", base_url=srv.base_url, retry=FAST, limit=1)
+        assert len(srv.requests) == 2
+        for rec in srv.requests:
+            sent = [b for _mime, b in rec.images]
+            assert sent == [(data.root / q0.templates[0]).read_bytes(), (data.root / q0.image.key).read_bytes()]

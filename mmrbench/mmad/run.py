@@ -44,7 +44,8 @@ def _model(model: Any, *, base_url: str | None, retry: Any):
 def _answer(model: Any, task: MMADTask, q: MMADQuery, config: Any, convention: str) -> Prediction:
     from mmrbench.dispatch import prediction_from_response
     try:
-        req = task.build_request(q, config)
+        # remote providers send files as they are; local engines need pixels
+        req = task.build_request(q, config, decode=not getattr(model, "accepts_file_bytes", False))
     except MMRBenchError as exc:
         return Prediction(q.id, None, "error", str(exc), convention=convention)
     try:

@@ -74,14 +74,25 @@ class MMADTask:
             out.extend(MMADQuery(query_id(im, qs), im, qs, tmpl) for qs in group_questions(im, self.ask))
         return out
 
-    def build_request(self, query: MMADQuery, config: GenerationConfig | None = None) -> Request:
-        """Templates, then the query image, then the text (images load here, in the sending worker)."""
+    def build_request(self, query: MMADQuery, config: GenerationConfig | None = None, *,
+                      decode: bool = True) -> Request:
+        """Templates, then the query image, then the text (images load here, in the sending worker).
+
+        ``decode=False`` (remote providers, which send the files' own bytes): no pixel is decoded,
+        the size comes from the header, and the templates, which many queries share, are marked
+        ``shared`` so a provider encodes each once."""
         from mmrbench.vision.images import load_rgb
-        from mmrbench.requests_build import FileImagePart
+        from mmrbench.requests_build import FileImagePart, header_size
 
         root = self.data.root
-        parts: list = [FileImagePart(load_rgb(root / rel, sample_id=query.id), path=rel, file=str(root / rel))
-                       for rel in (*query.templates, query.image.key)]
+        parts: list = []
+        for i, rel in enumerate((*query.templates, query.image.key)):
+            path = root / rel
+            if decode:
+                parts.append(FileImagePart(load_rgb(path, sample_id=query.id), path=rel, file=str(path)))
+            else:
+                parts.append(FileImagePart(None, path=rel, file=str(path), size=header_size(path, sample_id=query.id),
+                                           shared=i < len(query.templates), sample_id=query.id))
         knowledge = self.knowledge.for_image(query.image.dataset, query.image.category) if self.knowledge else None
         parts.append(TextPart(prompt_text(query.questions, shots=len(query.templates), knowledge=knowledge)))
         return Request(query.id, [Message("user", parts)], config or GenerationConfig())
