@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from mmrbench.errors import MMRBenchError
 
@@ -180,9 +180,14 @@ def usage_totals(preds: Any) -> dict[str, int]:
 
 
 class Spend:
-    """The run folder's estimated spend, kept as answers arrive (for --max-cost and run.json)."""
+    """The run folder's estimated spend, kept as answers arrive (for --max-cost and run.json).
 
-    def __init__(self, card: ModelCard, root: Path, variant: str, domain: Any, samples: Sequence[Sample]):
+    An answer with token usage costs what it reports; one without is charged ``estimate_prompt(id)``
+    tokens of input plus the ``max_new_tokens`` bound (never under-counted). The MMR-AD runner
+    estimates a sample's prompt with :func:`estimate_sample`; MMAD passes its own estimator."""
+
+    def __init__(self, card: ModelCard, root: Path | None = None, variant: str = "default", domain: Any = None,
+                 samples: Sequence[Sample] = (), estimate_prompt: Callable[[str], int] | None = None):
         self.prices = card_prices(card)
         self.card, self.root, self.variant, self.domain = card, root, variant, domain
         self.by_id = {s.id: s for s in samples}
@@ -192,6 +197,19 @@ class Spend:
         self.n = 0
         self.prior = 0.0  # the projected cost of one answer before any arrived (the dry-run bound)
         self._sizes: dict = {}
+        self._estimate_prompt = estimate_prompt
+
+    def prompt_tokens(self, sample_id: str) -> int | None:
+        """Estimated prompt tokens of one request, None when unknown (an unreadable image)."""
+        try:
+            if self._estimate_prompt is not None:
+                return self._estimate_prompt(sample_id)
+            if sample_id not in self.by_id:
+                return None
+            return estimate_sample(self.card, self.by_id[sample_id], self.root, self.variant, self.domain,
+                                   self._sizes)[0]
+        except MMRBenchError:  # an unreadable image: its cost is not estimated
+            return None
 
     def of(self, pred: Prediction) -> float:
         if self.prices is None:
@@ -199,13 +217,10 @@ class Spend:
         u = pred.usage if isinstance(pred.usage, dict) else None
         if u is not None:
             return self.prices.cost(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-        if pred.status == "error" or pred.id not in self.by_id:
+        if pred.status == "error":
             return 0.0  # a failed request without usage was not billed
-        try:
-            prompt, _ = estimate_sample(self.card, self.by_id[pred.id], self.root, self.variant, self.domain, self._sizes)
-        except MMRBenchError:  # an unreadable image: its cost is not estimated
-            return 0.0
-        return self.prices.cost(prompt, self.max_new)
+        prompt = self.prompt_tokens(pred.id)
+        return 0.0 if prompt is None else self.prices.cost(prompt, self.max_new)
 
     def add(self, pred: Prediction, this_run: bool = True) -> None:
         c = self.of(pred)
@@ -214,5 +229,28 @@ class Spend:
             self.usd_this_run += c
             self.n += 1
 
+    def replace(self, old: Prediction | None, new: Prediction) -> None:
+        """``new`` supersedes ``old`` for the same id (the latest line wins, as a resume counts it)."""
+        if old is not None:
+            self.usd -= self.of(old)
+        self.add(new)
+
     def mean(self) -> float:
         return self.usd_this_run / self.n if self.n else self.prior
+
+
+class BudgetGuard:
+    """``--max-cost``: stop sending when the spend, plus what the requests in flight will likely cost
+    (this run's mean answer so far), reaches the budget. Answers in flight are still written, so the
+    spend may pass the budget by those."""
+
+    def __init__(self, spend: Spend, max_cost: float | None):
+        self.spend, self.max_cost = spend, max_cost
+        self.hit = max_cost is not None and spend.usd >= max_cost
+
+    def __call__(self, in_flight: int) -> bool:
+        if self.max_cost is None:
+            return False
+        if not self.hit and self.spend.usd + in_flight * self.spend.mean() >= self.max_cost:
+            self.hit = True
+        return self.hit

@@ -197,16 +197,8 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
             spend.prior = spend.prices.cost(prompt, spend.max_new)  # type: ignore[union-attr]
         except MMRBenchError:
             pass
-    budget_hit = [opts.max_cost is not None and spend.usd >= opts.max_cost]
-
-    def over_budget(in_flight: int) -> bool:
-        """Stop sending when the spend, plus what the requests in flight will likely cost, reaches
-        the budget (answers in flight are still written: the spend may pass it by those)."""
-        if opts.max_cost is None:
-            return False
-        if not budget_hit[0] and spend.usd + in_flight * spend.mean() >= opts.max_cost:
-            budget_hit[0] = True
-        return budget_hit[0]
+    from mmrbench.cost import BudgetGuard
+    over_budget = BudgetGuard(spend, opts.max_cost)
 
     bar = _progress(len(todo), card.name, opts.progress and not opts.quiet)
     limiter = None
@@ -215,18 +207,15 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     try:
         def record(pred: Prediction) -> None:
             writer.write(pred)
-            prev = existing.get(pred.id)
-            if prev is not None:
-                spend.usd -= spend.of(prev)  # replaced: counted as a resume counts it (latest line per sample)
+            spend.replace(existing.get(pred.id), pred)  # the latest line per sample counts, as a resume counts it
             existing[pred.id] = pred
-            spend.add(pred)
             counts[pred.status] = counts.get(pred.status, 0) + 1
             bar.update(1)
             if counts["error"]:
                 bar.set_postfix(errors=counts["error"], refresh=False)
 
         batch = max(1, int(getattr(model, "batch_size", 1) or 1))
-        if budget_hit[0]:
+        if over_budget.hit:
             pass  # the folder already spent the budget: ask nothing
         elif batch == 1:
             k = max(1, int(opts.concurrency or card.concurrency or getattr(model, "max_concurrency", 1) or 1))
@@ -253,7 +242,7 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
             run_info["concurrency"] = limiter.stats()
         if spend.prices is not None:
             run_info["cost"] = {"spent_usd": round(spend.usd, 6), "max_cost_usd": opts.max_cost,
-                                "budget_reached": bool(budget_hit[0])}
+                                "budget_reached": over_budget.hit}
         _write_json(out / RUN, run_info)
         try:
             model.close()
@@ -263,7 +252,7 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     result, report = finalize(out, card_json=card_json, manifest=manifest, samples=samples, preds=existing,
                               variant=opts.variant, split=opts.split, limit=opts.limit, shard=opts.shard, spend=spend)
     summary = summarize(samples, existing)
-    if budget_hit[0] and not summary.complete:
+    if over_budget.hit and not summary.complete:
         summary.budget = (float(opts.max_cost), spend.usd)  # type: ignore[arg-type]
     run_info.update({"state": "complete" if summary.complete else "incomplete", "finished": now_iso(),
                      "n_unanswered": summary.n_unanswered, "predictions_sha256": result.predictions_sha256})

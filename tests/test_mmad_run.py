@@ -252,3 +252,51 @@ def test_remote_providers_get_the_files_own_bytes_without_a_decode(release, tmp_
         for rec in srv.requests:
             sent = [b for _mime, b in rec.images]
             assert sent == [(data.root / q0.templates[0]).read_bytes(), (data.root / q0.image.key).read_bytes()]
+
+
+def _priced_card(tmp_path, base_url):
+    p = tmp_path / "priced.toml"
+    p.write_text('name = "priced"\nprovider = "openai"\nmodel_id = "gpt-4o"\n'
+                 f'base_url = "{base_url}"\nprice_input_per_mtok = 2.5\nprice_output_per_mtok = 10.0\n'
+                 "[sampling]\nmax_new_tokens = 64\n")
+    return p
+
+
+def test_mmad_max_cost_stops_cleanly_and_a_resume_finishes(release, tmp_path, capsys):
+    from mmrbench.cli import main
+
+    usage = {"prompt_tokens": 1000, "completion_tokens": 100, "total_tokens": 1100}  # 0.0035 USD each
+    with FakeOpenAIServer(lambda r: Reply("A", usage=usage)) as srv:
+        out = tmp_path / "run"
+        args = ["mmad", "eval", "--model", str(_priced_card(tmp_path, srv.base_url)), "--data", str(release),
+                "--out", str(out), "--concurrency", "1"]
+        assert main(args + ["--max-cost", "0.008"]) == 3
+        [line] = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("mmrbench: incomplete")]
+        assert "cost budget reached" in line
+        n_first = len(srv.requests)
+        assert 1 <= n_first <= 3  # 2 answers fit in 0.008 USD; the projection stops before the 3rd
+        run = json.loads((out / "run.json").read_text())
+        assert run["cost"]["budget_reached"] and run["cost"]["spent_usd"] == pytest.approx(0.0035 * n_first)
+        assert main(args + ["--max-cost", "0.008"]) == 3 and len(srv.requests) == n_first  # spent: nothing asked
+        assert main(args + ["--max-cost", "1"]) == 0 and len(srv.requests) == 8  # a raised budget finishes
+    res = json.loads((out / "result.json").read_text())
+    assert res["cost"]["usd"] == pytest.approx(8 * 0.0035)
+    capsys.readouterr()
+    assert main(["mmad", "eval", "--model", "scripted:x", "--data", str(release), "--out", str(tmp_path / "r2"),
+                 "--max-cost", "1"]) == 2
+    assert "--max-cost needs the model's prices" in capsys.readouterr().err
+
+
+def test_mmad_dry_run_estimates_without_sending_or_writing(release, tmp_path, capsys):
+    from mmrbench.cli import main
+
+    with FakeOpenAIServer(lambda r: Reply("A")) as srv:
+        out = tmp_path / "run"
+        rc = main(["mmad", "eval", "--model", str(_priced_card(tmp_path, srv.base_url)), "--data", str(release),
+                   "--out", str(out), "--dry-run"])
+        assert rc == 0 and srv.requests == [] and not out.exists()
+    text = capsys.readouterr().out
+    # 8 requests (4 images: detection alone + the rest), each a 24x16 template + a 24x16 query:
+    # one 512-px tile each by the openai rule, 85 + 170 = 255 tokens, so 8 x 2 x 255 = 4,080
+    assert "8 requests selected, 0 already answered, 8 to ask" in text
+    assert "images 4,080 by the openai rule" in text and "output tokens <= 512" in text and "at most" in text

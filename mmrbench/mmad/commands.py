@@ -70,17 +70,30 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--shard", default=None, help="I/N: the I-th of N disjoint parts (by image)")
     p.add_argument("--concurrency", type=int, default=None)
     p.add_argument("--base-url", default=None, help="OpenAI-compatible server URL")
+    p.add_argument("--max-cost", type=float, default=None, metavar="USD",
+                   help="stop sending once the estimated spend reaches USD (needs the card's prices); resumable, exit 3")
+    p.add_argument("--dry-run", action="store_true",
+                   help="estimate tokens and cost of what would be asked; send and write nothing")
     p.set_defaults(func=run_eval)
     return p
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    import math
+
     from mmrbench.exitcodes import exit_code
     from mmrbench.mmad.run import evaluate_mmad
-    return exit_code(evaluate_mmad(args.model, args.data, args.out, shots=args.shots, templates=args.templates, ask=args.ask,
-                  mode=args.mode, domain_knowledge=args.domain_knowledge, images_root=args.images_root,
-                  datasets=args.dataset, limit=args.limit, shard=_shard(args.shard), concurrency=args.concurrency,
-                  base_url=args.base_url, quiet=False))
+    if args.max_cost is not None and not (math.isfinite(args.max_cost) and args.max_cost > 0):
+        raise ConfigError(f"--max-cost must be a positive number of US dollars, got {args.max_cost}")
+    sel = dict(shots=args.shots, templates=args.templates, ask=args.ask, mode=args.mode,
+               domain_knowledge=args.domain_knowledge, images_root=args.images_root, datasets=args.dataset,
+               limit=args.limit, shard=_shard(args.shard), base_url=args.base_url, max_cost=args.max_cost)
+    if args.dry_run:
+        from mmrbench.mmad.run import estimate_mmad
+        print(estimate_mmad(args.model, args.data, args.out, **sel))  # type: ignore[arg-type]
+        return 0
+    return exit_code(evaluate_mmad(args.model, args.data, args.out, concurrency=args.concurrency, quiet=False,
+                                   **sel))  # type: ignore[arg-type]
 
 
 def add_merge_parser(sub) -> argparse.ArgumentParser:

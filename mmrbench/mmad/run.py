@@ -36,9 +36,18 @@ def _model(model: Any, *, base_url: str | None, retry: Any):
         card = with_overrides(model, base_url=base_url) if base_url else model
         if card.provider == "detector":
             raise ConfigError(f"'{card.name}' is a detector: MMAD asks multiple-choice questions, it needs a language model")
-        return create_model(card, retry=retry), card.to_result_json(), card.generation_config()
+        return create_model(card, retry=retry), card.to_result_json(), card.generation_config(), card
     describe: dict[str, Any] = getattr(model, "describe", lambda: {})() or {}
-    return model, describe, None
+    return model, describe, None, None
+
+
+def _card(model: Any, base_url: str | None):
+    """The model card behind a spec or card (None for a ready ModelAPI): what prices a run."""
+    from mmrbench.cards import ModelCard, parse_spec, with_overrides
+    card = parse_spec(model) if isinstance(model, str) else model
+    if not isinstance(card, ModelCard):
+        return None
+    return with_overrides(card, base_url=base_url) if base_url else card
 
 
 def _answer(model: Any, task: MMADTask, q: MMADQuery, config: Any, convention: str) -> Prediction:
@@ -57,13 +66,10 @@ def _answer(model: Any, task: MMADTask, q: MMADQuery, config: Any, convention: s
     return prediction_from_response(q.id, resps[0], convention)
 
 
-def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.PathLike, *,
-                  shots: int = 1, templates: str = "random", ask: str = "ad-first", mode: str = "strict",
-                  domain_knowledge: str | os.PathLike | None = None, images_root: str | os.PathLike | None = None,
-                  datasets: Sequence[str] | None = None, categories: Sequence[str] | None = None,
-                  limit: int | None = None, shard: tuple[int, int] | None = None, concurrency: int | None = None,
-                  base_url: str | None = None, retry: Any = None, quiet: bool = True) -> MMADReport:
-    """Evaluate one model on MMAD (or a file in its format); returns the report (also in result.json)."""
+def _task_and_queries(data: MMADData | str | os.PathLike, *, shots: int, templates: str, ask: str, mode: str,
+                      domain_knowledge: str | os.PathLike | None, images_root: str | os.PathLike | None,
+                      datasets: Sequence[str] | None, categories: Sequence[str] | None, limit: int | None,
+                      shard: tuple[int, int] | None) -> tuple[MMADData, MMADTask, list[MMADQuery]]:
     if not isinstance(data, MMADData):
         data = load_mmad(data, images_root=images_root)
     knowledge = load_domain_knowledge(domain_knowledge) if domain_knowledge else None
@@ -71,21 +77,63 @@ def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.
     queries = task.select(datasets=datasets, categories=categories, limit=limit, shard=shard)
     if not queries:
         raise MMRBenchError(f"no MMAD questions selected from {data.json_path}")
+    return data, task, queries
+
+
+def evaluate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.PathLike, *,
+                  shots: int = 1, templates: str = "random", ask: str = "ad-first", mode: str = "strict",
+                  domain_knowledge: str | os.PathLike | None = None, images_root: str | os.PathLike | None = None,
+                  datasets: Sequence[str] | None = None, categories: Sequence[str] | None = None,
+                  limit: int | None = None, shard: tuple[int, int] | None = None, concurrency: int | None = None,
+                  base_url: str | None = None, retry: Any = None, quiet: bool = True,
+                  max_cost: float | None = None) -> MMADReport:
+    """Evaluate one model on MMAD (or a file in its format); returns the report (also in result.json).
+
+    ``max_cost`` (US dollars, needs the card's prices) stops sending once the estimated spend reaches
+    it, resumably, as ``mmrbench eval --max-cost`` does (the run is then incomplete: exit 3)."""
+    from mmrbench.cost import card_prices
+    data, task, queries = _task_and_queries(data, shots=shots, templates=templates, ask=ask, mode=mode,
+                                            domain_knowledge=domain_knowledge, images_root=images_root,
+                                            datasets=datasets, categories=categories, limit=limit, shard=shard)
+    if max_cost is not None:
+        card = _card(model, base_url)
+        if card is None or card_prices(card) is None:
+            name = f"model card '{card.name}'" if card is not None else "a ready model (no card)"
+            raise ConfigError(f"--max-cost needs the model's prices: {name} has no "
+                              f"price_input_per_mtok / price_output_per_mtok (US dollars per million tokens)")
     o = prepare_run_dir(out)
     with RunLock(o):
         return _evaluate_locked(model, data, task, queries, o, base_url=base_url, retry=retry,
-                                concurrency=concurrency, limit=limit, shard=shard, quiet=quiet)
+                                concurrency=concurrency, limit=limit, shard=shard, quiet=quiet, max_cost=max_cost)
+
+
+def estimate_mmad(model: Any, data: MMADData | str | os.PathLike, out: str | os.PathLike, *,
+                  shots: int = 1, templates: str = "random", ask: str = "ad-first", mode: str = "strict",
+                  domain_knowledge: str | os.PathLike | None = None, images_root: str | os.PathLike | None = None,
+                  datasets: Sequence[str] | None = None, categories: Sequence[str] | None = None,
+                  limit: int | None = None, shard: tuple[int, int] | None = None, base_url: str | None = None,
+                  max_cost: float | None = None) -> str:
+    """``--dry-run``: what :func:`evaluate_mmad` with the same arguments would ask and cost, as text;
+    no model is loaded, nothing is sent or written."""
+    from mmrbench.mmad.cost import dry_run_mmad
+    _, task, queries = _task_and_queries(data, shots=shots, templates=templates, ask=ask, mode=mode,
+                                         domain_knowledge=domain_knowledge, images_root=images_root,
+                                         datasets=datasets, categories=categories, limit=limit, shard=shard)
+    card = _card(model, base_url)
+    if card is None:
+        raise ConfigError("--dry-run needs a model card or spec (prices, max_new_tokens), not a ready model")
+    return dry_run_mmad(card, task, queries, out, max_cost)
 
 
 def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequence[MMADQuery], o: Path, *,
                      base_url: str | None, retry: Any, concurrency: int | None, limit: int | None,
-                     shard: tuple[int, int] | None, quiet: bool) -> MMADReport:
+                     shard: tuple[int, int] | None, quiet: bool, max_cost: float | None = None) -> MMADReport:
     """The run itself, under the run folder's lock (the same guarantees as ``mmrbench eval``: one
     writer, no writes through links, lines tagged with their run, atomic result files)."""
     from mmrbench.provenance import now_iso
     from mmrbench.runinfo import check_origin, run_tag, summarize
 
-    api, card_json, config = _model(model, base_url=base_url, retry=retry)
+    api, card_json, config, card = _model(model, base_url=base_url, retry=retry)
     convention = getattr(api, "convention", None) or card_json.get("convention") or "pixel"
     fp = {"mmad_sha256": data.sha256, "protocol": {k: v for k, v in task.protocol_json().items() if k != "scoring_mode"},
           "provider": card_json.get("provider"), "model_id": card_json.get("model_id"),
@@ -108,6 +156,20 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
     run_info = {"fingerprint": fp, "run_tag": tag, "model": card_json, "started": now_iso(),
                 "n_queries": len(queries), "n_todo": len(todo), "state": "running"}
     atomic_write_json(run_path, run_info)
+    from mmrbench.cost import BudgetGuard, Spend
+    guard = None
+    if card is not None:
+        from mmrbench.mmad.cost import prompt_tokens
+        by_id = {q.id: q for q in queries}
+        sizes: dict = {}
+        spend = Spend(card, estimate_prompt=lambda qid: prompt_tokens(card, task, by_id[qid], sizes)[0]
+                      if qid in by_id else 0)
+        for p in existing.values():
+            spend.add(p, this_run=False)
+        if todo and spend.prices is not None:
+            prompt = spend.prompt_tokens(todo[0].id)
+            spend.prior = spend.prices.cost(prompt or 0, spend.max_new)
+        guard = BudgetGuard(spend, max_cost)
     k = max(1, int(concurrency or getattr(api, "max_concurrency", 1) or 1))
     from tqdm import tqdm
     bar = tqdm(total=len(todo), desc=str(card_json.get("name") or card_json.get("model_id") or "mmad"),
@@ -117,11 +179,15 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
             def record(pred: Prediction) -> None:
                 pred.run = tag
                 writer.write(pred)
+                if guard is not None:
+                    guard.spend.replace(existing.get(pred.id), pred)
                 existing[pred.id] = pred
                 bar.update(1)
 
             # the runner's dispatch: bounded daemon threads, a provider bug becomes an error line
-            dispatch_threads(todo, lambda q: _answer(api, task, q, config, convention), record, k, convention, tag)
+            if not (guard is not None and guard.hit):
+                dispatch_threads(todo, lambda q: _answer(api, task, q, config, convention), record, k, convention, tag,
+                                 stop=guard or (lambda in_flight: False))
     finally:
         bar.close()
         try:
@@ -134,8 +200,14 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
     report = task.score(queries, existing)
     _write_result(o, task, data, queries, existing, card_json, report, limit=limit, shard=shard)
     summary = summarize(queries, existing)
+    cost_info = {}
+    if guard is not None and guard.spend.prices is not None:
+        cost_info = {"cost": {"spent_usd": round(guard.spend.usd, 6), "max_cost_usd": max_cost,
+                              "budget_reached": guard.hit}}
+        if guard.hit and not summary.complete:
+            summary.budget = (float(max_cost), guard.spend.usd)  # type: ignore[arg-type]
     atomic_write_json(run_path, {**run_info, "state": "complete" if summary.complete else "incomplete",
-                                 "finished": now_iso(), "n_unanswered": summary.n_unanswered})
+                                 "finished": now_iso(), "n_unanswered": summary.n_unanswered, **cost_info})
     report.run_summary = summary  # not serialised: the CLI's exit code
     if not quiet:
         print(report.render())
