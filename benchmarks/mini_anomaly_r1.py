@@ -291,6 +291,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="/tmp/mini_anomaly_r1")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-seed", type=int, default=None,
+                    help="seed of the synthetic data and its splits (default: --seed); fix it to vary only the model")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for tiny models on a shared CPU)")
     ap.add_argument("--synth-scale", default="large", choices=("default", "large"))
     ap.add_argument("--categories", default="foam,carpet", help="comma-separated synthetic categories ('' = all)")
@@ -340,7 +342,8 @@ def main(argv=None) -> int:
     cats = [c for c in args.categories.split(",") if c]
     variant = "no_reference" if args.no_reference else "default"
     modules = trained_modules(args.vision, args.train_embed)
-    train_m, fit_m, val_m, eval_m, stats = make_data(out, args.seed, args.synth_scale, cats, args.per_class)
+    train_m, fit_m, val_m, eval_m, stats = make_data(out, args.seed if args.data_seed is None else args.data_seed, args.synth_scale, cats,
+                                                       args.per_class)
     if args.select:  # train on the fit part, evaluate on validation; the held-out images are not read
         train_m, eval_m = fit_m, val_m
         stats.update(train=stats["fit"], eval=stats["val"], majority_rate=stats["val_majority_rate"])
