@@ -187,7 +187,7 @@ class Spend:
     estimates a sample's prompt with :func:`estimate_sample`; MMAD passes its own estimator."""
 
     def __init__(self, card: ModelCard, root: Path | None = None, variant: str = "default", domain: Any = None,
-                 samples: Sequence[Sample] = (), estimate_prompt: Callable[[str], int] | None = None):
+                 samples: Sequence[Sample] = (), estimate_prompt: Callable[[str], int | None] | None = None):
         self.prices = card_prices(card)
         self.card, self.root, self.variant, self.domain = card, root, variant, domain
         self.by_id = {s.id: s for s in samples}
@@ -210,6 +210,14 @@ class Spend:
                                    self._sizes)[0]
         except MMRBenchError:  # an unreadable image: its cost is not estimated
             return None
+
+    def prime(self, first_id: str) -> None:
+        """Set :attr:`prior` from the request about to go first: what an in-flight request is expected
+        to cost before this run has answered any."""
+        if self.prices is not None:
+            prompt = self.prompt_tokens(first_id)
+            if prompt is not None:
+                self.prior = self.prices.cost(prompt, self.max_new)
 
     def of(self, pred: Prediction) -> float:
         if self.prices is None:
@@ -237,6 +245,26 @@ class Spend:
 
     def mean(self) -> float:
         return self.usd_this_run / self.n if self.n else self.prior
+
+
+def estimate_report(title: str, n_selected: int, n_todo: int, unit: str, input_tokens: int, image_tokens: int,
+                    rule: str, max_new: int, prices: Prices | None, max_cost: float | None) -> str:
+    """The text of a ``--dry-run`` (``mmrbench eval`` and ``mmrbench mmad eval``)."""
+    out_max = max_new * n_todo
+    lines = [f"dry run: {title}: {n_selected} {unit} selected, {n_selected - n_todo} already answered, {n_todo} to ask",
+             f"  input tokens  ~{input_tokens:,} (images {image_tokens:,} by the {rule} rule, "
+             f"text at ~4 characters per token)",
+             f"  output tokens <= {out_max:,} (max_new_tokens {max_new} per request)"]
+    if prices is None:
+        lines.append("  cost: unknown (the model card has no price_input_per_mtok / price_output_per_mtok)")
+    else:
+        lines.append(f"  cost: {prices.cost(input_tokens, 0):.4f} USD of input + at most {prices.cost(0, out_max):.4f} "
+                     f"USD of output = at most {prices.cost(input_tokens, out_max):.4f} USD ({prices.input_per_mtok:g} / "
+                     f"{prices.output_per_mtok:g} USD per million input / output tokens)")
+        if max_cost is not None:
+            lines.append(f"  --max-cost {max_cost:g} USD")
+    lines.append("  nothing was sent or written")
+    return "\n".join(lines)
 
 
 class BudgetGuard:

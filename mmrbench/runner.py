@@ -191,12 +191,7 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     for p in existing.values():
         spend.add(p, this_run=False)  # the mean used to project in-flight costs is this run's own
     if opts.max_cost is not None and todo:
-        from mmrbench.cost import estimate_sample
-        try:
-            prompt, _ = estimate_sample(card, todo[0], root, opts.variant, domain)
-            spend.prior = spend.prices.cost(prompt, spend.max_new)  # type: ignore[union-attr]
-        except MMRBenchError:
-            pass
+        spend.prime(todo[0].id)
     from mmrbench.cost import BudgetGuard
     over_budget = BudgetGuard(spend, opts.max_cost)
 
@@ -271,7 +266,7 @@ def dry_run(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | os
     """Estimate what ``run_eval`` would ask and cost, without loading the model, sending a request or
     writing a file. Samples already answered in ``out_dir`` (this same run's lines) are left out,
     as a resume would skip them. Returns the report as text."""
-    from mmrbench.cost import card_prices, estimate, image_rule
+    from mmrbench.cost import card_prices, estimate, estimate_report, image_rule
     from mmrbench.prompts import VARIANTS, category_anomaly_labels
 
     opts = opts or EvalOptions()
@@ -287,24 +282,9 @@ def dry_run(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | os
     todo = [s for s in samples if s.id not in done]
     domain = category_anomaly_labels(manifest.samples) if opts.variant == "domain_knowledge" else None
     est = estimate(card, todo, manifest.root, opts.variant, domain)
-    prices = card_prices(card)
-    lines = [f"dry run: {card.title} on {manifest.path.name}: {len(samples)} samples selected, "
-             f"{len(samples) - len(todo)} already answered, {est.n_requests} to ask",
-             f"  input tokens  ~{est.input_tokens:,} (images {est.image_tokens:,} by the {image_rule(card)} rule, "
-             f"text at ~4 characters per token)",
-             f"  output tokens <= {est.output_tokens_max:,} (max_new_tokens {card.generation_config().max_new_tokens} "
-             f"per request)"]
-    if prices is None:
-        lines.append("  cost: unknown (the model card has no price_input_per_mtok / price_output_per_mtok)")
-    else:
-        lo = prices.cost(est.input_tokens, 0)
-        lines.append(f"  cost: {lo:.4f} USD of input + at most {prices.cost(0, est.output_tokens_max):.4f} USD of output "
-                     f"= at most {est.cost(prices):.4f} USD ({prices.input_per_mtok:g} / {prices.output_per_mtok:g} "
-                     f"USD per million input / output tokens)")
-        if opts.max_cost is not None:
-            lines.append(f"  --max-cost {opts.max_cost:g} USD")
-    lines.append("  nothing was sent or written")
-    return "\n".join(lines)
+    return estimate_report(f"{card.title} on {manifest.path.name}", len(samples), len(todo), "samples",
+                           est.input_tokens, est.image_tokens, image_rule(card),
+                           int(card.generation_config().max_new_tokens), card_prices(card), opts.max_cost)
 
 
 def _progress(total: int, desc: str, enabled: bool):

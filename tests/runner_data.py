@@ -96,16 +96,22 @@ def bytes_index(manifest_path: Path) -> dict[str, Sample]:
     return {hashlib.sha256(m.resolve(s.image).read_bytes()).hexdigest(): s for s in m.samples if s.split == "test"}
 
 
-def copy_categories(src_manifest: Path, categories, out: Path) -> Path:
-    """Copy the samples of some categories (their manifest lines and files) into ``out``, so a test may
-    modify or re-run them; returns the new manifest path."""
+def copy_samples(src_manifest: Path, keep, out: Path) -> Path:
+    """Copy the samples ``keep(sample)`` accepts (their manifest lines and files) into ``out``, so a test
+    may modify or re-run them; returns the new manifest path."""
     import shutil
     src = read_manifest(src_manifest)
-    keep = [s for s in src.samples if s.category in set(categories)]
-    for s in keep:
+    kept = [s for s in src.samples if keep(s)]
+    for s in kept:
         for rel in (s.image, s.reference, s.mask):
             if rel:
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src.resolve(rel), out / rel)
-    write_manifest(out / "manifest.jsonl", keep)
+    write_manifest(out / "manifest.jsonl", kept)
     return out / "manifest.jsonl"
+
+
+def copy_categories(src_manifest: Path, categories, out: Path) -> Path:
+    """:func:`copy_samples` of some categories."""
+    wanted = set(categories)
+    return copy_samples(src_manifest, lambda s: s.category in wanted, out)

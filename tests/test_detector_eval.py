@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from runner_data import copy_categories
+from runner_data import copy_categories, copy_samples
 
 from mmrbench.baselines.evaluate import evaluate_detector, split_holdout
 from mmrbench.baselines.recipes import DEFAULTS, read_toml, recipe_path, resolve_recipe
-from mmrbench.data.manifest import read_manifest, write_manifest
+from mmrbench.data.manifest import read_manifest
 from mmrbench.errors import ConfigError, MMRBenchError
 from mmrbench.predictions import read_predictions
 from mmrbench.results import read_result
@@ -120,15 +120,8 @@ def test_patchcore_runs(slice_manifest, tmp_path):
 
 
 def test_missing_train_normals_named(slice_manifest, tmp_path):
-    m = read_manifest(slice_manifest)
-    keep = [s for s in m.samples if not (s.category == "pill" and s.split == "train")]
-    for s in keep:
-        for rel in (s.image, s.reference, s.mask):
-            if rel:
-                (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(m.resolve(rel), tmp_path / rel)
-    write_manifest(tmp_path / "manifest.jsonl", keep)
-    m2 = read_manifest(tmp_path / "manifest.jsonl", check_files=False)
+    path = copy_samples(slice_manifest, lambda s: not (s.category == "pill" and s.split == "train"), tmp_path)
+    m2 = read_manifest(path, check_files=False)
     with pytest.raises(MMRBenchError, match=r"subdataset 'SynVisA' category 'pill': no normal train images"):
         evaluate_detector("padim", m2, m2.select(split="test"), tmp_path / "out", recipe=FAST, progress=False)
 

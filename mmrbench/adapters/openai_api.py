@@ -95,13 +95,12 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             shards = max(1, -(-self.max_concurrency // CONNECTIONS_PER_CLIENT))
             width = -(-self.max_concurrency // shards)
             self._clients = [self._sdk_client(openai, key, base_url, width) for _ in range(shards)]
-        self._client = self._clients[0]
         self._thread_client = threading.local()
         self._next_client = itertools.count()
         self._openai = require("openai", "api", "the openai provider")
         #: post pre-assembled bodies through the SDK's client (a test double without ``post`` gets
         #: create()): the keyword the SDK's ``post`` takes raw bytes in, or None
-        self._raw_post = _raw_body_keyword(self._client, self._openai)
+        self._raw_post = _raw_body_keyword(self._clients[0], self._openai)
         self._secrets = [k for k in (os.environ.get(self.api_key_env, "").strip(),) if len(k) >= 8]
         quiet_http_logs()
         # said once, with the first request (not at construction: a command that fails on its own

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from mmrbench.cost import card_prices, image_rule, image_tokens, text_tokens
+from mmrbench.cost import card_prices, estimate_report, image_rule, image_tokens, text_tokens
 from mmrbench.errors import ConfigError
 from mmrbench.mmad.prompts import prompt_text
 from mmrbench.mmad.task import MMADQuery, MMADTask
@@ -51,20 +51,6 @@ def dry_run_mmad(card: Any, task: MMADTask, queries: Sequence[MMADQuery], out: s
         t, i = prompt_tokens(card, task, q, sizes)
         total += t
         imgs += i
-    max_new = int(card.generation_config().max_new_tokens)
-    out_max = max_new * len(todo)
-    lines = [f"dry run: {card.title} on {task.data.json_path.name} (mmad-v1): {len(queries)} requests selected, "
-             f"{len(queries) - len(todo)} already answered, {len(todo)} to ask",
-             f"  input tokens  ~{total:,} (images {imgs:,} by the {image_rule(card)} rule, text at ~4 characters per token)",
-             f"  output tokens <= {out_max:,} (max_new_tokens {max_new} per request)"]
-    prices = card_prices(card)
-    if prices is None:
-        lines.append("  cost: unknown (the model card has no price_input_per_mtok / price_output_per_mtok)")
-    else:
-        lines.append(f"  cost: {prices.cost(total, 0):.4f} USD of input + at most {prices.cost(0, out_max):.4f} USD of "
-                     f"output = at most {prices.cost(total, out_max):.4f} USD ({prices.input_per_mtok:g} / "
-                     f"{prices.output_per_mtok:g} USD per million input / output tokens)")
-        if max_cost is not None:
-            lines.append(f"  --max-cost {max_cost:g} USD")
-    lines.append("  nothing was sent or written")
-    return "\n".join(lines)
+    return estimate_report(f"{card.title} on {task.data.json_path.name} (mmad-v1)", len(queries), len(todo), "requests",
+                           total, imgs, image_rule(card), int(card.generation_config().max_new_tokens),
+                           card_prices(card), max_cost)

@@ -29,11 +29,9 @@ PREDICTIONS, RESULT, RUN = "predictions.jsonl", "result.json", "run.json"
 
 
 def _model(model: Any, *, base_url: str | None, retry: Any):
-    from mmrbench.cards import ModelCard, create_model, parse_spec, with_overrides
-    if isinstance(model, str):
-        model = parse_spec(model)
-    if isinstance(model, ModelCard):
-        card = with_overrides(model, base_url=base_url) if base_url else model
+    from mmrbench.cards import create_model
+    card = _card(model, base_url)
+    if card is not None:
         if card.provider == "detector":
             raise ConfigError(f"'{card.name}' is a detector: MMAD asks multiple-choice questions, it needs a language model")
         return create_model(card, retry=retry), card.to_result_json(), card.generation_config(), card
@@ -163,12 +161,11 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
         by_id = {q.id: q for q in queries}
         sizes: dict = {}
         spend = Spend(card, estimate_prompt=lambda qid: prompt_tokens(card, task, by_id[qid], sizes)[0]
-                      if qid in by_id else 0)
+                      if qid in by_id else None)
         for p in existing.values():
             spend.add(p, this_run=False)
-        if todo and spend.prices is not None:
-            prompt = spend.prompt_tokens(todo[0].id)
-            spend.prior = spend.prices.cost(prompt or 0, spend.max_new)
+        if todo:
+            spend.prime(todo[0].id)
         guard = BudgetGuard(spend, max_cost)
     k = max(1, int(concurrency or getattr(api, "max_concurrency", 1) or 1))
     from tqdm import tqdm

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -35,20 +35,18 @@ class SFTResult:
     policy: Policy
 
 
-def sft_loss_sum(policy: Policy, batch: dict, aux: Any = None) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over label tokens and their count (no averaging: the caller normalises).
-
-    ``aux(outputs)``, when given, is called with the model's outputs (hidden states included) and
-    returns an extra loss term (the per-token defect loss)."""
+def sft_loss_sum(policy: Policy, batch: dict, aux: Callable[[Any], torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """Summed cross-entropy over label tokens and their count (no averaging: the caller normalises),
+    and ``aux(outputs)`` when given: an extra loss term read from the model's outputs, hidden states
+    included (the per-token defect loss)."""
     labels = batch.pop("labels")
     out = policy.model(**batch, use_cache=False, output_hidden_states=aux is not None)
     logits = out.logits[:, :-1, :].float()
     tgt = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
                                              ignore_index=IGNORE_INDEX, reduction="sum")
-    if aux is not None:
-        aux.last = aux(out)
-    return loss, int((tgt != IGNORE_INDEX).sum())
+    return loss, int((tgt != IGNORE_INDEX).sum()), aux(out) if aux is not None else None
 
 
 def batch_order(n: int, batch_size: int, step: int, seed: int) -> list[int]:
@@ -58,18 +56,6 @@ def batch_order(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     perm = torch.randperm(n, generator=g).tolist()
     return perm[k * batch_size:(k + 1) * batch_size]
-
-
-class _TokenLoss:
-    """Per-micro-batch closure for :mod:`mmrbench.train.token_loss` (keeps the last value)."""
-
-    def __init__(self, policy: Policy, queries: list, layer: int, yes_no: tuple[int, int]):
-        self.policy, self.queries, self.layer, self.yes_no = policy, queries, layer, yes_no
-        self.last: torch.Tensor | None = None
-
-    def __call__(self, out: Any) -> torch.Tensor:
-        from mmrbench.train.token_loss import token_loss
-        return token_loss(self.policy.model, out.hidden_states, self.layer, self.queries, self.yes_no)
 
 
 def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_length: int | None,
@@ -84,30 +70,37 @@ def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_lengt
         local_tokens += int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
         batches.append((examples[i:i + micro], b))
     total_tokens = all_reduce_sum(local_tokens, dist, policy.device)
+    token_loss_of = _token_loss_factory(policy, token_layer) if token_weight > 0 else None
     loss_sum = 0.0
     aux_sum = 0.0
-    yes_no = None
-    if token_weight > 0:
-        from mmrbench.train.token_loss import yes_no_ids
-        yes_no = yes_no_ids(policy.tokenizer)
     for chunk, b in batches:
-        aux = None
-        if yes_no is not None:
-            from mmrbench.train.token_loss import query_tokens
-            cfg = policy.model.config
-            merge = int(getattr(getattr(policy.processor, "image_processor", None), "merge_size", 2) or 2)
-            queries = query_tokens(b["input_ids"], b["image_grid_thw"], chunk, int(cfg.image_token_id), merge)
-            aux = _TokenLoss(policy, queries, token_layer, yes_no)
-        loss, _ = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype), aux)
+        aux = token_loss_of(chunk, b) if token_loss_of is not None else None
+        loss, _, aux_loss = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype), aux)
         total = loss / max(total_tokens, 1.0)
-        if aux is not None and aux.last is not None:
-            total = total + token_weight * aux.last / len(batches)
-            aux_sum += float(aux.last.detach()) / len(batches)
+        if aux_loss is not None:
+            total = total + token_weight * aux_loss / len(batches)
+            aux_sum += float(aux_loss.detach()) / len(batches)
         total.backward()
         loss_sum += float(loss.detach())
     all_reduce_grads(policy.trainable_parameters(), dist)
     return (all_reduce_sum(loss_sum, dist, policy.device) / max(total_tokens, 1.0), int(total_tokens),
-            aux_sum if yes_no is not None else None)
+            aux_sum if token_loss_of is not None else None)
+
+
+def _token_loss_factory(policy: Policy, layer: int) -> Callable[[list, dict], Callable[[Any], torch.Tensor]]:
+    """For a micro-batch (its examples and processor batch), the ``aux`` of :func:`sft_loss_sum` that
+    computes its per-token defect loss; what does not depend on the batch is looked up once."""
+    from mmrbench.train.token_loss import query_tokens, token_loss, yes_no_ids
+
+    yes_no = yes_no_ids(policy.tokenizer)
+    image_token_id = int(policy.model.config.image_token_id)
+    merge = int(getattr(getattr(policy.processor, "image_processor", None), "merge_size", 2) or 2)
+
+    def for_batch(chunk: list, b: dict) -> Callable[[Any], torch.Tensor]:
+        queries = query_tokens(b["input_ids"], b["image_grid_thw"], chunk, image_token_id, merge)
+        return lambda out: token_loss(policy.model, out.hidden_states, layer, queries, yes_no)
+
+    return for_batch
 
 
 def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, resume: bool = True,
