@@ -247,7 +247,13 @@ class FakeOpenAIServer:
                 payload = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
                 self._send(200, payload, reply.headers, ctype="text/event-stream")
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # the listen backlog: socketserver's default of 5 makes the kernel drop the SYNs of a client
+            # opening more connections at once, and each dropped one is retried after a second -- a
+            # stall no real server causes (uvicorn, which vLLM and SGLang serve with, listens with 2048)
+            request_queue_size = 2048
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="fake-openai", daemon=True)

@@ -355,3 +355,23 @@ def test_wide_concurrency_spreads_threads_over_sdk_clients_of_16_connections(tmp
         narrow = OpenAIModel("m", base_url=srv.base_url, concurrency=8, retry=FAST)
         assert len(narrow._clients) == 1
         narrow.close()
+
+
+def test_stand_in_server_takes_a_burst_of_connections_without_dropping_syns():
+    """The throughput benchmark opens K connections at once. socketserver's listen backlog of 5 made
+    the kernel drop the SYNs beyond it, each retried a second later: a stall that no real server causes
+    (uvicorn, which vLLM and SGLang serve with, listens with 2048) and that was measured as the
+    runner's. The backlog must hold a burst of 128, which `ss` shows as the listener's Send-Q."""
+    import socket
+    import subprocess
+
+    with FakeOpenAIServer(lambda req: Reply("<answer>No</answer>")) as srv:
+        port = int(srv.base_url.rsplit(":", 1)[1].split("/")[0])
+        assert srv._httpd.request_queue_size >= 128
+        out = subprocess.run(["ss", "-ltn", f"sport = :{port}"], capture_output=True, text=True, check=False).stdout
+        if out.strip():  # iproute2 present: the kernel's own view of the listen backlog
+            rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+            assert rows and int(rows[0][2]) >= 128, out
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(128)]
+        for s in socks:
+            s.close()
