@@ -351,6 +351,16 @@ def check_options(card: ModelCard, cls, kw: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
+def resolved_model_id(card: ModelCard) -> str:
+    """A ``model_id`` written ``./...`` or ``../...`` in a card file is a folder relative to that file (so
+    a card shipped beside its weights works from any working directory); results keep it as written,
+    never the absolute path of one machine."""
+    mid = card.model_id
+    if card.path and mid.startswith(("./", "../")):
+        return str((Path(card.path).parent / mid).resolve())
+    return mid
+
+
 def create_model(card: ModelCard, *, retry=None):
     """Instantiate the card's provider, passing only the keyword arguments its constructor takes
     (providers written by different people need not accept every card field)."""
@@ -366,7 +376,7 @@ def create_model(card: ModelCard, *, retry=None):
                                     f"the '{card.provider}' provider") from exc
         raise ConfigError(f"provider '{card.provider}' is not available: {exc}") from exc
     kw = check_options(card, cls, model_kwargs(card, retry=retry))
-    model = cls(card.model_id, **kw)
+    model = cls(resolved_model_id(card), **kw)
     # a card's declared convention wins; a bare spec keeps whatever the provider itself worked out
     declared = not (card.convention_source or "").startswith("default of")
     if declared and getattr(model, "convention", None) != card.convention and card.provider != "detector":

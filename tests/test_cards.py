@@ -104,3 +104,32 @@ def test_models_command_lists_cards_without_keys(monkeypatch, capsys):
     assert {p["provider"] for p in data["providers"]} >= {"openai", "gemini", "hf", "vllm", "lmdeploy", "anomalygpt",
                                                           "detector", "scripted"}
     assert cards_dir().name == "adapters"
+
+
+def test_card_relative_model_folder_resolves_against_the_card_file(tmp_path, monkeypatch):
+    """A card shipped beside its weights (``model_id = "../weights/m"``) loads from any working
+    directory; what results record stays as written, with no machine's absolute path."""
+    import mmrbench.adapters.registry as registry
+
+    seen = {}
+
+    class Recorder:
+        convention = "pixel"
+
+        def __init__(self, model, **kw):
+            seen["model"] = model
+
+    monkeypatch.setattr(registry, "provider_class", lambda name: Recorder)
+    (tmp_path / "weights" / "m").mkdir(parents=True)
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "mini.toml").write_text('name = "mini"\nprovider = "hf"\nmodel_id = "../weights/m"\n')
+    monkeypatch.chdir(tmp_path / "weights")  # somewhere the relative path does not lead
+    card = load_card(cards / "mini.toml")
+    create_model(card)
+    assert seen["model"] == str((tmp_path / "weights" / "m").resolve())
+    assert card.to_result_json()["model_id"] == "../weights/m"
+    # a hub id is passed on untouched
+    import dataclasses
+    create_model(dataclasses.replace(card, model_id="Qwen/Qwen2.5-VL-7B-Instruct"))
+    assert seen["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"

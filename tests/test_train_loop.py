@@ -265,3 +265,42 @@ def test_cli_train_sft_and_recipe_errors(tiny, toy, tmp_path, capsys):
     assert main(["train", "grpo", "--out", str(tmp_path / "x"), "--data", str(toy), "--model", str(tiny),
                  "--init-adapter", str(tmp_path)]) == 2
     assert "not an adapter folder" in capsys.readouterr().err
+
+
+def test_export_merges_adapter_and_head_into_a_self_contained_folder(tiny, toy, tmp_path, capsys):
+    """`mmrbench train export`: the merged folder answers exactly as base + adapter did (greedy), holds
+    no adapter, and records which adapter it came from."""
+    from mmrbench.adapters.base import GenerationConfig
+    from mmrbench.adapters.registry import instantiate as create_model
+    from mmrbench.cli import main
+    from mmrbench.data.manifest import file_sha256
+    from mmrbench.requests_build import build_request
+    from mmrbench.train.sft import run_sft
+
+    adapter = tmp_path / "sft"
+    # lm_head trained fully (modules_to_save) as the mini reference model does: the merge must keep it
+    run_sft(sft_recipe(tiny, toy, **{"sft.save_steps": 0, "lora.modules_to_save": ["lm_head"]}), adapter, progress=False)
+    out = tmp_path / "merged"
+    assert main(["train", "export", "--adapter", str(adapter), "--out", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["out"] == str(out) and info["base"] == str(tiny)
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
+    recorded = json.loads((out / "export.json").read_text())
+    assert recorded["adapter_weights_sha256"] == file_sha256(adapter / "adapter_model.safetensors")
+    assert recorded["modules_to_save"] == ["lm_head"]
+
+    m = read_manifest(toy)
+    reqs = [build_request(s, m.root, config=GenerationConfig(max_new_tokens=12, temperature=0.0)) for s in m.samples[:3]]
+    with_adapter = [r.text for r in create_model("hf", str(adapter), device="cpu").generate(reqs)]
+    merged = [r.text for r in create_model("hf", str(out), device="cpu").generate(reqs)]
+    assert merged == with_adapter
+    base_only = [r.text for r in create_model("hf", str(tiny), device="cpu").generate(reqs)]
+    assert base_only != with_adapter  # the adapter changed the answers, so the equality above means something
+
+    # a second export into the same folder is refused, not overwritten
+    from mmrbench.errors import ConfigError
+    from mmrbench.train.export import export_merged
+    with pytest.raises(ConfigError, match="not empty"):
+        export_merged(adapter, out)
+    with pytest.raises(ConfigError, match="no adapter_config.json"):
+        export_merged(tmp_path, tmp_path / "x")

@@ -41,6 +41,27 @@ def add_parser(sub) -> None:
             q.add_argument("--negatives-model", default=None,
                            help="adapter spec that writes opposite-hint negatives (e.g. openai:gpt-4o); default: the policy")
         q.set_defaults(func=run)
+    q = tsub.add_parser("export", help="merge a trained adapter into its base: one self-contained model folder",
+                        description="Merge a LoRA adapter (the output of train sft/grpo) into its base model and "
+                                    "save the weights, the base's processor and export.json (adapter, base, "
+                                    "adapter weights' SHA-256) to a new folder: what vllm serve, LMDeploy or "
+                                    "a model card's hf provider load without the base's original location.")
+    q.add_argument("--adapter", required=True, help="adapter folder (has adapter_config.json)")
+    q.add_argument("--out", required=True, help="new folder for the merged model")
+    q.add_argument("--base", default=None, help="base model (default: the adapter's base_model_name_or_path)")
+    q.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    q.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from mmrbench.train.export import export_merged
+
+    info = export_merged(args.adapter, args.out, base=args.base, dtype=args.dtype)
+    print(json.dumps({"stage": "export", "out": args.out, **asdict(info)}))
+    return 0
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
