@@ -18,7 +18,9 @@ def test_every_table4_model_has_a_valid_card():
     cards = {c.title: c for c in list_cards()}
     assert TABLE4 <= set(cards)
     for c in cards.values():
-        assert c.convention_source and c.paper and "Table 4" in c.paper
+        # every card cites its source; only the bundled board's own reference entry is not a paper row
+        assert c.convention_source and c.paper
+        assert "Table 4" in c.paper or (c.name == "anomaly-r1-mini" and c.paper.startswith("Not a row of the paper"))
         assert c.name == c.path.rsplit("/", 1)[-1][:-5]  # name = file stem, so `--model NAME` finds it
     assert cards["Gemini-2.5-pro"].convention == "gemini"
     assert cards["InternVL3-8B"].convention == cards["InternVL3.5-38B"].convention == "norm1000"

@@ -1,0 +1,85 @@
+"""A small Qwen2.5-VL built from scratch for a given training set: the mini Anomaly-R1's base model.
+
+Bigger than :mod:`mmrbench.testing.tiny_qwen` (hidden 128 and 2-4 layers by default, about 1M
+parameters, images at ``image_side`` pixels) and with a byte-level BPE tokenizer trained on the
+training set's own prompts and targets, so the protocol prompt is about 4x fewer tokens than with the
+test model's byte vocabulary. Used by ``benchmarks/mini_anomaly_r1.py`` (settings search, Table 5 in
+miniature) and ``tools/build_anomaly_r1_mini.py`` (the bundled reference checkpoint); the folder it
+writes is a normal transformers checkpoint, loaded by the ``hf`` provider and the trainer alike.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tokenizer(train_manifest: Path, vocab_size: int, variant: str = "default"):
+    """A byte-level BPE tokenizer trained on this benchmark's prompts and targets.
+
+    The test model's tokenizer has no merges (one token per byte), which makes the protocol prompt
+    ~1,300 tokens; merges learned from the prompt texts cut it ~4x, and with it the cost of every
+    forward pass. Same pre-tokenizer family and special tokens as the test model, so the processor,
+    chat template and model config work unchanged.
+    """
+    import json as _json
+
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from mmrbench.data.manifest import read_manifest
+    from mmrbench.prompts import SYSTEM_PROMPT, build_prompt
+    from mmrbench.testing.tiny_qwen import SPECIAL_TOKENS
+    from mmrbench.train.data import DataOptions, target_text
+
+    corpus = [SYSTEM_PROMPT]
+    for s in read_manifest(train_manifest).samples:
+        corpus += [build_prompt(s, variant).user, target_text(s, (s.width, s.height), DataOptions())]
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    model = _json.loads(tk.to_str())["model"]
+    vocab = dict(model["vocab"])
+    for i, t in enumerate(SPECIAL_TOKENS):
+        vocab[t] = len(model["vocab"]) + i
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    # merges as (left, right) pairs, which the tokenizer takes although its annotation says strings
+    return transformers.Qwen2Tokenizer(vocab=vocab, merges=merges,  # type: ignore[arg-type]
+                                       additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+                                       eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
+                                       model_max_length=32768)
+
+
+def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int, train_manifest: Path,
+                variant: str = "default") -> Path:
+    import torch
+    import transformers
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from mmrbench.adapters.qwen_vision import image_only_processor_class
+    from mmrbench.testing import tiny_qwen as tq
+
+    path = out / f"model-v3-{train_manifest.parent.name}-{train_manifest.stem}-{variant}-h{hidden}-l{layers}-s{image_side}"
+    if (path / "config.json").exists():
+        return path
+    tok = build_tokenizer(train_manifest, 1024, variant)
+    px = image_side * image_side
+    ip = Qwen2VLImageProcessorPil(patch_size=tq.PATCH_SIZE, merge_size=tq.MERGE_SIZE, temporal_patch_size=2,
+                                  min_pixels=px, max_pixels=px)
+    proc = image_only_processor_class()(image_processor=ip, tokenizer=tok, chat_template=tq.CHAT_TEMPLATE)
+    cfg = tq.build_config(tok)
+    t = cfg.text_config
+    t.hidden_size, t.intermediate_size, t.num_hidden_layers = hidden, hidden * 2, layers
+    t.num_attention_heads, t.num_key_value_heads = 4, 2
+    t.layer_types = ["full_attention"] * layers
+    half = hidden // t.num_attention_heads // 2  # M-RoPE splits half the head dim over (t, h, w), Qwen's 1:1.5:1.5
+    t.rope_parameters = {**t.rope_parameters, "mrope_section": [half // 4, half * 3 // 8, half - half // 4 - half * 3 // 8]}
+    v = cfg.vision_config
+    v.hidden_size, v.intermediate_size, v.out_hidden_size, v.num_heads = 64, 128, hidden, 2
+    torch.manual_seed(seed)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(cfg)
+    model.generation_config = transformers.GenerationConfig(
+        eos_token_id=[t.eos_token_id, t.bos_token_id], pad_token_id=t.pad_token_id, bos_token_id=t.bos_token_id,
+        do_sample=False)
+    model.save_pretrained(path)
+    proc.save_pretrained(path)
+    return path

@@ -1,0 +1,200 @@
+"""Build Anomaly-R1-mini, the bundled board's reference entry, from nothing, on CPU.
+
+    python tools/build_anomaly_r1_mini.py --work runs/anomaly-r1-mini-build [--seed 0]
+    python tools/build_anomaly_r1_mini.py --work W --install      # replace the shipped checkpoint
+
+It follows the general-AD protocol of the bundled benchmark: the model never sees the held-out
+subdatasets (SynMVTecAD, SynVisA, SynMVTec3D, SynMPDD). Steps, each an ordinary command a user can run:
+
+1. training data: the synthetic benchmark's training-only subdataset (SynExtra: fabric, tile, bottle),
+   generated with more test-split images per category than the bundled benchmark has (those carry a
+   normal reference and ground-truth boxes); all of them are training images here;
+2. the base model: a ~1M-parameter Qwen2.5-VL initialised from ``--seed`` with a tokenizer trained on the
+   training prompts (:mod:`mmrbench.testing.mini_qwen`), 128 x 128 px images;
+3. ``mmrbench train sft`` then ``mmrbench train grpo`` with ``baselines/anomaly-r1-mini/{sft,grpo}.toml``
+   (the paper's prompt with the normal reference; LoRA r=16 plus a trained output head);
+4. ``mmrbench train export``: adapter merged into the base, one folder of plain weights;
+5. with ``--bundled DIR`` (a ``mmrbench bundled`` working folder): ``mmrbench eval`` of the result on
+   that benchmark's held-out subdatasets, printed beside the shipped entry's figures.
+
+``--install`` copies the model, the training logs, ``build.json`` (seed, data, commands, versions, wall
+times) and, with ``--bundled``, the evaluation's ``result.json`` (as ``eval.json``) into
+``baselines/anomaly-r1-mini/``.
+About 35 minutes on one core; the figures and the spread between seeds are in
+``baselines/anomaly-r1-mini/README.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHIPPED = ROOT / "baselines" / "anomaly-r1-mini"
+#: the training-only subdataset of the bundled benchmark (mmrbench.data.synth_categories.SUBDATASETS)
+TRAIN_SUBDATASET = "SynExtra"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cli(*argv: str) -> None:
+    """One ``mmrbench`` command, in this process, echoed as a user would type it."""
+    from mmrbench.cli import main
+
+    log("$ mmrbench " + " ".join(argv))
+    rc = main(list(argv))
+    if rc:
+        raise SystemExit(f"mmrbench {argv[0]} failed with exit code {rc}")
+
+
+def training_data(work: Path, seed: int, per_class: int) -> tuple[Path, dict]:
+    """The training-only subdataset's test-split images (reference + boxes), marked as training."""
+    from mmrbench.data import synth
+    from mmrbench.data.manifest import file_sha256, read_manifest, write_manifest
+    from mmrbench.data.synth_categories import CATEGORIES, HELD_OUT
+
+    cats = [c.name for c in CATEGORIES if c.subdataset == TRAIN_SUBDATASET]
+    assert not {c.subdataset for c in CATEGORIES if c.name in cats} & set(HELD_OUT)
+    data = work / "data"
+    scale = f"train{per_class}"
+    synth.SCALES[scale] = synth.Scale(train=8, test_normal=per_class, test_anomalous=per_class)
+    if not (data / "manifest.jsonl").exists():
+        synth.generate(data, seed=seed, scale=scale, categories=cats, force=True)
+    samples = [s for s in read_manifest(data / "manifest.jsonl").samples if s.split == "test" and s.reference]
+    for s in samples:
+        s.split = "train"
+    path = data / "train.jsonl"
+    write_manifest(path, samples)
+    n_anom = sum(s.is_anomalous for s in samples)
+    return path, {"subdataset": TRAIN_SUBDATASET, "categories": cats, "synth_seed": seed, "per_class": per_class,
+                  "images": len(samples), "anomalous": n_anom, "manifest_sha256": file_sha256(path)}
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("mmrbench", "torch", "transformers", "peft", "tokenizers"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def evaluate_on_bundled(model_dir: Path, bundled: Path, out: Path) -> dict:
+    """``mmrbench eval`` of the built model with the shipped card's settings (a copy of the card that
+    points at ``model_dir``) on the held-out subdatasets of a ``mmrbench bundled`` folder."""
+    from mmrbench.commands.bundled import held_out_subdatasets
+
+    card = (ROOT / "adapters" / "anomaly-r1-mini.toml").read_text(encoding="utf-8")
+    lines = [f"model_id = {json.dumps(str(model_dir.resolve()))}" if ln.startswith("model_id") else ln
+             for ln in card.splitlines()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "anomaly-r1-mini.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = bundled / "data"
+    subs = held_out_subdatasets(data) or []
+    cli("eval", "--model", str(out.parent / "anomaly-r1-mini.toml"), "--data", str(data / "manifest.jsonl"),
+        "--split", "test", *(["--subdatasets", ",".join(subs)] if subs else []), "--out", str(out), "--no-progress")
+    return json.loads((out / "result.json").read_text())
+
+
+def summary(result: dict) -> dict:
+    """Per held-out subdataset: detection and localization accuracy (%), images, unreadable answers."""
+    return {sub: {"det_acc": round(100 * m["det"]["accuracy"], 1), "loc_acc": round(100 * m["loc"]["accuracy"], 1),
+                  "n": m["n"], "invalid": m["invalid"]}
+            for sub, m in sorted(result["metrics"]["subdatasets"].items())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", required=True, help="working folder (data, base model, sft, grpo, model)")
+    ap.add_argument("--seed", type=int, default=0, help="model initialisation and training seed")
+    ap.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic training images")
+    ap.add_argument("--per-class", type=int, default=180, help="normal and anomalous training images per category")
+    ap.add_argument("--layers", type=int, default=4, help="language model layers")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for a 1M model)")
+    ap.add_argument("--bundled", default=None, help="a `mmrbench bundled` folder: evaluate the result on it")
+    ap.add_argument("--install", action="store_true", help="copy the result into baselines/anomaly-r1-mini/")
+    ap.add_argument("--install-dir", default=str(SHIPPED), help=argparse.SUPPRESS)  # tests install elsewhere
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run (2 SFT steps, 1 small GRPO step, 4 images per class): checks the pipeline, "
+                         "builds nothing worth installing")
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from mmrbench.testing.mini_qwen import build_model
+
+    torch.set_num_threads(a.threads)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    train, data_info = training_data(work, a.data_seed, 4 if a.quick else a.per_class)
+    log(f"training data: {data_info}")
+    base = build_model(work, a.seed, 128, 128, a.layers, train, "default")
+    times["data_and_base_s"] = time.perf_counter() - t0
+
+    seeds = ["--set", f"sft.seed={a.seed}"]
+    quick_sft = ["--set", "sft.max_steps=2"] if a.quick else []
+    quick_grpo = [x for kv in ("grpo.max_steps=1", "grpo.prompt_batch=2", "grpo.group_size=4", "grpo.mini_batch=2",
+                               "grpo.max_new_tokens=16") for x in ("--set", kv)] if a.quick else []
+    t = time.perf_counter()
+    if not (work / "sft" / "adapter_config.json").exists():
+        cli("train", "sft", "--recipe", str(SHIPPED / "sft.toml"), "--model", str(base), "--data", str(train),
+            "--out", str(work / "sft"), *seeds, *quick_sft)
+    times["sft_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if not (work / "grpo" / "adapter_config.json").exists():
+        cli("train", "grpo", "--recipe", str(SHIPPED / "grpo.toml"), "--model", str(base), "--data", str(train),
+            "--init-adapter", str(work / "sft"), "--out", str(work / "grpo"), "--set", f"grpo.seed={a.seed}", *quick_grpo)
+    times["grpo_s"] = time.perf_counter() - t
+    model = work / "model"
+    if model.exists():
+        shutil.rmtree(model)
+    cli("train", "export", "--adapter", str(work / "grpo"), "--out", str(model))
+    times["total_s"] = time.perf_counter() - t0
+    build = {"seed": a.seed, "layers": a.layers, "data": data_info, "times": {k: round(v, 1) for k, v in times.items()},
+             "threads": a.threads, "versions": versions(),
+             "quick": a.quick,
+             "commands": [f"python tools/build_anomaly_r1_mini.py --work WORK --seed {a.seed} --data-seed {a.data_seed} "
+                          f"--per-class {a.per_class} --layers {a.layers}" + (" --quick" if a.quick else "")]}
+    (work / "build.json").write_text(json.dumps(build, indent=1) + "\n")
+    log(f"built {model} in {times['total_s'] / 60:.1f} min")
+
+    if a.bundled:
+        res = evaluate_on_bundled(model, Path(a.bundled), work / "eval-bundled")
+        shipped = SHIPPED / "eval.json"
+        print(json.dumps({"built": summary(res),
+                          "shipped": summary(json.loads(shipped.read_text())) if shipped.exists() else None}, indent=1))
+    if a.install:
+        shipped_dir = Path(a.install_dir)
+        dest = shipped_dir / "model"
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(model, dest)
+        export = json.loads((model / "export.json").read_text())
+        # the build machine's folders mean nothing elsewhere: build.json says how the folders were made
+        export.update(adapter="WORK/grpo", base=f"WORK/{base.name}")
+        (dest / "export.json").write_text(json.dumps(export, indent=1) + "\n")
+        for name in ("sft/sft_log.jsonl", "grpo/grpo_log.jsonl"):
+            shutil.copy2(work / name, shipped_dir / Path(name).name)
+        shutil.copy2(work / "build.json", shipped_dir / "build.json")
+        if a.bundled:
+            res["model"]["model_id"] = "WORK/model"
+            (shipped_dir / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+        log(f"installed into {shipped_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
