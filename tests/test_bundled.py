@@ -76,3 +76,34 @@ def test_bundled_bad_mmad_model_fails_before_any_run(synth_small, tmp_path, caps
     assert rc == 2
     assert "unknown model 'nosuchprovider:y'" in capsys.readouterr().err
     assert not (out / "runs").exists()
+
+
+def test_default_models_include_the_reference_entry_unless_its_extra_is_missing(monkeypatch, capsys):
+    import importlib.util
+
+    from mmrbench.commands import bundled
+
+    assert bundled.DEFAULT_MODELS.split(",") == ["patchcore", "padim", "anomaly-r1-mini"]
+    assert not bundled._missing_extra("anomaly-r1-mini") or importlib.util.find_spec("transformers") is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
+    assert bundled._missing_extra("anomaly-r1-mini") and not bundled._missing_extra("padim")
+    assert "pip install -e '.[hf]'" in capsys.readouterr().out
+
+
+def test_bundled_reference_entry_is_a_verified_row(synth_small, tmp_path, capsys):
+    """Anomaly-R1-mini, the shipped checkpoint, evaluated by `mmrbench bundled` through its card and
+    re-scored on submission like any run: a verified row on the synthetic board."""
+    import pytest
+    pytest.importorskip("transformers")
+    out = tmp_path / "bundled"
+    shutil.copytree(synth_small.parent, out / "data")
+    rc = main(["bundled", "--out", str(out), "--scale", "small", "--models", "anomaly-r1-mini", "--limit", "8",
+               "--mmad-models", "", "--resamples", "0", "--no-progress"])
+    assert rc == 0
+    result = json.loads((out / "runs" / "anomaly-r1-mini" / "result.json").read_text())
+    assert result["provenance"] == "run" and result["model"]["model_id"] == "../baselines/anomaly-r1-mini/model"
+    md = (out / "leaderboard" / "LEADERBOARD.md").read_text()
+    synth = next(sec for sec in md.split("\n## ")[1:] if sec.startswith("bundled synthetic v"))
+    row = next(line for line in synth.splitlines() if line.startswith("| anomaly-r1-mini "))
+    assert "✅ verified" in row

@@ -47,13 +47,19 @@ def test_build_tool_trains_exports_evaluates_and_installs(synth_small, tmp_path,
                          "--install-dir", str(inst)]) == 0
 
     from mmrbench.data.manifest import read_manifest
-    train = read_manifest(work / "data" / "train.jsonl").samples
+    train = read_manifest(work / "data" / "train-names0.75.jsonl").samples
     assert train and {s.subdataset for s in train} == {"SynExtra"}  # never a held-out subdataset
     assert all(s.split == "train" and s.reference for s in train)
     assert {s.is_anomalous for s in train} == {True, False}
+    # category-name augmentation: some images carry another name, never a held-out category's
+    from mmrbench.data.synth_categories import CATEGORIES
+    held_out_names = {c.name for c in CATEGORIES if c.subdataset in HELD_OUT}
+    names = {s.category for s in train}
+    assert names - {"fabric", "tile", "bottle"} and not names & held_out_names
 
     build = json.loads((inst / "build.json").read_text())
     assert build["quick"] and build["data"]["subdataset"] == "SynExtra" and build["data"]["images"] == len(train)
+    assert build["data"]["renamed"] == sum(s.category not in ("fabric", "tile", "bottle") for s in train) > 0
     assert (inst / "model" / "model.safetensors").is_file() and not (inst / "model" / "adapter_config.json").exists()
     export = json.loads((inst / "model" / "export.json").read_text())
     assert export["adapter"] == "WORK/grpo" and str(tmp_path) not in json.dumps(export)
@@ -65,3 +71,34 @@ def test_build_tool_trains_exports_evaluates_and_installs(synth_small, tmp_path,
     n_test = sum(s.split == "test" and s.subdataset in HELD_OUT for s in read_manifest(synth_small).samples)
     assert sum(m["n"] for m in result["metrics"]["subdatasets"].values()) == n_test
     assert result["model"]["model_id"] == "WORK/model"
+
+
+def test_name_augmentation_is_deterministic_and_avoids_benchmark_categories():
+    tool = _tool()
+    from mmrbench.data.synth_categories import CATEGORIES
+    real = {"bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill", "screw", "tile",
+            "toothbrush", "transistor", "wood", "zipper", "candle", "cashew", "fryum", "macaroni1", "pcb1", "bagel",
+            "cable_gland", "carrot", "cookie", "dowel", "foam", "peach", "potato", "rope", "tire", "connector",
+            "metal_plate", "tubes", "bracket_black"}
+    assert not (set(tool.NAME_POOL) & (real | {c.name for c in CATEGORIES}))
+    names = [tool.augmented_name(f"S/c/{i}", 0, 0.75) for i in range(400)]
+    assert names == [tool.augmented_name(f"S/c/{i}", 0, 0.75) for i in range(400)]
+    kept = names.count(None) / len(names)
+    assert 0.18 < kept < 0.32  # about 1 - p keep their own name
+    assert all(tool.augmented_name(f"S/c/{i}", 0, 0.0) is None for i in range(50))
+
+
+def test_shipped_checkpoint_loads_through_its_card_from_anywhere(synth_small, tmp_path, monkeypatch, one_thread):
+    from mmrbench.cards import parse_spec
+    from mmrbench.runner import EvalOptions, run_eval
+
+    card = parse_spec("anomaly-r1-mini")
+    assert card.model_id.startswith("../")
+    monkeypatch.chdir(tmp_path)  # the card's relative folder must not depend on the working directory
+    res = run_eval(card, synth_small, tmp_path / "run", EvalOptions(limit=8, progress=False, quiet=True,
+                                                                  subdatasets=sorted(HELD_OUT)))
+    assert res is not None
+    run = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert run["model"]["model_id"] == "../baselines/anomaly-r1-mini/model"
+    preds = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 8 and all(p["status"] in ("ok", "truncated") for p in preds)

@@ -55,8 +55,35 @@ def cli(*argv: str) -> None:
         raise SystemExit(f"mmrbench {argv[0]} failed with exit code {rc}")
 
 
-def training_data(work: Path, seed: int, per_class: int) -> tuple[Path, dict]:
-    """The training-only subdataset's test-split images (reference + boxes), marked as training."""
+#: generic names for the category-name augmentation: none is a category of the bundled benchmark or of
+#: MVTec AD, VisA, MVTec 3D-AD or MPDD
+NAME_POOL = ("part", "component", "surface", "item", "product", "panel", "sheet", "gear", "valve", "button",
+             "washer", "spring", "bolt", "hinge", "nozzle", "lid", "knob", "clip", "pad", "tray", "disc", "block",
+             "sleeve", "film", "label", "housing", "lens", "fitting", "casting", "gasket")
+
+
+def augmented_name(sample_id: str, seed: int, p: float) -> str | None:
+    """A replacement category name for one training image, or None to keep its own (probability 1 - p).
+
+    Why: the prompt names the category twice and the templated reasoning once. Trained on three
+    categories, a 1M-parameter model ties its whole answer to those three words, and on a held-out
+    category (a name it never read) it writes broken text: in the first builds, without this, 66 %
+    (seed 0) and 13 % (seed 1) of its 234 held-out answers were unreadable. Seeing many names, half of
+    them random letter strings, it learns that the name does not decide the answer (hoped, and measured
+    in baselines/anomaly-r1-mini/README.md). Deterministic per (seed, id)."""
+    import random
+
+    rng = random.Random(f"{seed}:{sample_id}")
+    if rng.random() >= p:
+        return None
+    if rng.random() < 0.5:
+        return rng.choice(NAME_POOL)
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 9)))
+
+
+def training_data(work: Path, seed: int, per_class: int, name_augment: float = 0.0) -> tuple[Path, dict]:
+    """The training-only subdataset's test-split images (reference + boxes), marked as training; with
+    ``name_augment`` > 0, that share of them named as another category (:func:`augmented_name`)."""
     from mmrbench.data import synth
     from mmrbench.data.manifest import file_sha256, read_manifest, write_manifest
     from mmrbench.data.synth_categories import CATEGORIES, HELD_OUT
@@ -69,13 +96,19 @@ def training_data(work: Path, seed: int, per_class: int) -> tuple[Path, dict]:
     if not (data / "manifest.jsonl").exists():
         synth.generate(data, seed=seed, scale=scale, categories=cats, force=True)
     samples = [s for s in read_manifest(data / "manifest.jsonl").samples if s.split == "test" and s.reference]
+    renamed = 0
     for s in samples:
         s.split = "train"
-    path = data / "train.jsonl"
+        name = augmented_name(s.id, seed, name_augment)
+        if name is not None:
+            s.category = name
+            renamed += 1
+    path = data / (f"train-names{name_augment:g}.jsonl" if name_augment else "train.jsonl")
     write_manifest(path, samples)
     n_anom = sum(s.is_anomalous for s in samples)
     return path, {"subdataset": TRAIN_SUBDATASET, "categories": cats, "synth_seed": seed, "per_class": per_class,
-                  "images": len(samples), "anomalous": n_anom, "manifest_sha256": file_sha256(path)}
+                  "images": len(samples), "anomalous": n_anom, "name_augment": name_augment, "renamed": renamed,
+                  "manifest_sha256": file_sha256(path)}
 
 
 def versions() -> dict:
@@ -121,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic training images")
     ap.add_argument("--per-class", type=int, default=180, help="normal and anomalous training images per category")
     ap.add_argument("--layers", type=int, default=4, help="language model layers")
+    ap.add_argument("--name-augment", type=float, default=0.75,
+                    help="share of training images named as another category (0 = their own names)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for a 1M model)")
     ap.add_argument("--bundled", default=None, help="a `mmrbench bundled` folder: evaluate the result on it")
     ap.add_argument("--install", action="store_true", help="copy the result into baselines/anomaly-r1-mini/")
@@ -138,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
+    # a rerun on a finished folder (to --install, or evaluate) keeps the stages' recorded times
+    prev = json.loads((work / "build.json").read_text()) if (work / "build.json").exists() else {}
     t0 = time.perf_counter()
-    train, data_info = training_data(work, a.data_seed, 4 if a.quick else a.per_class)
+    train, data_info = training_data(work, a.data_seed, 4 if a.quick else a.per_class, a.name_augment)
     log(f"training data: {data_info}")
     base = build_model(work, a.seed, 128, 128, a.layers, train, "default")
     times["data_and_base_s"] = time.perf_counter() - t0
@@ -152,22 +189,27 @@ def main(argv: list[str] | None = None) -> int:
     if not (work / "sft" / "adapter_config.json").exists():
         cli("train", "sft", "--recipe", str(SHIPPED / "sft.toml"), "--model", str(base), "--data", str(train),
             "--out", str(work / "sft"), *seeds, *quick_sft)
-    times["sft_s"] = time.perf_counter() - t
+        times["sft_s"] = time.perf_counter() - t
+    else:
+        times["sft_s"] = prev.get("times", {}).get("sft_s", float("nan"))
     t = time.perf_counter()
     if not (work / "grpo" / "adapter_config.json").exists():
         cli("train", "grpo", "--recipe", str(SHIPPED / "grpo.toml"), "--model", str(base), "--data", str(train),
             "--init-adapter", str(work / "sft"), "--out", str(work / "grpo"), "--set", f"grpo.seed={a.seed}", *quick_grpo)
-    times["grpo_s"] = time.perf_counter() - t
+        times["grpo_s"] = time.perf_counter() - t
+    else:
+        times["grpo_s"] = prev.get("times", {}).get("grpo_s", float("nan"))
     model = work / "model"
     if model.exists():
         shutil.rmtree(model)
     cli("train", "export", "--adapter", str(work / "grpo"), "--out", str(model))
-    times["total_s"] = time.perf_counter() - t0
+    times["total_s"] = times["data_and_base_s"] + times["sft_s"] + times["grpo_s"]
     build = {"seed": a.seed, "layers": a.layers, "data": data_info, "times": {k: round(v, 1) for k, v in times.items()},
              "threads": a.threads, "versions": versions(),
              "quick": a.quick,
              "commands": [f"python tools/build_anomaly_r1_mini.py --work WORK --seed {a.seed} --data-seed {a.data_seed} "
-                          f"--per-class {a.per_class} --layers {a.layers}" + (" --quick" if a.quick else "")]}
+                          f"--per-class {a.per_class} --layers {a.layers} --name-augment {a.name_augment:g}"
+                          + (" --quick" if a.quick else "")]}
     (work / "build.json").write_text(json.dumps(build, indent=1) + "\n")
     log(f"built {model} in {times['total_s'] / 60:.1f} min")
 

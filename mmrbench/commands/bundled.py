@@ -1,11 +1,12 @@
 """``mmrbench bundled``: the main job, offline, in one command.
 
 Generates the bundled synthetic benchmark (or reuses it when seed and scale match), evaluates the
-offline models on its held-out subdatasets, stores every run as a verified leaderboard entry, and writes
-the leaderboard: the runs on the bundled benchmark's own board, the paper's reported rows on theirs. It also
-writes the MMAD-format miniature of the benchmark and evaluates the seeded chance level on it (protocol
-``mmad-v1``; no offline model answers multiple-choice questions), so the MMAD boards (MMAD's published rows,
-the miniature) are there offline too. Needs no key and no download.
+offline models (PatchCore, PaDiM and the reference entry Anomaly-R1-mini) on its held-out subdatasets,
+stores every run as a verified leaderboard entry, and writes the leaderboard: the runs on the bundled
+benchmark's own board, the paper's reported rows on theirs. It also writes the MMAD-format miniature of
+the benchmark and evaluates the seeded chance level on it (protocol ``mmad-v1``; no offline model answers
+multiple-choice questions), so the MMAD boards (MMAD's published rows, the miniature) are there offline
+too. Needs no key and no download.
 API models only join when asked with ``--api`` (and their key is set), so the quick start never
 spends money behind a user's back.
 """
@@ -19,7 +20,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = "patchcore,padim"
+DEFAULT_MODELS = "patchcore,padim,anomaly-r1-mini"
+#: default models that need an extra: without it they are left out with a note (a model asked for by
+#: name with --models fails as usual)
+OPTIONAL_DEFAULTS = {"anomaly-r1-mini": ("transformers", "hf")}
 DEFAULT_MMAD_MODELS = "chance"
 
 
@@ -60,6 +64,17 @@ def ensure_benchmark(data_dir: Path, seed: int, scale: str, progress: bool) -> P
             return manifest
     print(f"bundled benchmark: generating into {data_dir} (seed {seed}, scale {scale})")
     return generate(data_dir, seed=seed, scale=scale, force=True, progress=progress)
+
+
+def _missing_extra(spec: str) -> bool:
+    """True (and says so) when a default model's extra is not installed."""
+    import importlib.util
+
+    need = OPTIONAL_DEFAULTS.get(spec)
+    if need is None or importlib.util.find_spec(need[0]) is not None:
+        return False
+    print(f"{spec}: left out (needs the '{need[1]}' extra: pip install -e '.[{need[1]}]')")
+    return True
 
 
 def api_specs() -> list[str]:
@@ -132,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     subdatasets = held_out_subdatasets(data_dir)
 
     specs = [s.strip() for s in args.models.split(",") if s.strip()]
+    if args.models == DEFAULT_MODELS:
+        specs = [s for s in specs if not _missing_extra(s)]
     if args.api:
         joined = api_specs()
         print("API models joining: " + (", ".join(joined) if joined else "none (no key set)"))
