@@ -102,3 +102,28 @@ def test_shipped_checkpoint_loads_through_its_card_from_anywhere(synth_small, tm
     assert run["model"]["model_id"] == "../baselines/anomaly-r1-mini/model"
     preds = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and all(p["status"] in ("ok", "truncated") for p in preds)
+
+
+def test_shipped_checkpoint_reproduces_its_recorded_evaluation(tmp_path, one_thread):
+    """`mmrbench bundled`'s default benchmark (seed 0, default scale) regenerated here, the shipped model
+    evaluated through its card: the figures in eval.json come back. Exact on the machine that built it
+    (measured); the tolerance (3 images of a subdataset) leaves room for another CPU's float rounding
+    under greedy decoding, not for a changed prompt, processor or parser."""
+    from mmrbench.cards import parse_spec
+    from mmrbench.data.synth import generate
+    from mmrbench.runner import EvalOptions, run_eval
+
+    shipped = json.loads((ROOT / "baselines" / "anomaly-r1-mini" / "eval.json").read_text())
+    manifest = generate(tmp_path / "data", seed=0, scale="default")
+    from mmrbench.data.manifest import file_sha256
+    assert file_sha256(manifest) == shipped["dataset"]["manifest_sha256"]  # the same benchmark, byte for byte
+    run_eval(parse_spec("anomaly-r1-mini"), manifest, tmp_path / "run",
+             EvalOptions(progress=False, quiet=True, subdatasets=sorted(HELD_OUT)))
+    got = json.loads((tmp_path / "run" / "result.json").read_text())["metrics"]["subdatasets"]
+    want = shipped["metrics"]["subdatasets"]
+    assert set(got) == set(want) == HELD_OUT
+    for sub in HELD_OUT:
+        n = want[sub]["n"]
+        assert got[sub]["n"] == n
+        assert abs(got[sub]["det"]["accuracy"] - want[sub]["det"]["accuracy"]) * n <= 3, sub
+        assert abs(got[sub]["invalid"] - want[sub]["invalid"]) <= 3, sub
