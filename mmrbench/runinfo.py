@@ -52,11 +52,19 @@ def scrub_argv(argv: Sequence[str]) -> list[str]:
 def fingerprint(card_json: dict, manifest_sha: str, variant: str, shard: tuple[int, int] | None) -> dict:
     """What must match for two runs to share a predictions file: everything that changes an answer
     (a LoRA adapter given as an option, the image preparation) or how it is read (the convention)."""
-    return {"manifest_sha256": manifest_sha, "provider": card_json.get("provider"),
-            "model_id": card_json.get("model_id"), "convention": card_json.get("convention"),
-            "sampling": card_json.get("sampling"), "options": card_json.get("options") or {},
-            "image": card_json.get("image") or {}, "prompt_variant": variant,
-            "prompt_version": _prompt_version(), "shard": f"{shard[0]}/{shard[1]}" if shard else None}
+    fp = {"manifest_sha256": manifest_sha, "provider": card_json.get("provider"),
+          "model_id": card_json.get("model_id"), "convention": card_json.get("convention"),
+          "sampling": card_json.get("sampling"), "options": card_json.get("options") or {},
+          "image": card_json.get("image") or {}, "prompt_variant": variant,
+          "prompt_version": _prompt_version(), "shard": f"{shard[0]}/{shard[1]}" if shard else None}
+    return {**fp, **weights_identity(card_json)}
+
+
+def weights_identity(card_json: dict) -> dict:
+    """A local model folder's content digests (:mod:`mmrbench.adapters.weights_identity`), for a
+    fingerprint: only the keys the provider reported, so the fingerprints of API runs (and the run
+    folders they name) stay what they were."""
+    return {k: card_json[k] for k in ("weights_sha256", "lora_sha256") if card_json.get(k)}
 
 
 def run_tag(fp: dict) -> str:

@@ -257,3 +257,43 @@ def test_sent_size_method_matches_recorded_sizes(hf):
     """``sent_size`` lets callers (hint prompts) write boxes in the frame before sending."""
     [r] = hf.generate([_req("z", _img(64, 64, 0), _img(90, 50, 1), max_new_tokens=1)])
     assert [list(hf.sent_size(s)) for s in ((64, 64), (90, 50))] == r.image_sizes
+
+
+def test_folder_digest_follows_content_not_location_and_caches(tmp_path, monkeypatch):
+    import shutil
+
+    import mmrbench.adapters.weights_identity as wi
+
+    monkeypatch.setenv("MMRBENCH_CACHE", str(tmp_path / "cache"))
+    a = build_tiny_qwen25vl(tmp_path / "a", seed=0)
+    shutil.copytree(a, tmp_path / "copy")
+    assert wi.folder_digest(a) == wi.folder_digest(tmp_path / "copy")  # same files, other place
+    calls = []
+    real = wi.file_sha256
+    monkeypatch.setattr(wi, "file_sha256", lambda p: calls.append(p) or real(p))
+    wi.folder_digest(a)
+    assert calls == []  # every file's hash came from the cache
+    b = build_tiny_qwen25vl(tmp_path / "b", seed=1)
+    assert wi.folder_digest(b) != wi.folder_digest(a)
+    assert wi.folder_digest("Qwen/Qwen2.5-VL-7B-Instruct") is None  # a hub id: not a local folder
+
+
+def test_run_folder_refuses_to_resume_over_answers_of_other_weights_at_the_same_path(tmp_path, monkeypatch, synth_small):
+    """Retrain into the same model folder and evaluate into the same run folder: the old answers must
+    not be credited to the new weights (the fingerprint names the folder's content, not only its path)."""
+    import shutil
+
+    from mmrbench.cards import parse_spec
+    from mmrbench.runner import EvalOptions, run_eval
+
+    monkeypatch.setenv("MMRBENCH_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    build_tiny_qwen25vl(model, seed=0)
+    card = parse_spec(f"hf:{model}")
+    opts = EvalOptions(limit=2, progress=False, quiet=True)
+    run_eval(card, synth_small, tmp_path / "run", opts)
+    run_eval(card, synth_small, tmp_path / "run", opts)  # same weights: resumes (nothing left to ask)
+    shutil.rmtree(model)
+    build_tiny_qwen25vl(model, seed=1)  # "retrained" into the same folder
+    with pytest.raises(ConfigError, match="weights_sha256"):
+        run_eval(card, synth_small, tmp_path / "run", opts)

@@ -34,7 +34,11 @@ def _model(model: Any, *, base_url: str | None, retry: Any):
     if card is not None:
         if card.provider == "detector":
             raise ConfigError(f"'{card.name}' is a detector: MMAD asks multiple-choice questions, it needs a language model")
-        return create_model(card, retry=retry), card.to_result_json(), card.generation_config(), card
+        from mmrbench.runinfo import weights_identity
+        api = create_model(card, retry=retry)
+        # a local folder's content digest joins the card, as in mmrbench eval (resume never mixes weights)
+        card_json = {**card.to_result_json(), **weights_identity(getattr(api, "describe", lambda: {})() or {})}
+        return api, card_json, card.generation_config(), card
     describe: dict[str, Any] = getattr(model, "describe", lambda: {})() or {}
     return model, describe, None, None
 
@@ -129,13 +133,14 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
     """The run itself, under the run folder's lock (the same guarantees as ``mmrbench eval``: one
     writer, no writes through links, lines tagged with their run, atomic result files)."""
     from mmrbench.provenance import now_iso
-    from mmrbench.runinfo import check_origin, run_tag, summarize
+    from mmrbench.runinfo import check_origin, run_tag, summarize, weights_identity
 
     api, card_json, config, card = _model(model, base_url=base_url, retry=retry)
     convention = getattr(api, "convention", None) or card_json.get("convention") or "pixel"
     fp = {"mmad_sha256": data.sha256, "protocol": {k: v for k, v in task.protocol_json().items() if k != "scoring_mode"},
           "provider": card_json.get("provider"), "model_id": card_json.get("model_id"),
-          "sampling": card_json.get("sampling"), "shard": f"{shard[0]}/{shard[1]}" if shard else None}
+          "sampling": card_json.get("sampling"), "shard": f"{shard[0]}/{shard[1]}" if shard else None,
+          **weights_identity(card_json)}
     run_path = o / RUN
     if run_path.exists():
         try:
