@@ -254,6 +254,7 @@ def test_pipeline_class_with_stand_in(fake_lmdeploy):
     prompts, configs, adapter = pipe.calls[-1]
     assert configs[1].do_sample is True and configs[1].min_p == 0.1 and configs[0].top_k == 1 and adapter is None
     assert m.describe()["backend"] == "pytorch" and m.describe()["lmdeploy_version"] == "0.16"
+    assert "weights_sha256" not in m.describe()  # a hub id: its name is the identity
     t = create_model("lmdeploy", "OpenGVLab/InternVL3-8B")
     assert fake_lmdeploy.pipelines[-1].backend_config.kind == "turbomind"
     [r] = t.generate([_req("c", _img(64, 48, 0), _img(80, 60, 1))])
@@ -324,7 +325,11 @@ def test_local_folder_reads_its_config(fake_lmdeploy, tmp_path):
     with pytest.raises(ConfigError, match="preprocessor_config.json"):
         create_model("lmdeploy", str(d))
     (d / "preprocessor_config.json").write_text(json.dumps({**QWEN25_PREPROCESSOR, "max_pixels": 1003520}))
-    assert create_model("lmdeploy", str(d)).sent_size((2000, 1500)) == _processor_size(2000, 1500, max_pixels=1003520)
+    m = create_model("lmdeploy", str(d))
+    assert m.sent_size((2000, 1500)) == _processor_size(2000, 1500, max_pixels=1003520)
+    before = m.describe()["weights_sha256"]  # a local folder: its content is in the run fingerprint
+    (d / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl", "note": "retrained"}))
+    assert create_model("lmdeploy", str(d)).describe()["weights_sha256"] != before
 
 
 def test_finish_reason_error_is_recorded_and_retried_once(fake_lmdeploy):

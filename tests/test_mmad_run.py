@@ -300,3 +300,22 @@ def test_mmad_dry_run_estimates_without_sending_or_writing(release, tmp_path, ca
     # one 512-px tile each by the openai rule, 85 + 170 = 255 tokens, so 8 x 2 x 255 = 4,080
     assert "8 requests selected, 0 already answered, 8 to ask" in text
     assert "images 4,080 by the openai rule" in text and "output tokens <= 512" in text and "at most" in text
+
+
+def test_local_model_retrained_in_place_is_not_resumed_over(release, tmp_path, monkeypatch):
+    """As for mmrbench eval: a local folder's content is part of an MMAD run's fingerprint."""
+    pytest.importorskip("transformers")
+    import shutil
+
+    from mmrbench.testing.tiny_qwen import build_tiny_qwen25vl
+
+    monkeypatch.setenv("MMRBENCH_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    build_tiny_qwen25vl(model, seed=0)
+    evaluate_mmad(f"hf:{model}", release, tmp_path / "r", limit=1, quiet=True)
+    run = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert run["fingerprint"]["weights_sha256"] and run["model"]["weights_sha256"] == run["fingerprint"]["weights_sha256"]
+    shutil.rmtree(model)
+    build_tiny_qwen25vl(model, seed=1)
+    with pytest.raises(ConfigError, match="weights_sha256"):
+        evaluate_mmad(f"hf:{model}", release, tmp_path / "r", limit=1, quiet=True)

@@ -221,18 +221,13 @@ class HFModel(ModelAPI):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update({"dtype": self.dtype_name, "device": str(self._loaded.device)})
-        from mmrbench.adapters.weights_identity import folder_digest
+        from mmrbench.adapters.weights_identity import local_weights
 
         # a local folder's content, so a run folder never resumes over answers of other weights
         # that once sat at the same path (runinfo.fingerprint)
-        weights = folder_digest(self.base)
-        if weights:
-            d["weights_sha256"] = weights
+        d.update(local_weights(self.base, self.lora))
         if self.lora:
             d.update({"base_model": self.base, "lora": str(self.lora), "merged": self.merge})
-            lora = folder_digest(self.lora)
-            if lora:
-                d["lora_sha256"] = lora
         from mmrbench.adapters.qwen_vision import resize_params
         rp = resize_params(getattr(self._loaded.processor, "image_processor", None))
         if rp:

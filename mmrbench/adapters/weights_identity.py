@@ -65,3 +65,16 @@ def folder_digest(folder: str | os.PathLike) -> str | None:
     if changed:
         _save_cache(cache_file, cache)
     return h.hexdigest()
+
+
+def local_weights(model: str | os.PathLike, lora: str | os.PathLike | None = None) -> dict[str, str]:
+    """The ``describe()`` keys of a local engine: ``weights_sha256`` when ``model`` is a local folder,
+    ``lora_sha256`` when ``lora`` is one (hub ids add nothing: their name is the identity)."""
+    out: dict[str, str] = {}
+    weights = folder_digest(model)
+    if weights:
+        out["weights_sha256"] = weights
+    adapter = folder_digest(lora) if lora else None
+    if adapter:
+        out["lora_sha256"] = adapter
+    return out
