@@ -15,6 +15,7 @@ from mmrbench.data.manifest import Manifest
 from mmrbench.data.schema import Sample
 from mmrbench.errors import ConfigError
 from mmrbench.predictions import Prediction
+from mmrbench.weights_identity import reported
 
 if TYPE_CHECKING:
     from mmrbench.dispatch import HasId
@@ -57,14 +58,9 @@ def fingerprint(card_json: dict, manifest_sha: str, variant: str, shard: tuple[i
           "sampling": card_json.get("sampling"), "options": card_json.get("options") or {},
           "image": card_json.get("image") or {}, "prompt_variant": variant,
           "prompt_version": _prompt_version(), "shard": f"{shard[0]}/{shard[1]}" if shard else None}
-    return {**fp, **weights_identity(card_json)}
-
-
-def weights_identity(card_json: dict) -> dict:
-    """A local model folder's content digests (:mod:`mmrbench.adapters.weights_identity`), for a
-    fingerprint: only the keys the provider reported, so the fingerprints of API runs (and the run
-    folders they name) stay what they were."""
-    return {k: card_json[k] for k in ("weights_sha256", "lora_sha256") if card_json.get(k)}
+    # a local model folder's content (mmrbench.weights_identity): only the keys the provider reported,
+    # so the fingerprints of API runs (and the run folders they name) stay what they were
+    return {**fp, **reported(card_json)}
 
 
 def run_tag(fp: dict) -> str:

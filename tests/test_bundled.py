@@ -78,17 +78,28 @@ def test_bundled_bad_mmad_model_fails_before_any_run(synth_small, tmp_path, caps
     assert not (out / "runs").exists()
 
 
-def test_default_models_include_the_reference_entry_unless_its_extra_is_missing(monkeypatch, capsys):
-    import importlib.util
+def test_default_reference_entry_is_left_out_without_its_extra_but_named_it_fails(synth_small, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """Without the hf extra (transformers not importable), the default job still runs PatchCore and PaDiM
+    and says why Anomaly-R1-mini is missing; asked for by name, the same model is a failure (exit 2)."""
+    import sys
 
-    from mmrbench.commands import bundled
+    from mmrbench.commands.bundled import DEFAULT_MODELS
+    assert DEFAULT_MODELS.split(",") == ["patchcore", "padim", "anomaly-r1-mini"]
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now raises ImportError
+    out = tmp_path / "bundled"
+    shutil.copytree(synth_small.parent, out / "data")
+    common = ["--out", str(out), "--scale", "small", "--limit", "4", "--mmad-models", "", "--resamples", "0",
+              "--no-progress"]
+    assert main(["bundled", *common]) == 0
+    printed = capsys.readouterr().out
+    assert "anomaly-r1-mini: left out" in printed and "pip install 'mmrbench[hf]'" in printed
+    assert (out / "runs" / "patchcore" / "result.json").is_file() and (out / "runs" / "padim" / "result.json").is_file()
+    assert not (out / "runs" / "anomaly-r1-mini").exists()  # known before a run folder was made
 
-    assert bundled.DEFAULT_MODELS.split(",") == ["patchcore", "padim", "anomaly-r1-mini"]
-    assert not bundled._missing_extra("anomaly-r1-mini") or importlib.util.find_spec("transformers") is None
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "transformers" else real(name, *a))
-    assert bundled._missing_extra("anomaly-r1-mini") and not bundled._missing_extra("padim")
-    assert "pip install -e '.[hf]'" in capsys.readouterr().out
+    assert main(["bundled", "--models", "padim,anomaly-r1-mini", *common]) == 2
+    captured = capsys.readouterr()
+    assert "anomaly-r1-mini: failed" in captured.out and "some models failed" in captured.err
 
 
 def test_bundled_reference_entry_is_a_verified_row(synth_small, tmp_path, capsys):

@@ -262,7 +262,7 @@ def test_sent_size_method_matches_recorded_sizes(hf):
 def test_folder_digest_follows_content_not_location_and_caches(tmp_path, monkeypatch):
     import shutil
 
-    import mmrbench.adapters.weights_identity as wi
+    import mmrbench.weights_identity as wi
 
     monkeypatch.setenv("MMRBENCH_CACHE", str(tmp_path / "cache"))
     a = build_tiny_qwen25vl(tmp_path / "a", seed=0)
@@ -275,6 +275,13 @@ def test_folder_digest_follows_content_not_location_and_caches(tmp_path, monkeyp
     assert calls == []  # every file's hash came from the cache
     b = build_tiny_qwen25vl(tmp_path / "b", seed=1)
     assert wi.folder_digest(b) != wi.folder_digest(a)
+    # retrained in place: new digest, and the cache keeps one entry per file, not one per version
+    import json
+    n_entries = len(json.loads((tmp_path / "cache" / "file-sha256.json").read_text()))
+    shutil.rmtree(a)
+    build_tiny_qwen25vl(a, seed=2)
+    assert wi.folder_digest(a) not in (wi.folder_digest(b), wi.folder_digest(tmp_path / "copy"))
+    assert len(json.loads((tmp_path / "cache" / "file-sha256.json").read_text())) == n_entries
     assert wi.folder_digest("Qwen/Qwen2.5-VL-7B-Instruct") is None  # a hub id: not a local folder
 
 

@@ -95,9 +95,8 @@ def test_shipped_checkpoint_loads_through_its_card_from_anywhere(synth_small, tm
     card = parse_spec("anomaly-r1-mini")
     assert card.model_id.startswith("../")
     monkeypatch.chdir(tmp_path)  # the card's relative folder must not depend on the working directory
-    res = run_eval(card, synth_small, tmp_path / "run", EvalOptions(limit=8, progress=False, quiet=True,
-                                                                  subdatasets=sorted(HELD_OUT)))
-    assert res is not None
+    run_eval(card, synth_small, tmp_path / "run", EvalOptions(limit=8, progress=False, quiet=True,
+                                                            subdatasets=sorted(HELD_OUT)))
     run = json.loads((tmp_path / "run" / "result.json").read_text())
     assert run["model"]["model_id"] == "../baselines/anomaly-r1-mini/model"
     preds = [json.loads(x) for x in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]

@@ -17,6 +17,7 @@ from PIL import Image
 from mmrbench.adapters.base import Message, Request, Response, TextPart
 from mmrbench.adapters.image_encoding import EncodedCache, ImagePrep
 from mmrbench.adapters.openai_api import OpenAIModel
+from mmrbench.adapters.openai_body import body_pieces
 from mmrbench.adapters.retry import FAST, AdaptiveConcurrency
 from mmrbench.cards import card_from_dict, parse_spec, with_overrides
 from mmrbench.cli import main
@@ -324,7 +325,7 @@ def test_assembled_body_is_the_json_the_sdk_would_send(tmp_path):
     assert fast.headers["content-type"] == "application/json"
     # sent as pieces, but as one body of declared length: never chunked (some gateways refuse chunked bodies)
     assert "transfer-encoding" not in fast.headers and int(fast.headers["content-length"]) == len(fast.raw) > 1000
-    assert fast.raw == OpenAIModel.encode_body(*_kw_and_images(model, req))
+    assert fast.raw == b"".join(body_pieces(*_kw_and_images(model, req)))
     assert fast.images[1][1] == (man.root / man.samples[0].image).read_bytes()
 
 
@@ -357,21 +358,19 @@ def test_wide_concurrency_spreads_threads_over_sdk_clients_of_16_connections(tmp
         narrow.close()
 
 
-def test_stand_in_server_takes_a_burst_of_connections_without_dropping_syns():
+def test_stand_in_server_listens_with_a_backlog_for_a_burst_of_connections():
     """The throughput benchmark opens K connections at once. socketserver's listen backlog of 5 made
     the kernel drop the SYNs beyond it, each retried a second later: a stall that no real server causes
     (uvicorn, which vLLM and SGLang serve with, listens with 2048) and that was measured as the
-    runner's. The backlog must hold a burst of 128, which `ss` shows as the listener's Send-Q."""
-    import socket
+    runner's. The backlog must hold a burst of 128: the kernel's own value, which `ss` shows as the
+    listener's Send-Q (where iproute2 is installed), and the server's setting."""
+    import shutil
     import subprocess
 
     with FakeOpenAIServer(lambda req: Reply("<answer>No</answer>")) as srv:
         port = int(srv.base_url.rsplit(":", 1)[1].split("/")[0])
         assert srv._httpd.request_queue_size >= 128
-        out = subprocess.run(["ss", "-ltn", f"sport = :{port}"], capture_output=True, text=True, check=False).stdout
-        if out.strip():  # iproute2 present: the kernel's own view of the listen backlog
+        if shutil.which("ss"):  # iproute2 present: the kernel's own view of the listen backlog
+            out = subprocess.run(["ss", "-ltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
             rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
             assert rows and int(rows[0][2]) >= 128, out
-        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(128)]
-        for s in socks:
-            s.close()

@@ -240,7 +240,7 @@ def test_engine_class_with_stand_in_module(fake_vllm, tiny_qwen_dir):
     d = m.describe()
     assert d["provider"] == "vllm" and d["engine"]["tensor_parallel_size"] == 2 and d["lora"] == "/adapters/r1"
     # a local folder's content joins the run fingerprint; an adapter path that is not a folder adds nothing
-    from mmrbench.adapters.weights_identity import folder_digest
+    from mmrbench.weights_identity import folder_digest
     assert d["weights_sha256"] == folder_digest(tiny_qwen_dir) and "lora_sha256" not in d
 
 

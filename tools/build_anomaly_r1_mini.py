@@ -112,15 +112,12 @@ def training_data(work: Path, seed: int, per_class: int, name_augment: float = 0
 
 
 def versions() -> dict:
-    from importlib import metadata
+    """What a bit-identical rebuild needs to match (build.json)."""
+    from mmrbench import __version__
+    from mmrbench.provenance import package_versions
 
-    out = {"python": platform.python_version()}
-    for pkg in ("mmrbench", "torch", "transformers", "peft", "tokenizers"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+    return {"python": platform.python_version(), "mmrbench": __version__,
+            **package_versions(("torch", "transformers", "peft", "tokenizers"))}
 
 
 def evaluate_on_bundled(model_dir: Path, bundled: Path, out: Path) -> dict:

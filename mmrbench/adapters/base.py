@@ -175,5 +175,16 @@ class ModelAPI(abc.ABC):
         """What goes into result.json's model card: never secrets."""
         return {"provider": self.provider, "model_id": self.model, "convention": self.convention}
 
+    def local_weights(self, folder: str, lora: str | None = None) -> dict[str, str]:
+        """For a local engine's :meth:`describe`: the content digests of its model and adapter folders
+        (:mod:`mmrbench.weights_identity`; nothing for hub ids), so a run folder never resumes over
+        answers of other weights that once sat at the same path. Computed once per instance, which
+        is right after the weights were loaded."""
+        cached = self.__dict__.get("_local_weights")
+        if cached is None:
+            from mmrbench.weights_identity import local_weights
+            cached = self.__dict__["_local_weights"] = local_weights(folder, lora)
+        return dict(cached)
+
     def close(self) -> None:
         pass

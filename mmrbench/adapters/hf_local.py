@@ -221,11 +221,7 @@ class HFModel(ModelAPI):
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update({"dtype": self.dtype_name, "device": str(self._loaded.device)})
-        from mmrbench.adapters.weights_identity import local_weights
-
-        # a local folder's content, so a run folder never resumes over answers of other weights
-        # that once sat at the same path (runinfo.fingerprint)
-        d.update(local_weights(self.base, self.lora))
+        d.update(self.local_weights(self.base, self.lora))
         if self.lora:
             d.update({"base_model": self.base, "lora": str(self.lora), "merged": self.merge})
         from mmrbench.adapters.qwen_vision import resize_params

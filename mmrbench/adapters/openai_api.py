@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from mmrbench.adapters.base import (GenerationConfig, ImagePart, ModelAPI, Request, Response, TextPart, as_status,
                                     Usage)
 from mmrbench.adapters.image_encoding import ImagePrep, cached_prepare, data_url_bytes
-from mmrbench.adapters.openai_body import body_pieces, encode_body, placeholder
+from mmrbench.adapters.openai_body import body_pieces, placeholder
 from mmrbench.adapters.retry import RetryingAPIModel, RetryPolicy, parse_retry_after
 from mmrbench.adapters.server_errors import redact_url, request_url, safe_url, scrub, short_error, status_error_text
 from mmrbench.errors import ConfigError, require
@@ -166,8 +166,6 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             out.append({"role": m.role, "content": parts})
         return out, sizes
 
-    encode_body, body_pieces = staticmethod(encode_body), staticmethod(body_pieces)  # see openai_body
-
     def request_kwargs(self, request: Request, messages: list[dict]) -> dict[str, Any]:
         cfg: GenerationConfig = request.config
         kw: dict[str, Any] = {"model": self.model, "messages": messages}
@@ -273,7 +271,7 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
                 from openai.types.chat import ChatCompletion, ChatCompletionChunk
                 # an explicit Content-Length: the HTTP client then sends the pieces as one body of that
                 # length (the same bytes on the wire), never chunked
-                pieces = self.body_pieces(kw, raw)
+                pieces = body_pieces(kw, raw)
                 result = self._http().post("/chat/completions", content=pieces, cast_to=ChatCompletion,
                                            options={"headers": {"Content-Length": str(sum(map(len, pieces)))}},
                                            stream=self.stream, stream_cls=oa.Stream[ChatCompletionChunk])

@@ -41,11 +41,6 @@ def body_pieces(kw: dict[str, Any], raw_images: Sequence[tuple[bytes, bytes]]) -
     return coalesce(pieces)
 
 
-def encode_body(kw: dict[str, Any], raw_images: Sequence[tuple[bytes, bytes]]) -> bytes:
-    """The body as one ``bytes`` (see :func:`body_pieces`)."""
-    return b"".join(body_pieces(kw, raw_images))
-
-
 def coalesce(pieces: list[bytes], small: int = 1 << 16) -> list[bytes]:
     """Runs of small pieces joined into one: every piece is a write to the socket (a GIL release
     and a context switch when many requests are in flight), and copying a few KB costs less."""

@@ -132,9 +132,7 @@ class VLLMModel(ModelAPI):
             d["image_resize"] = self.resize
         if self.lora:
             d["lora"] = str(self.lora)
-        from mmrbench.adapters.weights_identity import local_weights
-
-        d.update(local_weights(self.model, self.lora))  # a local folder's content joins the run fingerprint
+        d.update(self.local_weights(self.model, self.lora))
         return d
 
     def sent_size(self, size: tuple[int, int]) -> tuple[int, int]:

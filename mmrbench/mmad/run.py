@@ -24,6 +24,7 @@ from mmrbench.mmad.task import MMADQuery, MMADTask
 from mmrbench.dispatch import dispatch_threads
 from mmrbench.predictions import Prediction, PredictionWriter, load_latest
 from mmrbench.rundir import RunLock, atomic_write_json, prepare_run_dir
+from mmrbench.weights_identity import reported
 
 PREDICTIONS, RESULT, RUN = "predictions.jsonl", "result.json", "run.json"
 
@@ -34,10 +35,9 @@ def _model(model: Any, *, base_url: str | None, retry: Any):
     if card is not None:
         if card.provider == "detector":
             raise ConfigError(f"'{card.name}' is a detector: MMAD asks multiple-choice questions, it needs a language model")
-        from mmrbench.runinfo import weights_identity
         api = create_model(card, retry=retry)
         # a local folder's content digest joins the card, as in mmrbench eval (resume never mixes weights)
-        card_json = {**card.to_result_json(), **weights_identity(getattr(api, "describe", lambda: {})() or {})}
+        card_json = {**card.to_result_json(), **reported(getattr(api, "describe", lambda: {})() or {})}
         return api, card_json, card.generation_config(), card
     describe: dict[str, Any] = getattr(model, "describe", lambda: {})() or {}
     return model, describe, None, None
@@ -133,14 +133,14 @@ def _evaluate_locked(model: Any, data: MMADData, task: MMADTask, queries: Sequen
     """The run itself, under the run folder's lock (the same guarantees as ``mmrbench eval``: one
     writer, no writes through links, lines tagged with their run, atomic result files)."""
     from mmrbench.provenance import now_iso
-    from mmrbench.runinfo import check_origin, run_tag, summarize, weights_identity
+    from mmrbench.runinfo import check_origin, run_tag, summarize
 
     api, card_json, config, card = _model(model, base_url=base_url, retry=retry)
     convention = getattr(api, "convention", None) or card_json.get("convention") or "pixel"
     fp = {"mmad_sha256": data.sha256, "protocol": {k: v for k, v in task.protocol_json().items() if k != "scoring_mode"},
           "provider": card_json.get("provider"), "model_id": card_json.get("model_id"),
           "sampling": card_json.get("sampling"), "shard": f"{shard[0]}/{shard[1]}" if shard else None,
-          **weights_identity(card_json)}
+          **reported(card_json)}
     run_path = o / RUN
     if run_path.exists():
         try:

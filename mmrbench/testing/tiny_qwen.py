@@ -165,8 +165,8 @@ def build_tiny_qwen25vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def default_cache_root() -> Path:
-    root = os.environ.get("MMRBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mmrbench")
-    return Path(root)
+    from mmrbench.weights_identity import cache_root
+    return cache_root()
 
 
 def tiny_qwen25vl_dir(cache_root: str | os.PathLike | None = None, seed: int = 0) -> Path:

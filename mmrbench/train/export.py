@@ -16,8 +16,6 @@ from pathlib import Path
 
 from mmrbench.errors import ConfigError, require
 
-_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
 
 @dataclass(frozen=True)
 class ExportInfo:
@@ -49,6 +47,9 @@ def export_merged(adapter: str | os.PathLike, out: str | os.PathLike, *, base: s
     from mmrbench.data.manifest import file_sha256
 
     torch = require("torch", "train", "exporting a model")
+    from mmrbench.train.policy import resolve_dtype  # the trainer's dtype names (and its error)
+
+    out_dtype = resolve_dtype(dtype, torch.device("cpu"))
     transformers = require("transformers", "train", "exporting a model")
     peft = require("peft", "train", "exporting a model")
     adapter = Path(adapter)
@@ -56,8 +57,6 @@ def export_merged(adapter: str | os.PathLike, out: str | os.PathLike, *, base: s
     base = base or cfg.get("base_model_name_or_path")
     if not base:
         raise ConfigError(f"{adapter}/adapter_config.json names no base model: pass --base")
-    if dtype not in _DTYPES:
-        raise ConfigError(f"unknown dtype '{dtype}' (known: {', '.join(_DTYPES)})")
     weights = next((adapter / n for n in ("adapter_model.safetensors", "adapter_model.bin")
                     if (adapter / n).is_file()), None)
     if weights is None:
@@ -70,14 +69,15 @@ def export_merged(adapter: str | os.PathLike, out: str | os.PathLike, *, base: s
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load base model '{base}': {str(exc).splitlines()[0]}") from None
     merged = peft.PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged = merged.to(getattr(torch, _DTYPES[dtype]))
+    merged = merged.to(out_dtype)
     from mmrbench.adapters.hf_inputs import load_processor
 
     processor = load_processor(base)
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
-    info = ExportInfo(adapter=str(adapter), base=str(base), adapter_weights_sha256=file_sha256(weights), dtype=dtype,
+    info = ExportInfo(adapter=str(adapter), base=str(base), adapter_weights_sha256=file_sha256(weights),
+                      dtype=str(out_dtype).replace("torch.", ""),
                       lora_r=cfg.get("r"), modules_to_save=list(cfg.get("modules_to_save") or []))
     (out / "export.json").write_text(json.dumps(asdict(info), indent=1) + "\n", encoding="utf-8")
     return info

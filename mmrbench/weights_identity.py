@@ -5,8 +5,8 @@ names the weights. For a local folder it does not: retrain or re-export into the
 ``mmrbench eval`` into the same run folder again, and the old model's answers would be kept and
 credited to the new one. The digest covers every file of the folder (weights, configs, tokenizer,
 processor, chat template: all change answers), by name and content. Hashing a 15 GB 7B checkpoint takes
-tens of seconds, so each file's hash is cached, keyed by its absolute path, size and modification time
-(a rewritten file gets a new time, so it is hashed again).
+tens of seconds, so each file's hash is cached under mmrbench's cache folder, one entry per file path,
+valid while the file's size and modification time are unchanged (a rewritten file is hashed again).
 """
 from __future__ import annotations
 
@@ -14,19 +14,22 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from mmrbench.hashing import file_sha256
 
+#: the keys a local engine's ``describe()`` adds, and a run's fingerprint takes from it
+KEYS = ("weights_sha256", "lora_sha256")
 #: files that never change an answer (editors, OS, git)
 _IGNORED = {".DS_Store", ".gitattributes", "README.md"}
 
 
-def _cache_path() -> Path:
-    root = os.environ.get("MMRBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mmrbench")
-    return Path(root) / "file-sha256.json"
+def cache_root() -> Path:
+    """mmrbench's cache folder: ``$MMRBENCH_CACHE`` or ``~/.cache/mmrbench``."""
+    return Path(os.environ.get("MMRBENCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mmrbench"))
 
 
-def _load_cache(path: Path) -> dict[str, str]:
+def _load_cache(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -34,7 +37,7 @@ def _load_cache(path: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
-def _save_cache(path: Path, cache: dict[str, str]) -> None:
+def _save_cache(path: Path, cache: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
@@ -46,20 +49,25 @@ def _save_cache(path: Path, cache: dict[str, str]) -> None:
 
 def folder_digest(folder: str | os.PathLike) -> str | None:
     """sha256 over (relative path, sha256 of content) of every file under ``folder``; None when
-    ``folder`` is not a local directory (a hub id: its revision is in the card instead)."""
+    ``folder`` is not a local directory (a hub id: its name is the identity)."""
     root = Path(folder)
     if not root.is_dir():
         return None
-    cache_file = _cache_path()
+    cache_file = cache_root() / "file-sha256.json"
     cache = _load_cache(cache_file)
     changed = False
     h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name not in _IGNORED and ".git" not in q.parts):
+    for p in sorted(root.rglob("*")):
+        if p.name in _IGNORED or ".git" in p.parts or not p.is_file():
+            continue
         st = p.stat()
-        key = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        digest = cache.get(key)
-        if digest is None:
-            digest = cache[key] = file_sha256(p)
+        stamp = [st.st_size, st.st_mtime_ns]
+        entry = cache.get(str(p.resolve()))
+        if isinstance(entry, list) and entry[:2] == stamp and len(entry) == 3:
+            digest = entry[2]
+        else:
+            digest = file_sha256(p)
+            cache[str(p.resolve())] = [*stamp, digest]
             changed = True
         h.update(f"{p.relative_to(root).as_posix()}\0{digest}\n".encode("utf-8"))
     if changed:
@@ -68,13 +76,11 @@ def folder_digest(folder: str | os.PathLike) -> str | None:
 
 
 def local_weights(model: str | os.PathLike, lora: str | os.PathLike | None = None) -> dict[str, str]:
-    """The ``describe()`` keys of a local engine: ``weights_sha256`` when ``model`` is a local folder,
-    ``lora_sha256`` when ``lora`` is one (hub ids add nothing: their name is the identity)."""
-    out: dict[str, str] = {}
-    weights = folder_digest(model)
-    if weights:
-        out["weights_sha256"] = weights
-    adapter = folder_digest(lora) if lora else None
-    if adapter:
-        out["lora_sha256"] = adapter
-    return out
+    """``weights_sha256`` when ``model`` is a local folder, ``lora_sha256`` when ``lora`` is one."""
+    digests = (folder_digest(model), folder_digest(lora) if lora else None)
+    return {k: d for k, d in zip(KEYS, digests) if d}
+
+
+def reported(described: dict[str, Any]) -> dict[str, str]:
+    """The digests a provider's ``describe()`` reported (none for API models), for a fingerprint."""
+    return {k: described[k] for k in KEYS if described.get(k)}
