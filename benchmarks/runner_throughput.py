@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,7 @@ def main() -> None:
     ap.add_argument("--concurrency", default="32", help="comma-separated K values")
     ap.add_argument("--samples", type=int, default=384)
     ap.add_argument("--side", type=int, default=64, help="image side in pixels")
+    ap.add_argument("--processes", default="1", help="comma-separated sender process counts (eval --processes)")
     ap.add_argument("--in-process-server", action="store_true",
                     help="run the server in this process (it then competes with the runner for the GIL)")
     ap.add_argument("--recording-server", action="store_true",
@@ -81,20 +83,22 @@ def main() -> None:
         with _server(args.latency, args.in_process_server, not args.recording_server) as base_url:
             where = "in-process" if args.in_process_server else "separate process"
             print(f"{args.samples} samples, {args.side}px images, server latency L={args.latency:g} s ({where})")
-            print(f"{'K':>4} {'wall s':>8} {'ideal s':>8} {'samples/s':>10} {'ideal K/L':>10} {'fraction':>9} "
+            print(f"{'K':>4} {'procs':>5} {'wall s':>8} {'ideal s':>8} {'samples/s':>10} {'ideal K/L':>10} {'fraction':>9} "
                   f"{'CPU ms/req':>10}")
-            for k in [int(v) for v in args.concurrency.split(",") if v.strip()]:
+            for k, procs in [(int(v), int(p)) for v in args.concurrency.split(",") if v.strip()
+                             for p in args.processes.split(",") if p.strip()]:
                 n = min(args.samples, max(4 * k, int(8 * k / args.latency)))
                 card = with_overrides(parse_spec("openai:bench-model"), base_url=base_url, concurrency=k)
-                out = Path(tmp) / f"run-k{k}"
-                t0, c0 = time.perf_counter(), time.process_time()
-                run_eval(card, manifest, out, EvalOptions(limit=n, concurrency=k, progress=False, quiet=True))
-                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                out = Path(tmp) / f"run-k{k}-p{procs}"
+                t0, c0 = time.perf_counter(), _cpu_s()
+                run_eval(card, manifest, out, EvalOptions(limit=n, concurrency=k, progress=False, quiet=True,
+                                                          processes=procs))
+                wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
                 run = json.loads((out / "run.json").read_text())
                 assert run["status_counts"]["ok"] == n, run["status_counts"]
                 rate = n / run["wall_s"]  # dispatch phase: first request to last line written
                 ideal = k / args.latency
-                print(f"{k:>4} {run['wall_s']:>8.2f} {n / ideal:>8.2f} {rate:>10.1f} {ideal:>10.1f} {rate / ideal:>9.2f} "
+                print(f"{k:>4} {procs:>5} {run['wall_s']:>8.2f} {n / ideal:>8.2f} {rate:>10.1f} {ideal:>10.1f} {rate / ideal:>9.2f} "
                       f"{1000 * cpu / n:>10.1f}   (end to end incl. scoring: {wall:.2f} s)")
 
 
@@ -125,6 +129,12 @@ def rate_limited(args) -> None:
                 lowest = run.get("concurrency", {}).get("lowest", k)
                 print(f"{k:>4} {'AIMD' if adaptive else 'off':>8} {run['wall_s']:>8.2f} {rate:>10.1f} {rate / r:>9.2f} "
                       f"{attempts:>10} {n429:>6} {100 * n429 / attempts:>5.1f}% {lowest:>9}")
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its finished children (the sender processes of --processes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 @contextlib.contextmanager

@@ -61,6 +61,8 @@ class EvalOptions:
     #: adaptive concurrency (AIMD on 429s) for API providers; ``min_concurrency`` is its floor
     adaptive: bool = True
     min_concurrency: int = 1
+    #: API providers: send from this many processes (the concurrency split between them); 1 = threads here
+    processes: int = 1
 
 
 def write_compact(path: str | os.PathLike, preds: dict[str, Prediction], order: Sequence[str]) -> list[Prediction]:
@@ -140,8 +142,12 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     if opts.max_cost is not None and card_prices(card) is None:
         raise ConfigError(f"--max-cost needs the model's prices: model card '{card.name}' has no "
                           f"price_input_per_mtok / price_output_per_mtok (US dollars per million tokens)")
+    if opts.processes > 1 and model is not None:
+        raise ConfigError("--processes needs a model built from its card (each sender process builds its own)")
     if model is None:
         model = create_model(card, retry=opts.retry)
+    if opts.processes > 1:
+        _check_processes(card, model, opts)
     convention = getattr(model, "convention", card.convention) or card.convention
     card_json = card.to_result_json()
     card_json["convention"] = convention
@@ -176,15 +182,8 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     # remote providers send files as they are; local engines need pixels, decoded while the request is built
     decode = not getattr(model, "accepts_file_bytes", False)
 
-    def answer(sample: Sample) -> Prediction:
-        try:
-            req = build_request(sample, root, variant=opts.variant, domain_labels=domain, config=config, decode=decode)
-        except MMRBenchError as exc:
-            return Prediction(sample.id, None, "error", str(exc), convention=convention, run=tag)
-        resps = model.generate([req])
-        if not resps:
-            return Prediction(sample.id, None, "error", "provider returned no response", convention=convention, run=tag)
-        return prediction_from_response(sample.id, resps[0], convention, run=tag)
+    from mmrbench.senders import Answerer
+    answer = Answerer(model, root, opts.variant, domain, config, decode, convention, tag)
 
     counts = {"ok": 0, "refused": 0, "truncated": 0, "error": 0}
     spend = Spend(card, root, opts.variant, domain, samples)
@@ -197,6 +196,7 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
 
     bar = _progress(len(todo), card.name, opts.progress and not opts.quiet)
     limiter = None
+    sender_limits: dict[str, Any] | None = None
     writer = PredictionWriter(pred_path, fsync_interval_s=0.5)
     interrupted = False
     try:
@@ -214,11 +214,21 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
             pass  # the folder already spent the budget: ask nothing
         elif batch == 1:
             k = max(1, int(opts.concurrency or card.concurrency or getattr(model, "max_concurrency", 1) or 1))
-            if opts.adaptive and hasattr(model, "concurrency_limiter") and k > 1:
-                from mmrbench.adapters.retry import AdaptiveConcurrency
-                limiter = AdaptiveConcurrency(k, min(k, max(1, opts.min_concurrency)))
-                model.concurrency_limiter = limiter
-            dispatch_threads(todo, answer, record, k, convention, tag, stop=over_budget)
+            if opts.processes > 1 and todo:
+                from mmrbench.senders import SenderPool, SenderSpec, combined_limiter_stats
+                spec = SenderSpec(card, opts.retry, root, opts.variant, domain, config, decode, convention, tag,
+                                  opts.adaptive, opts.min_concurrency)
+                with SenderPool(spec, k, opts.processes) as senders:
+                    t0 = time.perf_counter()  # from the first request, as a local engine's after its load
+                    senders.dispatch(todo, record, stop=over_budget)
+                    run_info["senders"] = senders.finish()
+                sender_limits = combined_limiter_stats(run_info["senders"]["limiters"])
+            elif todo:
+                if opts.adaptive and hasattr(model, "concurrency_limiter") and k > 1:
+                    from mmrbench.adapters.retry import AdaptiveConcurrency
+                    limiter = AdaptiveConcurrency(k, min(k, max(1, opts.min_concurrency)))
+                    model.concurrency_limiter = limiter
+                dispatch_threads(todo, answer, record, k, convention, tag, stop=over_budget)
         else:
             dispatch_batches(todo, model, record, batch, convention, lambda s: build_request(
                 s, root, variant=opts.variant, domain_labels=domain, config=config, decode=decode), tag,
@@ -235,6 +245,8 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
                          "state": "interrupted" if interrupted else "finishing"})
         if limiter is not None:
             run_info["concurrency"] = limiter.stats()
+        elif sender_limits is not None:
+            run_info["concurrency"] = sender_limits
         if spend.prices is not None:
             run_info["cost"] = {"spent_usd": round(spend.usd, 6), "max_cost_usd": opts.max_cost,
                                 "budget_reached": over_budget.hit}
@@ -259,6 +271,19 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
         print(report.render("table"))
         print(f"wrote {out / RESULT}")
     return result
+
+
+def _check_processes(card: ModelCard, model: Any, opts: EvalOptions) -> None:
+    """``--processes`` splits an API provider's concurrent requests between processes; say so
+    rather than ignore it where it cannot apply."""
+    from mmrbench.adapters.retry import RetryingAPIModel
+    if not isinstance(model, RetryingAPIModel) or int(getattr(model, "batch_size", 1) or 1) > 1:
+        raise ConfigError(f"--processes applies to API providers (requests sent over HTTP); '{card.provider}' runs "
+                          f"on this machine: use --batch-size for local engines")
+    k = max(1, int(opts.concurrency or card.concurrency or getattr(model, "max_concurrency", 1) or 1))
+    if opts.processes > k:
+        raise ConfigError(f"--processes {opts.processes} needs at least as many concurrent requests; the "
+                          f"concurrency is {k} (raise --concurrency)")
 
 
 def dry_run(card: ModelCard, manifest_path: str | os.PathLike, out_dir: str | os.PathLike,

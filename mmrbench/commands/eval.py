@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="first N samples of the selection")
     p.add_argument("--shard", default=None, metavar="I/N", help="run shard I of N (0 <= I < N); merge with 'mmrbench merge'")
     p.add_argument("--concurrency", type=int, default=None, help="parallel requests (API providers)")
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="API providers: send from N processes, the concurrency split between them (default 1); "
+                        "for fast local servers, where one Python process's CPU sets the pace")
     p.add_argument("--batch-size", type=int, default=None, help="requests per batch (local engines)")
     p.add_argument("--base-url", default=None,
                    help="server URL: an OpenAI-compatible one for openai (e.g. http://127.0.0.1:8000/v1), or a Gemini "
@@ -119,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
                        shard=parse_shard(args.shard) if args.shard else None, concurrency=args.concurrency,
                        progress=not args.no_progress, retry=retry, command=["mmrbench", *sys.argv[1:]],
                        device=args.device, weights=args.weights, recipe=args.recipe, max_cost=args.max_cost,
-                       adaptive=not args.no_adaptive, min_concurrency=args.min_concurrency or 1)
+                       adaptive=not args.no_adaptive, min_concurrency=args.min_concurrency or 1,
+                       processes=args.processes or 1)
     if args.dry_run:
         from mmrbench.runner import dry_run
         print(dry_run(card, args.data, args.out, opts))
@@ -147,6 +151,7 @@ def check_run_params(args: argparse.Namespace) -> None:
         max_cost: Optional[Annotated[float, Field(gt=0, le=10_000_000, allow_inf_nan=False)]] = None
         concurrency: Optional[Annotated[int, Field(ge=1, le=4096)]] = None
         min_concurrency: Optional[Annotated[int, Field(ge=1, le=4096)]] = None
+        processes: Optional[Annotated[int, Field(ge=1, le=256)]] = None
 
         @model_validator(mode="after")
         def _floor_below_ceiling(self):
@@ -154,6 +159,7 @@ def check_run_params(args: argparse.Namespace) -> None:
                 raise ValueError(f"--min-concurrency {self.min_concurrency} is above --concurrency {self.concurrency}")
             return self
 
-    keys = ("limit", "retries", "retry_wait", "max_image_side", "max_cost", "concurrency", "min_concurrency")
+    keys = ("limit", "retries", "retry_wait", "max_image_side", "max_cost", "concurrency", "min_concurrency",
+            "processes")
     validated(RunParams, {k: getattr(args, k, None) for k in keys if getattr(args, k, None) is not None},
               "command line", error=ConfigError)
