@@ -1,4 +1,4 @@
-"""Can the mini model use the reference + query pair? Two checks that need no training run.
+"""Can the mini model use the reference + query pair, and can it say where? Three checks, no training run.
 
     python benchmarks/mini_pair_probe.py --model DIR --manifest DATA/mini_fit.jsonl [--adapter RUN] [--n 60]
 
@@ -19,6 +19,13 @@ held-out one: this is a diagnostic, and a diagnostic read on held-out images is 
    the image-level AUROC (max token score, anomalous vs normal) of both scores. If the pair score is
    not better than the query's own, the reference adds nothing the language model could use
    without learning invariances the vision features lack.
+3. **Do the query's image tokens know where they are?** To write a box the model must turn "this
+   token is the defect" into its row and column. Qwen2.5-VL's vision tower uses relative (rotary)
+   positions only, so its features need not carry a token's place; the language model can build it
+   from its 3-D rope positions. The probe fits a ridge regression from each layer's hidden state of the
+   query's image tokens (layer 0 = the vision features as the language model receives them) to the
+   token's row and column (fitted on half the images, R^2 on the other half; 0 = no information,
+   1 = exact). Low R^2 at every layer means no layer can read a defect token's place off its state.
 """
 from __future__ import annotations
 
@@ -47,6 +54,26 @@ def auroc(pos: list[float], neg: list[float]) -> float:
     r_pos = sum(r for r, (_, lab) in zip(ranks, allv) if lab)
     n1, n0 = len(pos), len(neg)
     return (r_pos - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def ridge_r2(fit, test, lam: float = 1.0) -> list[float]:
+    """R^2 on ``test`` of a ridge regression fitted on ``fit`` (each a (features, targets) pair),
+    one figure per target column; features standardised with the fit set's statistics."""
+    import torch
+
+    (x, y), (xt, yt) = fit, test
+    mu, sd = x.mean(0), x.std(0).clamp_min(1e-6)
+    x, xt = (x - mu) / sd, (xt - mu) / sd
+    x = torch.cat([x, torch.ones(len(x), 1)], 1).double()
+    xt = torch.cat([xt, torch.ones(len(xt), 1)], 1).double()
+    reg = lam * torch.eye(x.shape[1], dtype=torch.float64)
+    reg[-1, -1] = 0  # the bias is not shrunk
+    w = torch.linalg.solve(x.T @ x + reg, x.T @ y.double())
+    pred = xt @ w
+    yt = yt.double()
+    sse = ((pred - yt) ** 2).sum(0)
+    sst = ((yt - yt.mean(0)) ** 2).sum(0).clamp_min(1e-12)
+    return (1 - sse / sst).tolist()
 
 
 def image_spans(input_ids, image_token_id: int) -> list[tuple[int, int]]:
@@ -89,6 +116,8 @@ def probe(model_dir: Path, manifest: Path, adapter: Path | None, n: int) -> dict
     img_tok = model.config.image_token_id
     merge = inner.visual.spatial_merge_size
     tok_pos, tok_neg, tok_pos_self, tok_neg_self = [], [], [], []
+    layer_feats: list[list] = []  # per image: [layer] -> (tokens, hidden) of the query's image tokens
+    places: list = []  # per image: (tokens, 2) row, column of each token, as fractions of the grid
     img_pair, img_self = {True: [], False: []}, {True: [], False: []}
     rope_report = None
     with torch.no_grad():
@@ -106,9 +135,14 @@ def probe(model_dir: Path, manifest: Path, adapter: Path | None, n: int) -> dict
                 rope_report = {"images": len(spans), "ranges_thw": rng,
                                "constant_offset": bool((diff == diff[:, :1]).all()),
                                "offset": diff[:, 0].tolist()}
+            hidden = model(**inp, output_hidden_states=True).hidden_states
+            a_q, b_q = image_spans(inp["input_ids"][0], img_tok)[1]
+            layer_feats.append([h[0, a_q:b_q].float() for h in hidden])
             feats = inner.get_image_features(inp["pixel_values"], grid).pooler_output
             ref, qry = feats[0], feats[1]
             gh, gw = int(grid[1, 1]) // merge, int(grid[1, 2]) // merge
+            rows = torch.arange(gh * gw) // gw
+            places.append(torch.stack([rows / max(1, gh - 1), (torch.arange(gh * gw) % gw) / max(1, gw - 1)], 1))
             pair = (qry - ref).norm(dim=-1)
             own = (qry - qry.median(dim=0).values).norm(dim=-1)
             # defect mask per merged token: the query is resized to (gw*cell, gh*cell) px
@@ -126,7 +160,14 @@ def probe(model_dir: Path, manifest: Path, adapter: Path | None, n: int) -> dict
                 tok_neg_self += own[~mask].tolist()
             img_pair[s.is_anomalous].append(float(pair.max()))
             img_self[s.is_anomalous].append(float(own.max()))
+    half = len(samples) // 2
+    position_r2 = []
+    for layer in range(len(layer_feats[0])):
+        fit = torch.cat([f[layer] for f in layer_feats[:half]]), torch.cat(places[:half])
+        test = torch.cat([f[layer] for f in layer_feats[half:]]), torch.cat(places[half:])
+        position_r2.append([round(v, 3) for v in ridge_r2(fit, test)])
     return {"samples": len(samples), "rope": rope_report,
+            "position_r2_row_col_by_layer": position_r2,
             "token_auroc_pair": auroc(tok_pos, tok_neg), "token_auroc_query_only": auroc(tok_pos_self, tok_neg_self),
             "image_auroc_pair": auroc(img_pair[True], img_pair[False]),
             "image_auroc_query_only": auroc(img_self[True], img_self[False])}

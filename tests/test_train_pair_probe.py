@@ -26,6 +26,25 @@ def test_auroc_hand_computed():
     assert p.auroc([2, 3], [1, 2]) == pytest.approx(0.875)
 
 
+def test_ridge_r2_hand_computed():
+    torch = pytest.importorskip("torch")
+    p = load_script()
+    x = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    # target 0: exactly 2x + 1 (R^2 = 1 at a negligible ridge); target 1: constant 5 on the fit set,
+    # so the fit predicts 5 everywhere and R^2 on the test targets 4, 6 is 1 - SSE/SST = 1 - 2/2 = 0
+    y = torch.cat([2 * x + 1, torch.full_like(x, 5.0)], 1)
+    xt = torch.tensor([[4.0], [5.0]])
+    yt = torch.cat([2 * xt + 1, torch.tensor([[4.0], [6.0]])], 1)
+    r2 = p.ridge_r2((x, y), (xt, yt), lam=1e-9)
+    assert r2[0] == pytest.approx(1.0, abs=1e-6)
+    assert r2[1] == pytest.approx(1 - ((5 - 4) ** 2 + (5 - 6) ** 2) / ((4 - 5) ** 2 + (6 - 5) ** 2), abs=1e-6)
+    # features unrelated to the target: a ridge fit predicts no better than the fit set's mean
+    g = torch.Generator().manual_seed(0)
+    noise, tnoise = torch.randn(200, 3, generator=g), torch.randn(200, 3, generator=g)
+    target, ttarget = torch.rand(200, 1, generator=g), torch.rand(200, 1, generator=g)
+    assert p.ridge_r2((noise, target), (tnoise, ttarget))[0] < 0.05
+
+
 @pytest.mark.slow
 def test_probe_on_tiny_model(tmp_path):
     pytest.importorskip("torch")
@@ -45,6 +64,15 @@ def test_probe_on_tiny_model(tmp_path):
     assert rope["images"] == 2 and rope["constant_offset"] is True
     assert rope["ranges_thw"][1][0][0] > rope["ranges_thw"][0][0][1]
     assert 0.0 <= r["token_auroc_pair"] <= 1.0 and 0.0 <= r["image_auroc_query_only"] <= 1.0
+    # one (row, column) R^2 pair per hidden state: the vision features, then each decoder layer
+    n_layers = r["position_r2_row_col_by_layer"]
+    assert len(n_layers) == 1 + p_layers(tiny) and all(len(v) == 2 and v[0] <= 1.0 for v in n_layers)
+
+
+def p_layers(model_dir) -> int:
+    import json
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    return int(cfg.get("text_config", cfg)["num_hidden_layers"])
 
 
 def test_refuses_the_held_out_split(tmp_path, capsys):
