@@ -116,5 +116,5 @@ def test_bundled_reference_entry_is_a_verified_row(synth_small, tmp_path, capsys
     assert result["provenance"] == "run" and result["model"]["model_id"] == "../baselines/anomaly-r1-mini/model"
     md = (out / "leaderboard" / "LEADERBOARD.md").read_text()
     synth = next(sec for sec in md.split("\n## ")[1:] if sec.startswith("bundled synthetic v"))
-    row = next(line for line in synth.splitlines() if line.startswith("| anomaly-r1-mini "))
+    row = next(line for line in synth.splitlines() if line.startswith("| Anomaly-R1-mini (1M, CPU) "))  # its display name
     assert "✅ verified" in row

@@ -219,7 +219,8 @@ def _base_entry(rel: str, result: dict[str, Any], status: str, reasons: list[str
     model = table_of(result, "model")
     ds = table_of(result, "dataset")
     return {
-        "id": rel, "name": str(model.get("name")), "kind": _kind(result, status),
+        # the card's display name where it has one (as the MMAD boards show it): "PaDiM", not "padim"
+        "id": rel, "name": str(model.get("display_name") or model.get("name")), "kind": _kind(result, status),
         "provenance": result.get("provenance"), "status": status, "reasons": reasons,
         "variant": str(result.get("variant") or (result.get("protocol") or {}).get("prompt_variant") or "default"),
         "provider": model.get("provider"), "model_id": model.get("model_id"),
