@@ -8,7 +8,8 @@ rewritten compactly (one line per id, the latest winning, manifest order) when t
 and every reader here also lets the latest line win, so a half-finished run is scored correctly too.
 
 API providers run in a pool of daemon threads (bounded concurrency, requests built inside the
-workers so image loading overlaps network waits); local engines get batches of ``batch_size``.
+workers so image loading overlaps network waits), or in sender processes (``processes``,
+:mod:`mmrbench.senders`) whose answers this process writes; local engines get batches of ``batch_size``.
 """
 from __future__ import annotations
 

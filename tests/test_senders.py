@@ -223,3 +223,35 @@ def test_senders_exit_when_their_parent_is_killed(tmp_path):
         while time.monotonic() < deadline and any(_alive(p) for p in senders):
             time.sleep(0.1)
         assert not any(_alive(p) for p in senders)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_ctrl_c_stops_the_senders_and_keeps_the_answers(tmp_path):
+    m = _manifest(tmp_path / "d", 8)
+    # samples 0-3 answer at once, 4-7 hang until the test ends
+    hanging = {(tmp_path / "d" / "img").joinpath(f"q{i}.{'jpg' if i % 3 == 0 else 'png'}").read_bytes()
+               for i in range(4, 8)}
+
+    def answer(req):
+        return Reply("No.", delay_s=60 if req.images[-1][1] in hanging else 0)
+
+    with FakeOpenAIServer(answer) as srv:
+        cmd = [sys.executable, "-m", "mmrbench", "eval", "--model", "openai:gpt-4o", "--base-url", srv.base_url,
+               "--data", str(m), "--out", str(tmp_path / "run"), "--concurrency", "8", "--processes", "2",
+               "--no-progress"]
+        proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(srv.requests) < 8:
+                time.sleep(0.1)
+            senders = _children(proc.pid)
+            time.sleep(0.5)  # the quick answers reach the harness
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends the whole process group
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert len(senders) == 2 and not any(_alive(p) for p in senders)
+    kept = read_predictions(tmp_path / "run/predictions.jsonl")
+    assert sorted(p.id for p in kept) == sorted(f"S/c{i % 2}/{i}" for i in range(4)) and all(p.status == "ok" for p in kept)
