@@ -69,6 +69,33 @@ class DaemonPool:
             self.inq.put(self._STOP)
 
 
+class Feeder:
+    """Hands items out while fewer than ``bound`` are in flight (queued or being asked). When ``stop``
+    says so (a cost budget), nothing more is handed out and what is queued but not started is taken
+    back with ``drain``: not spent, asked by the next run. Shared by the thread pool and the sender
+    processes, so both stop the same way."""
+
+    def __init__(self, todo: Sequence[Any], bound: int, put: Callable[[Any], None], drain: Callable[[], int],
+                 stop: Callable[[int], bool]):
+        self._it = iter(todo)
+        self.bound, self._put, self._drain, self._stop = bound, put, drain, stop
+        self.in_flight = 0
+        self.exhausted = False
+
+    def fill(self) -> None:
+        while not self.exhausted and self.in_flight < self.bound:
+            if self._stop(self.in_flight):
+                self.exhausted = True
+                self.in_flight -= self._drain()
+                return
+            item = next(self._it, None)
+            if item is None:
+                self.exhausted = True
+                return
+            self._put(item)
+            self.in_flight += 1
+
+
 def dispatch_threads(todo: Sequence[ItemT], answer: Callable[[ItemT], Prediction],
                       record: Callable[[Prediction], None], k: int, convention: str, tag: str | None = None,
                       stop: Callable[[int], bool] = lambda in_flight: False) -> None:
@@ -76,28 +103,16 @@ def dispatch_threads(todo: Sequence[ItemT], answer: Callable[[ItemT], Prediction
         return
     pool = DaemonPool(answer, k)
     try:
-        it = iter(todo)
-        inflight = 0
-        exhausted = False
+        feed = Feeder(todo, 2 * k, pool.inq.put, pool.drain, stop)
         while True:
-            while not exhausted and inflight < 2 * k:
-                if stop(inflight):
-                    exhausted = True
-                    inflight -= pool.drain()  # queued but not started: not spent, asked by the next run
-                    break
-                s = next(it, None)
-                if s is None:
-                    exhausted = True
-                    break
-                pool.inq.put(s)
-                inflight += 1
-            if inflight == 0:
+            feed.fill()
+            if feed.in_flight <= 0:
                 break
             try:
                 sample, pred, exc = pool.outq.get(timeout=0.5)
             except queue.Empty:
                 continue
-            inflight -= 1
+            feed.in_flight -= 1
             if exc is not None:
                 if isinstance(exc, KeyboardInterrupt):
                     raise exc

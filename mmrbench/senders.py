@@ -202,23 +202,12 @@ class SenderPool:
                  stop: Callable[[int], bool] = lambda in_flight: False) -> None:
         """Ask ``todo``; each answer goes to ``record`` (in this process) as it arrives. At most 2K
         samples are handed out at once, so a cost stop leaves little queued (and drops that)."""
-        by_id = {s.id: s for s in todo}
-        it = iter(todo)
-        inflight = 0
-        exhausted = False
+        from mmrbench.dispatch import Feeder
+        asked = {s.id for s in todo}
+        feed = Feeder(todo, 2 * self.k, self.inq.put, lambda: _drain(self.inq), stop)
         while True:
-            while not exhausted and inflight < 2 * self.k:
-                if stop(inflight):
-                    exhausted = True
-                    inflight -= _drain(self.inq)  # queued but not started: not spent, asked by the next run
-                    break
-                s = next(it, None)
-                if s is None:
-                    exhausted = True
-                    break
-                self.inq.put(s)
-                inflight += 1
-            if inflight <= 0:
+            feed.fill()
+            if feed.in_flight <= 0:
                 return
             try:
                 kind, key, payload = self.outq.get(timeout=0.5)
@@ -227,8 +216,8 @@ class SenderPool:
                 continue
             if kind != "answer":
                 continue
-            inflight -= 1
-            if key not in by_id:  # pragma: no cover - defensive: never credit an id this run did not ask
+            feed.in_flight -= 1
+            if key not in asked:  # pragma: no cover - defensive: never credit an id this run did not ask
                 continue
             try:
                 pred = parse_prediction(payload, f"sender answer for {key}")
