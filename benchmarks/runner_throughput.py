@@ -14,6 +14,10 @@ measured). ``--recording-server`` restores the test server's full parsing.
     python benchmarks/runner_throughput.py --latency 0.5 --concurrency 1,8,32 --samples 384
     python benchmarks/runner_throughput.py --side 1024 --samples 256
     python benchmarks/runner_throughput.py --side 512 --concurrency 128 --samples 1024
+    python benchmarks/runner_throughput.py --side 512 --concurrency 128 --samples 1024 --processes 1,2
+
+``--processes 1,2`` measures each K with threads in this process and with two sender processes
+(``eval --processes``); the CPU column then includes the senders' (their start-up too).
 
 ``--rate-limit R`` makes the server admit R requests per second (a token bucket holding one second's
 worth) and answer the rest 429 with Retry-After; the run then reports its rate as a
@@ -109,16 +113,17 @@ def rate_limited(args) -> None:
         extra = ("--rate-limit", str(r), "--burst", str(max(1.0, r)))
         print(f"{args.samples} samples, {args.side}px images, L={args.latency:g} s, server admits {r:g} requests/s "
               f"(burst {max(1.0, r):g}); 429s carry Retry-After")
-        print(f"{'K':>4} {'adaptive':>8} {'wall s':>8} {'samples/s':>10} {'of limit':>9} {'HTTP reqs':>10} "
+        print(f"{'K':>4} {'procs':>5} {'adaptive':>8} {'wall s':>8} {'samples/s':>10} {'of limit':>9} {'HTTP reqs':>10} "
               f"{'429s':>6} {'429 %':>6} {'lowest K':>9}")
-        for k in [int(v) for v in args.concurrency.split(",") if v.strip()]:
+        for k, procs in [(int(v), int(p)) for v in args.concurrency.split(",") if v.strip()
+                         for p in args.processes.split(",") if p.strip()]:
             for adaptive in (True, False):
                 # a fresh server per run: each starts with a full bucket
                 with _server(args.latency, False, True, *extra) as base_url:
                     card = with_overrides(parse_spec("openai:bench-model"), base_url=base_url, concurrency=k)
-                    out = Path(tmp) / f"rl-k{k}-{adaptive}"
+                    out = Path(tmp) / f"rl-k{k}-p{procs}-{adaptive}"
                     run_eval(card, manifest, out, EvalOptions(concurrency=k, progress=False, quiet=True,
-                                                              adaptive=adaptive))
+                                                              adaptive=adaptive, processes=procs))
                 run = json.loads((out / "run.json").read_text())
                 preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
                 n = len(preds)
@@ -127,7 +132,7 @@ def rate_limited(args) -> None:
                 n429 = attempts - n  # every retry here answered a 429 (nothing else fails on loopback)
                 rate = n / run["wall_s"]
                 lowest = run.get("concurrency", {}).get("lowest", k)
-                print(f"{k:>4} {'AIMD' if adaptive else 'off':>8} {run['wall_s']:>8.2f} {rate:>10.1f} {rate / r:>9.2f} "
+                print(f"{k:>4} {procs:>5} {'AIMD' if adaptive else 'off':>8} {run['wall_s']:>8.2f} {rate:>10.1f} {rate / r:>9.2f} "
                       f"{attempts:>10} {n429:>6} {100 * n429 / attempts:>5.1f}% {lowest:>9}")
 
 
