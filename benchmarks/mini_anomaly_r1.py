@@ -165,7 +165,8 @@ def common_overrides(model_dir: Path, manifest: Path, variant: str, modules: lis
             "data.prompt_variant": variant}
 
 
-def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant, modules, token_loss=0.0, token_layer=0):
+def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant, modules, token_loss=0.0, token_layer=0,
+                  position_loss=0.0):
     from mmrbench.train.recipe import load_recipe
     from mmrbench.train.sft import run_sft
 
@@ -173,7 +174,8 @@ def run_sft_stage(model_dir, manifest, out, steps, lr, batch, variant, modules, 
         **common_overrides(model_dir, manifest, variant, modules), "model.gradient_checkpointing": False,
         "sft.max_steps": steps, "sft.lr": lr, "sft.batch_size": batch, "sft.warmup_ratio": 0.05,
         "sft.weight_decay": 0.0, "sft.save_steps": 0, "sft.lr_scheduler": "cosine",
-        "sft.token_loss_weight": token_loss, "sft.token_loss_layer": token_layer})
+        "sft.token_loss_weight": token_loss, "sft.token_loss_layer": token_layer,
+        "sft.position_loss_weight": position_loss})
     return run_sft(r, out, progress=True)
 
 
@@ -250,6 +252,8 @@ def main(argv=None) -> int:
     ap.add_argument("--token-loss", type=float, default=0.0,
                     help="weight of the auxiliary per-token defect loss in SFT (sft.token_loss_weight; 0 = off)")
     ap.add_argument("--token-layer", type=int, default=0, help="sft.token_loss_layer (0 = the last layer)")
+    ap.add_argument("--position-loss", type=float, default=0.0,
+                    help="weight of the auxiliary position loss in SFT (sft.position_loss_weight; 0 = off)")
     ap.add_argument("--grpo-steps", type=int, default=16)
     ap.add_argument("--grpo-lr", type=float, default=1e-4)
     ap.add_argument("--prompt-batch", type=int, default=8)
@@ -292,7 +296,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if not (args.reuse_sft and (out / "sft" / "adapter_config.json").exists()):
         run_sft_stage(model_dir, train_m, out / "sft", args.sft_steps, args.sft_lr, args.sft_batch, variant, modules,
-                      args.token_loss, args.token_layer)
+                      args.token_loss, args.token_layer, args.position_loss)
     t_sft = time.perf_counter() - t0
     sft_eval = evaluate(out / "sft", eval_m, args.max_new_tokens, 16, variant)
     log(f"after SFT ({t_sft:.0f} s): {sft_eval}")

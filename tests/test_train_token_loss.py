@@ -11,7 +11,8 @@ torch = pytest.importorskip("torch")
 
 from mmrbench.data.schema import Box  # noqa: E402
 from mmrbench.errors import ConfigError  # noqa: E402
-from mmrbench.train.token_loss import cell_targets, image_runs, query_tokens  # noqa: E402
+from mmrbench.train.token_loss import (QueryTokens, cell_targets, image_runs, place_directions,  # noqa: E402
+                                       place_targets, position_loss, query_tokens)
 
 
 def test_cell_targets_by_hand():
@@ -43,6 +44,7 @@ def test_image_runs_and_query_tokens():
     assert [x.row for x in q] == [0, 1]
     assert q[0].positions.tolist() == [6, 7, 8, 9] and q[0].targets.tolist() == [0, 1, 0, 0]
     assert q[1].positions.tolist() == [2, 3, 4, 5] and q[1].targets.tolist() == [0, 0, 0, 0]
+    assert q[0].places.tolist() == [[-1, -1], [-1, 1], [1, -1], [1, 1]]  # (row, column) of a 2x2 grid
     with pytest.raises(ConfigError, match="query image of row 0"):
         query_tokens(ids, torch.tensor([[1, 4, 6], [1, 4, 4], [1, 4, 4]]), [ex([]), ex([])], img, merge=1)
 
@@ -73,3 +75,60 @@ def test_sft_with_token_loss_logs_and_lowers_it(tmp_path):
     assert min(losses[-3:]) < 0.9 * losses[0]
     with pytest.raises(ConfigError, match="token_loss_weight"):
         load_recipe(None, "sft", {"sft.token_loss_weight": -1.0})
+
+
+def test_place_targets_and_directions_by_hand():
+    # 3 rows x 5 columns: rows -1, 0, 1; columns -1, -0.5, 0, 0.5, 1 (row-major)
+    p = place_targets((3, 5))
+    assert p[:5].tolist() == [[-1, -1], [-1, -0.5], [-1, 0], [-1, 0.5], [-1, 1]]
+    assert p[7].tolist() == [0, 0] and p[14].tolist() == [1, 1]
+    assert place_targets((1, 2)).tolist() == [[0, -1], [0, 1]]  # a single row sits at 0
+    d = place_directions(16)
+    assert d.shape == (16, 2) and torch.allclose(d.T @ d, torch.eye(2), atol=1e-6)
+    assert torch.equal(d, place_directions(16))  # fixed: the same on every run and rank
+
+
+def test_position_loss_by_hand():
+    hidden, n = 8, 4
+    d = place_directions(hidden)
+    places = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+    exact = places @ d.T  # states whose projections are exactly the places
+    off = exact + 0.5 * d[:, 1]  # every column projection 0.5 too high: MSE = (0 + 0.25) / 2
+    model = SimpleNamespace()  # the last layer is read as it is (already normed): no norm is applied
+
+    def states(h):
+        return [torch.zeros(1, n, hidden), h.unsqueeze(0)]  # embeddings, then one decoder layer
+
+    q = [QueryTokens(0, torch.arange(n), torch.zeros(n), places)]
+    assert position_loss(model, states(exact), 0, q).item() == pytest.approx(0.0, abs=1e-6)
+    assert position_loss(model, states(off), 0, q).item() == pytest.approx(0.125, abs=1e-6)
+    assert position_loss(model, states(off), 0, []).item() == 0.0
+    with pytest.raises(ConfigError, match="outside 1..1"):
+        position_loss(model, states(off), 2, q)
+
+
+def test_sft_with_position_loss_logs_and_lowers_it(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from mmrbench.testing.tiny_qwen import tiny_qwen25vl_dir
+    from mmrbench.train.recipe import load_recipe
+    from mmrbench.train.sft import run_sft
+    from train_toydata import write_toy_manifest
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        tiny = tiny_qwen25vl_dir(tmp_path / "cache")
+        toy = write_toy_manifest(tmp_path / "toy", n=4)
+        r = load_recipe(None, "sft", {"model.base": str(tiny), "data.manifest": str(toy), "sft.max_steps": 12,
+                                      "sft.batch_size": 4, "sft.lr": 2e-2, "sft.warmup_ratio": 0.0,
+                                      "sft.position_loss_weight": 5.0, "sft.token_loss_weight": 1.0})
+        run_sft(r, tmp_path / "out", progress=False)
+    finally:
+        torch.set_num_threads(n)
+    log = [json.loads(line) for line in (tmp_path / "out" / "sft_log.jsonl").read_text().splitlines()]
+    pos = [rec["position_loss"] for rec in log]
+    assert len(pos) == 12 and all(rec["token_loss"] > 0 for rec in log)  # both logged, side by side
+    assert min(pos[-3:]) < 0.8 * pos[0]
+    with pytest.raises(ConfigError, match="position_loss_weight"):
+        load_recipe(None, "sft", {"sft.position_loss_weight": -1.0})

@@ -74,6 +74,8 @@ class SFTSection:
     # the paper): its weight (0 = off) and after how many decoder layers it reads (0 = the last)
     token_loss_weight: float = 0.0
     token_loss_layer: int = 0
+    # auxiliary position loss (same module, same layer): image tokens say their own row and column
+    position_loss_weight: float = 0.0
 
 
 @dataclass
@@ -214,6 +216,7 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("train", "group_size"): (1, 4096, True, True), ("train", "prompt_batch"): (1, 1_000_000, True, True),
     ("train", "mini_batch"): (1, 1_000_000, True, True), ("train", "batch_size"): (1, 1_000_000, True, True),
     ("train", "token_loss_weight"): (0, 1e6, True, True), ("train", "token_loss_layer"): (0, 1000, True, True),
+    ("train", "position_loss_weight"): (0, 1e6, True, True),
 }
 
 

@@ -35,11 +35,11 @@ class SFTResult:
     policy: Policy
 
 
-def sft_loss_sum(policy: Policy, batch: dict, aux: Callable[[Any], torch.Tensor] | None = None
-                 ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+def sft_loss_sum(policy: Policy, batch: dict, aux: Callable[[Any], Any] | None = None
+                 ) -> tuple[torch.Tensor, int, Any]:
     """Summed cross-entropy over label tokens and their count (no averaging: the caller normalises),
-    and ``aux(outputs)`` when given: an extra loss term read from the model's outputs, hidden states
-    included (the per-token defect loss)."""
+    and ``aux(outputs)`` when given: extra loss terms read from the model's outputs, hidden states
+    included (the per-token defect and position losses)."""
     labels = batch.pop("labels")
     out = policy.model(**batch, use_cache=False, output_hidden_states=aux is not None)
     logits = out.logits[:, :-1, :].float()
@@ -59,10 +59,12 @@ def batch_order(n: int, batch_size: int, step: int, seed: int) -> list[int]:
 
 
 def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_length: int | None,
-               token_weight: float = 0.0, token_layer: int = 0) -> tuple[float, int, float | None]:
+               token_weight: float = 0.0, token_layer: int = 0,
+               position_weight: float = 0.0) -> tuple[float, int, dict[str, float]]:
     """Forward/backward of this rank's share; gradients summed over ranks. Returns (loss, tokens,
-    token loss or None): ``token_weight`` > 0 adds that times the per-token defect loss
-    (:mod:`mmrbench.train.token_loss`), averaged over this rank's micro-batches."""
+    auxiliary losses by name): ``token_weight`` > 0 adds that times the per-token defect loss,
+    ``position_weight`` > 0 that times the position loss (:mod:`mmrbench.train.token_loss`), each
+    averaged over this rank's micro-batches."""
     local_tokens = 0
     batches = []
     for i in range(0, len(examples), micro):
@@ -70,35 +72,44 @@ def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_lengt
         local_tokens += int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
         batches.append((examples[i:i + micro], b))
     total_tokens = all_reduce_sum(local_tokens, dist, policy.device)
-    token_loss_of = _token_loss_factory(policy, token_layer) if token_weight > 0 else None
+    weights = {name: w for name, w in (("token_loss", token_weight), ("position_loss", position_weight)) if w > 0}
+    aux_of = _aux_loss_factory(policy, token_layer, list(weights)) if weights else None
     loss_sum = 0.0
-    aux_sum = 0.0
+    aux_sums = dict.fromkeys(weights, 0.0)
     for chunk, b in batches:
-        aux = token_loss_of(chunk, b) if token_loss_of is not None else None
-        loss, _, aux_loss = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype), aux)
+        aux = aux_of(chunk, b) if aux_of is not None else None
+        loss, _, aux_losses = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype), aux)
         total = loss / max(total_tokens, 1.0)
-        if aux_loss is not None:
-            total = total + token_weight * aux_loss / len(batches)
-            aux_sum += float(aux_loss.detach()) / len(batches)
+        for name, value in (aux_losses or {}).items():
+            total = total + weights[name] * value / len(batches)
+            aux_sums[name] += float(value.detach()) / len(batches)
         total.backward()
         loss_sum += float(loss.detach())
     all_reduce_grads(policy.trainable_parameters(), dist)
-    return (all_reduce_sum(loss_sum, dist, policy.device) / max(total_tokens, 1.0), int(total_tokens),
-            aux_sum if token_loss_of is not None else None)
+    return all_reduce_sum(loss_sum, dist, policy.device) / max(total_tokens, 1.0), int(total_tokens), aux_sums
 
 
-def _token_loss_factory(policy: Policy, layer: int) -> Callable[[list, dict], Callable[[Any], torch.Tensor]]:
+def _aux_loss_factory(policy: Policy, layer: int, names: list[str]) -> Callable[[list, dict], Callable[[Any], dict]]:
     """For a micro-batch (its examples and processor batch), the ``aux`` of :func:`sft_loss_sum` that
-    computes its per-token defect loss; what does not depend on the batch is looked up once."""
-    from mmrbench.train.token_loss import query_tokens, token_loss, yes_no_ids
+    computes the named auxiliary losses; what does not depend on the batch is looked up once."""
+    from mmrbench.train.token_loss import position_loss, query_tokens, token_loss, yes_no_ids
 
-    yes_no = yes_no_ids(policy.tokenizer)
+    yes_no = yes_no_ids(policy.tokenizer) if "token_loss" in names else (0, 0)
     image_token_id = int(policy.model.config.image_token_id)
     merge = int(getattr(getattr(policy.processor, "image_processor", None), "merge_size", 2) or 2)
 
-    def for_batch(chunk: list, b: dict) -> Callable[[Any], torch.Tensor]:
+    def for_batch(chunk: list, b: dict) -> Callable[[Any], dict]:
         queries = query_tokens(b["input_ids"], b["image_grid_thw"], chunk, image_token_id, merge)
-        return lambda out: token_loss(policy.model, out.hidden_states, layer, queries, yes_no)
+
+        def aux(out) -> dict:
+            losses = {}
+            if "token_loss" in names:
+                losses["token_loss"] = token_loss(policy.model, out.hidden_states, layer, queries, yes_no)
+            if "position_loss" in names:
+                losses["position_loss"] = position_loss(policy.model, out.hidden_states, layer, queries)
+            return losses
+
+        return aux
 
     return for_batch
 
@@ -138,16 +149,15 @@ def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, re
         idx = shard(batch_order(n, cfg.batch_size, step, cfg.seed), dist)
         examples = [builder.example(i) for i in idx]
         opt.zero_grad(set_to_none=True)
-        loss, tokens, tok_loss = train_step(policy, examples, dist, micro, cfg.max_length,
-                                            cfg.token_loss_weight, cfg.token_loss_layer)
+        loss, tokens, aux_losses = train_step(policy, examples, dist, micro, cfg.max_length,
+                                              cfg.token_loss_weight, cfg.token_loss_layer, cfg.position_loss_weight)
         gn = torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
         lr = sched.get_last_lr()[0]
         opt.step()
         sched.step()
         rec = {"step": step + 1, "epoch": (step + 1) / per_epoch, "loss": loss, "lr": lr, "tokens": tokens,
                "grad_norm": float(gn) if gn is not None else None, "time_s": round(time.perf_counter() - t0, 4)}
-        if tok_loss is not None:
-            rec["token_loss"] = tok_loss
+        rec.update(aux_losses)
         logger.write(rec)
         bar.set_postfix(loss=f"{loss:.4f}")
         done = step + 1

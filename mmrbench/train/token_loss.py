@@ -8,6 +8,13 @@ is the model's own "Yes" minus "No" logit read at that token (its hidden state a
 ``token_loss_layer`` decoder layers, through the final norm and the output head, a "logit lens"), so
 the direction the answer is read from is the one that learns to mark defects. Positives and negatives
 are weighted equally (defects cover 1-3 % of an image).
+
+The auxiliary *position* loss (``sft.position_loss_weight``) asks the same tokens' states to say where
+they are: along two fixed directions of the hidden space (seeded, orthonormal, never trained or saved),
+their projections should equal the token's row and column scaled to [-1, 1]. Why: a box needs the
+defect token's column, and ``benchmarks/mini_pair_probe.py`` measured that a small model's image
+tokens carry their row (from the causal mask) but hardly their column (the vision tower's positions are
+relative only). It adds no parameter, like the defect loss.
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ class QueryTokens:
     row: int
     positions: torch.Tensor
     targets: torch.Tensor
+    #: (tokens, 2) each token's row and column in the grid, scaled to [-1, 1]
+    places: torch.Tensor | None = None
 
 
 def image_runs(ids: torch.Tensor, image_token_id: int) -> list[torch.Tensor]:
@@ -53,6 +62,15 @@ def cell_targets(grid_hw: tuple[int, int], sent_size: tuple[int, int], boxes_sen
     return out
 
 
+def place_targets(grid_hw: tuple[int, int]) -> torch.Tensor:
+    """Row-major (row, column) of each merged token, each scaled to [-1, 1] (0 for a one-cell axis)."""
+    rows, cols = grid_hw
+    r = torch.arange(rows * cols) // cols
+    c = torch.arange(rows * cols) % cols
+    scale = torch.tensor([max(1, rows - 1), max(1, cols - 1)], dtype=torch.float32)
+    return 2 * torch.stack([r, c], 1).float() / scale - torch.tensor([float(rows > 1), float(cols > 1)])
+
+
 def query_tokens(input_ids: torch.Tensor, image_grid_thw: torch.Tensor, examples: Sequence[Any],
                  image_token_id: int, merge: int) -> list[QueryTokens]:
     """For each row, the last image's tokens (the query: the prompt lists the reference first) with
@@ -72,7 +90,7 @@ def query_tokens(input_ids: torch.Tensor, image_grid_thw: torch.Tensor, examples
         boxes = [(b.xyxy[0] * sw / ow, b.xyxy[1] * sh / oh, b.xyxy[2] * sw / ow, b.xyxy[3] * sh / oh)
                  for b in ex.sample.boxes]
         targets = cell_targets(grid, (sw, sh), boxes).repeat(t)
-        out.append(QueryTokens(row, runs[-1], targets))
+        out.append(QueryTokens(row, runs[-1], targets, place_targets(grid).repeat(t, 1)))
     return out
 
 
@@ -84,6 +102,39 @@ def yes_no_ids(tokenizer: Any) -> tuple[int, int]:
     return int(yes[0]), int(no[0])
 
 
+def _lens_states(model: Any, hidden_states: Sequence[torch.Tensor], layer: int,
+                 queries: Sequence[QueryTokens], what: str) -> torch.Tensor:
+    """The query tokens' states after ``layer`` decoder layers (0 = the last), through the final norm."""
+    n_layers = len(hidden_states) - 1
+    layer = layer if layer > 0 else n_layers
+    if not 1 <= layer <= n_layers:
+        raise ConfigError(f"sft.token_loss_layer {layer} is outside 1..{n_layers} ({what})")
+    h = torch.cat([hidden_states[layer][q.row, q.positions] for q in queries])
+    if layer < n_layers:  # the last entry already went through the final norm
+        h = model.get_decoder().norm(h)
+    return h
+
+
+def place_directions(hidden: int, seed: int = 0) -> torch.Tensor:
+    """Two fixed orthonormal directions (hidden, 2) the position loss reads row and column along."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(hidden, 2, generator=g, dtype=torch.float64))
+    return q.float()
+
+
+def position_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int,
+                  queries: Sequence[QueryTokens]) -> torch.Tensor:
+    """Mean squared error between the query tokens' states projected on :func:`place_directions` and
+    their (row, column) in [-1, 1]; 0 when the batch has no query image."""
+    queries = [q for q in queries if q.places is not None]
+    if not queries:
+        return hidden_states[-1].sum() * 0.0
+    h = _lens_states(model, hidden_states, layer, queries, "position loss")
+    proj = (h @ place_directions(h.shape[-1]).to(h.device, h.dtype)).float()
+    target = torch.cat([q.places for q in queries if q.places is not None]).to(proj.device)
+    return torch.nn.functional.mse_loss(proj, target)
+
+
 def token_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int, queries: Sequence[QueryTokens],
                yes_no: tuple[int, int]) -> torch.Tensor:
     """Class-balanced binary cross-entropy of the tokens' Yes-minus-No logit against their targets
@@ -91,13 +142,7 @@ def token_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int, qu
     query image."""
     if not queries:
         return hidden_states[-1].sum() * 0.0
-    n_layers = len(hidden_states) - 1
-    layer = layer if layer > 0 else n_layers
-    if not 1 <= layer <= n_layers:
-        raise ConfigError(f"sft.token_loss_layer {layer} is outside 1..{n_layers}")
-    h = torch.cat([hidden_states[layer][q.row, q.positions] for q in queries])
-    if layer < n_layers:  # the last entry already went through the final norm
-        h = model.get_decoder().norm(h)
+    h = _lens_states(model, hidden_states, layer, queries, "defect loss")
     weight = model.get_output_embeddings().weight
     direction = (weight[yes_no[0]] - weight[yes_no[1]]).to(h.dtype)
     score = (h @ direction).float()
