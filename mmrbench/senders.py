@@ -99,10 +99,11 @@ def _watch_parent() -> None:
     os._exit(3)
 
 
-def sender_main(spec: SenderSpec, index: int, threads: int, inq, outq) -> None:
+def sender_main(spec: SenderSpec, index: int, threads: int, floor: int, inq, outq) -> None:
     """A sender process: builds its model and says ``("ready", index, None)`` (or ``("failed", index,
     text)``); then ``threads`` threads take samples from ``inq`` and put ``("answer", id, line)`` on
-    ``outq``; at the stop, ``("stats", index, limiter stats)`` then ``("done", index, None)``."""
+    ``outq``; at the stop, ``("stats", index, limiter stats)`` then ``("done", index, None)``.
+    ``floor`` is this sender's share of the run's ``min_concurrency``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, daemon=True, name="mmrbench-parent-watch").start()
     try:
@@ -113,7 +114,7 @@ def sender_main(spec: SenderSpec, index: int, threads: int, inq, outq) -> None:
         limiter = None
         if spec.adaptive and hasattr(model, "concurrency_limiter") and threads > 1:
             from mmrbench.adapters.retry import AdaptiveConcurrency
-            limiter = AdaptiveConcurrency(threads, min(threads, max(1, spec.min_concurrency)))
+            limiter = AdaptiveConcurrency(threads, min(threads, max(1, floor)))
             model.concurrency_limiter = limiter
         answer = Answerer(model, spec.root, spec.variant, spec.domain, spec.config, spec.decode, spec.convention,
                           spec.tag)
@@ -162,8 +163,10 @@ class SenderPool:
                                       "limiters": [None] * len(self.threads)}
         ctx = multiprocessing.get_context("spawn")
         self.inq, self.outq = ctx.Queue(), ctx.Queue()
-        self.procs = [ctx.Process(target=sender_main, args=(spec, i, t, self.inq, self.outq), daemon=True,
-                                  name=f"mmrbench-sender-{i}") for i, t in enumerate(self.threads)]
+        # the run's AIMD floor split like its width, so that the senders' floors add up to it
+        floors = [max(1, -(-spec.min_concurrency * t // k)) for t in self.threads]
+        self.procs = [ctx.Process(target=sender_main, args=(spec, i, t, f, self.inq, self.outq), daemon=True,
+                                  name=f"mmrbench-sender-{i}") for i, (t, f) in enumerate(zip(self.threads, floors))]
         self.done: set[int] = set()
         t0 = time.perf_counter()
         try:

@@ -109,12 +109,13 @@ def test_each_sender_adapts_to_a_rate_limited_server(tmp_path):
     with FakeOpenAIServer(lambda r: Reply("<answer>No.</answer>"), latency_s=0.05, rate_limit=40.0, burst=2) as srv:
         retry = FAST.__class__(max_attempts=30, initial_s=0.02, multiplier=1.5, max_wait_s=0.2, jitter=True)
         run_eval(_card(srv.base_url, 16), m, tmp_path / "run",
-                 EvalOptions(retry=retry, progress=False, quiet=True, processes=2))
+                 EvalOptions(retry=retry, progress=False, quiet=True, processes=2, min_concurrency=4))
         n_limited = srv.n_limited
     run = json.loads((tmp_path / "run/run.json").read_text())
     assert run["status_counts"]["ok"] == 40
     stats = run["concurrency"]
     assert stats["max"] == 16 and [s["max"] for s in stats["per_process"]] == [8, 8]
+    assert [s["min"] for s in stats["per_process"]] == [2, 2]  # the floor of 4 split like the width
     assert stats["decreases"] >= 1 and stats["lowest"] < 16 and stats["rate_limited"] == n_limited > 0
 
 
