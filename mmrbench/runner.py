@@ -197,7 +197,6 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
 
     bar = _progress(len(todo), card.name, opts.progress and not opts.quiet)
     limiter = None
-    sender_limits: dict[str, Any] | None = None
     writer = PredictionWriter(pred_path, fsync_interval_s=0.5)
     interrupted = False
     try:
@@ -215,17 +214,17 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
             pass  # the folder already spent the budget: ask nothing
         elif batch == 1:
             k = max(1, int(opts.concurrency or card.concurrency or getattr(model, "max_concurrency", 1) or 1))
+            adaptive = opts.adaptive and hasattr(model, "concurrency_limiter") and k > 1
             if opts.processes > 1 and todo:
-                from mmrbench.senders import SenderPool, SenderSpec, combined_limiter_stats
-                spec = SenderSpec(card, opts.retry, root, opts.variant, domain, config, decode, convention, tag,
-                                  opts.adaptive, opts.min_concurrency)
-                with SenderPool(spec, k, opts.processes) as senders:
+                from mmrbench.senders import SenderPool, SenderSpec
+                spec = SenderSpec(card, opts.retry, root, opts.variant, domain, config, decode, convention, tag)
+                with SenderPool(spec, k, opts.processes, opts.min_concurrency if adaptive else None) as senders:
+                    limiter = senders.limiter  # one limiter in shared memory for every sender's attempts
                     t0 = time.perf_counter()  # from the first request, as a local engine's after its load
                     senders.dispatch(todo, record, stop=over_budget)
                     run_info["senders"] = senders.finish()
-                sender_limits = combined_limiter_stats(run_info["senders"]["limiters"])
             elif todo:
-                if opts.adaptive and hasattr(model, "concurrency_limiter") and k > 1:
+                if adaptive:
                     from mmrbench.adapters.retry import AdaptiveConcurrency
                     limiter = AdaptiveConcurrency(k, min(k, max(1, opts.min_concurrency)))
                     model.concurrency_limiter = limiter
@@ -246,8 +245,6 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
                          "state": "interrupted" if interrupted else "finishing"})
         if limiter is not None:
             run_info["concurrency"] = limiter.stats()
-        elif sender_limits is not None:
-            run_info["concurrency"] = sender_limits
         if spend.prices is not None:
             run_info["cost"] = {"spent_usd": round(spend.usd, 6), "max_cost_usd": opts.max_cost,
                                 "budget_reached": over_budget.hit}

@@ -4,8 +4,8 @@ One Python process sends requests with one interpreter lock: building a request,
 work and parsing the answer all take turns on it, so against a server that answers hundreds of
 requests a second (a local vLLM or LMDeploy), the client process, not the server, sets the pace
 (``benchmarks/runner_throughput.py``). Here N child processes (:class:`SenderPool`) each run their share of the K
-threads, each with its own model client, retry policy and, when adaptive, its own AIMD limiter
-(several AIMD senders sharing one server converge as TCP flows do). The parent keeps everything that
+threads, each with its own model client and retry policy; when adaptive, every attempt of every sender
+goes through one AIMD limiter in shared memory, as threads do. The parent keeps everything that
 must be single: which samples are asked, the in-flight bound, the cost guard, and the one writer of
 ``predictions.jsonl``, which receives each answer as the JSON line a thread-mode run would write.
 
@@ -79,8 +79,6 @@ class SenderSpec:
     decode: bool
     convention: str
     tag: str
-    adaptive: bool
-    min_concurrency: int
 
 
 def split_threads(k: int, n: int) -> list[int]:
@@ -99,11 +97,10 @@ def _watch_parent() -> None:
     os._exit(3)
 
 
-def sender_main(spec: SenderSpec, index: int, threads: int, floor: int, inq, outq) -> None:
+def sender_main(spec: SenderSpec, index: int, threads: int, limiter: Any, inq, outq) -> None:
     """A sender process: builds its model and says ``("ready", index, None)`` (or ``("failed", index,
     text)``); then ``threads`` threads take samples from ``inq`` and put ``("answer", id, line)`` on
-    ``outq``; at the stop, ``("stats", index, limiter stats)`` then ``("done", index, None)``.
-    ``floor`` is this sender's share of the run's ``min_concurrency``."""
+    ``outq``; at the stop, ``("done", index, None)``. ``limiter``: the run's shared AIMD limiter, or None."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, daemon=True, name="mmrbench-parent-watch").start()
     try:
@@ -111,10 +108,7 @@ def sender_main(spec: SenderSpec, index: int, threads: int, floor: int, inq, out
         model = create_model(spec.card, retry=spec.retry)
         if index and hasattr(model, "_start_warning"):
             model._start_warning = None  # the first sender prints the card's warning; one per run, not per process
-        limiter = None
-        if spec.adaptive and hasattr(model, "concurrency_limiter") and threads > 1:
-            from mmrbench.adapters.retry import AdaptiveConcurrency
-            limiter = AdaptiveConcurrency(threads, min(threads, max(1, floor)))
+        if limiter is not None:
             model.concurrency_limiter = limiter
         answer = Answerer(model, spec.root, spec.variant, spec.domain, spec.config, spec.decode, spec.convention,
                           spec.tag)
@@ -145,7 +139,6 @@ def sender_main(spec: SenderSpec, index: int, threads: int, floor: int, inq, out
         model.close()
     except Exception:  # pragma: no cover
         pass
-    outq.put(("stats", index, limiter.stats() if limiter is not None else None))
     outq.put(("done", index, None))
 
 
@@ -154,19 +147,22 @@ class SenderPool:
     before the first sample is handed out, so a run's throughput is measured from its first request,
     as a local engine's is measured after its model has loaded. Close it (``with``) in every case."""
 
-    def __init__(self, spec: SenderSpec, k: int, n_processes: int, ready_timeout_s: float = 300.0):
+    def __init__(self, spec: SenderSpec, k: int, n_processes: int, adaptive_floor: int | None = None,
+                 ready_timeout_s: float = 300.0):
+        """``adaptive_floor``: the AIMD floor when the run adapts its width to 429s, None when it does not."""
         import time
         self.spec = spec
         self.k = k
         self.threads = split_threads(k, n_processes)
-        self.stats: dict[str, Any] = {"processes": len(self.threads), "threads": self.threads,
-                                      "limiters": [None] * len(self.threads)}
+        self.stats: dict[str, Any] = {"processes": len(self.threads), "threads": self.threads}
         ctx = multiprocessing.get_context("spawn")
+        self.limiter = None
+        if adaptive_floor is not None:
+            from mmrbench.adapters.retry import AdaptiveConcurrency
+            self.limiter = AdaptiveConcurrency(k, min(k, max(1, adaptive_floor)), shared_with=ctx)
         self.inq, self.outq = ctx.Queue(), ctx.Queue()
-        # the run's AIMD floor split like its width, so that the senders' floors add up to it
-        floors = [max(1, -(-spec.min_concurrency * t // k)) for t in self.threads]
-        self.procs = [ctx.Process(target=sender_main, args=(spec, i, t, f, self.inq, self.outq), daemon=True,
-                                  name=f"mmrbench-sender-{i}") for i, (t, f) in enumerate(zip(self.threads, floors))]
+        self.procs = [ctx.Process(target=sender_main, args=(spec, i, t, self.limiter, self.inq, self.outq),
+                                  daemon=True, name=f"mmrbench-sender-{i}") for i, t in enumerate(self.threads)]
         self.done: set[int] = set()
         t0 = time.perf_counter()
         try:
@@ -229,7 +225,7 @@ class SenderPool:
             record(pred)
 
     def finish(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Stop the senders' threads and collect their limiter figures; returns :attr:`stats`."""
+        """Stop the senders' threads and wait for them; returns :attr:`stats`."""
         import time
         self.inq.put(_STOP)
         deadline = time.monotonic() + timeout_s
@@ -240,9 +236,7 @@ class SenderPool:
                 if all(not p.is_alive() for i, p in enumerate(self.procs) if i not in self.done):
                     break
                 continue
-            if kind == "stats":
-                self.stats["limiters"][key] = payload
-            elif kind == "done":
+            if kind == "done":
                 self.done.add(key)
         return self.stats
 
@@ -276,14 +270,3 @@ def _drain(inq) -> int:
             return n
         n += 1
 
-
-def combined_limiter_stats(per_process: list[dict | None]) -> dict[str, Any] | None:
-    """The senders' AIMD figures as one: widths and counts summed over the processes (``lowest`` is the
-    sum of each one's lowest width, an upper bound on the lowest total), each process's own kept."""
-    rows = [s for s in per_process if s]
-    if not rows:
-        return None
-    out: dict[str, Any] = {key: sum(int(s.get(key, 0)) for s in rows)
-                           for key in ("max", "min", "final", "lowest", "rate_limited", "decreases")}
-    out["per_process"] = per_process
-    return out

@@ -162,6 +162,25 @@ def call_with_retry(fn: Callable[[], "Response"], policy: RetryPolicy, *,
     return resp
 
 
+class _StateField:
+    """An attribute of :class:`AdaptiveConcurrency` kept in its state array: a list in one process,
+    shared memory when the limiter spans processes. Stored as a double (None as NaN)."""
+
+    def __init__(self, index: int, kind: type = float, optional: bool = False):
+        self.index, self.kind, self.optional = index, kind, optional
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        v = obj._state[self.index]
+        if self.optional and v != v:  # NaN: not set yet
+            return None
+        return self.kind(v)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj._state[self.index] = float("nan") if value is None else float(value)
+
+
 class AdaptiveConcurrency:
     """How many requests may be in flight, adapted to the server's 429s (AIMD, as TCP does).
 
@@ -173,10 +192,24 @@ class AdaptiveConcurrency:
     attempt ending while all slots are taken (or requests wait for one) adds ``1 / limit``: one slot more per round trip's worth
     of answers, up to ``maximum``. Without 429s the width stays at ``maximum`` and the limiter costs
     one lock per attempt. ``srtt`` (smoothed latency of the answers) paces rate-limited retries.
+
+    ``shared_with`` (a multiprocessing context) keeps the state and the lock in shared memory, so
+    that the sender processes of ``eval --processes`` go through one limiter, exactly as threads
+    do: separate limiters would each probe the server and each react to a part of the 429s.
     """
 
+    limit = _StateField(0)
+    in_flight = _StateField(1, int)
+    epoch = _StateField(2, int)
+    srtt = _StateField(3, float, optional=True)
+    n_rate_limited = _StateField(4, int)
+    n_decreases = _StateField(5, int)
+    lowest = _StateField(6)
+    _last_decrease = _StateField(7)
+    _waiting = _StateField(8, int)
+
     def __init__(self, maximum: int, minimum: int = 1, decrease: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, shared_with: Any = None):
         if not 1 <= minimum <= maximum:
             raise ValueError("need 1 <= minimum <= maximum")
         if not 0 < decrease < 1:
@@ -184,17 +217,18 @@ class AdaptiveConcurrency:
         self.maximum = int(maximum)
         self.minimum = int(minimum)
         self.decrease_factor = float(decrease)
+        self._state: Any = shared_with.RawArray("d", 9) if shared_with is not None else [0.0] * 9
+        self._cond: Any = shared_with.Condition() if shared_with is not None else threading.Condition()
         self.limit = float(maximum)
         self.in_flight = 0
         self.epoch = 0
-        self.srtt: float | None = None
+        self.srtt = None
         self.n_rate_limited = 0
         self.n_decreases = 0
         self.lowest = float(maximum)
         self._last_decrease = float("-inf")
         self._waiting = 0
         self._clock = clock
-        self._cond = threading.Condition()
 
     @property
     def width(self) -> int:
