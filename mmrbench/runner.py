@@ -143,8 +143,8 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     if opts.max_cost is not None and card_prices(card) is None:
         raise ConfigError(f"--max-cost needs the model's prices: model card '{card.name}' has no "
                           f"price_input_per_mtok / price_output_per_mtok (US dollars per million tokens)")
-    if opts.processes > 1 and model is not None:
-        raise ConfigError("--processes needs a model built from its card (each sender process builds its own)")
+    if opts.processes > 1:
+        _check_processes_provider(card, model)  # before a local engine would load its weights
     if model is None:
         model = create_model(card, retry=opts.retry)
     if opts.processes > 1:
@@ -271,13 +271,28 @@ def _run_model(card: ModelCard, manifest: Manifest, samples: list[Sample], out: 
     return result
 
 
-def _check_processes(card: ModelCard, model: Any, opts: EvalOptions) -> None:
-    """``--processes`` splits an API provider's concurrent requests between processes; say so
-    rather than ignore it where it cannot apply."""
+def _check_processes_provider(card: ModelCard, model: Any) -> None:
+    """``--processes`` splits an API provider's concurrent requests between processes that each build
+    the model from its card; say so rather than ignore it where it cannot apply."""
+    from mmrbench.adapters.registry import provider_class
     from mmrbench.adapters.retry import RetryingAPIModel
-    if not isinstance(model, RetryingAPIModel) or int(getattr(model, "batch_size", 1) or 1) > 1:
+    if model is not None:
+        raise ConfigError("--processes needs a model built from its card (each sender process builds its own)")
+    try:
+        api = issubclass(provider_class(card.provider), RetryingAPIModel)
+    except ImportError:  # a missing extra: create_model says which one
+        return
+    if not api:
         raise ConfigError(f"--processes applies to API providers (requests sent over HTTP); '{card.provider}' runs "
                           f"on this machine: use --batch-size for local engines")
+
+
+def _check_processes(card: ModelCard, model: Any, opts: EvalOptions) -> None:
+    """The built model's side of :func:`_check_processes_provider`: one request at a time, and no more
+    processes than concurrent requests."""
+    if int(getattr(model, "batch_size", 1) or 1) > 1:
+        raise ConfigError(f"--processes applies to API providers sending one request at a time; '{card.provider}' "
+                          f"batches: use --batch-size")
     k = max(1, int(opts.concurrency or card.concurrency or getattr(model, "max_concurrency", 1) or 1))
     if opts.processes > k:
         raise ConfigError(f"--processes {opts.processes} needs at least as many concurrent requests; the "

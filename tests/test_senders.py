@@ -142,9 +142,15 @@ def test_processes_are_refused_where_they_cannot_apply(tmp_path, capsys):
     assert "processes" in capsys.readouterr().err
 
 
-def test_local_engines_are_told_to_use_batches(tmp_path, tiny_qwen_dir):
+def test_local_engines_are_told_to_use_batches_before_loading(tmp_path, monkeypatch):
     m = _manifest(tmp_path / "d", 2)
-    card = with_overrides(parse_spec(f"hf:{tiny_qwen_dir}"), concurrency=4)
+    import mmrbench.cards as cards
+
+    def no_load(*a, **kw):  # the refusal comes from the provider's class, before any weights load
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(cards, "create_model", no_load)
+    card = with_overrides(parse_spec("hf:/nowhere/qwen"), concurrency=4)
     with pytest.raises(ConfigError, match="--batch-size for local engines"):
         run_eval(card, m, tmp_path / "run", EvalOptions(progress=False, quiet=True, processes=2))
 
