@@ -114,7 +114,7 @@ def rate_limited(args) -> None:
         print(f"{args.samples} samples, {args.side}px images, L={args.latency:g} s, server admits {r:g} requests/s "
               f"(burst {max(1.0, r):g}); 429s carry Retry-After")
         print(f"{'K':>4} {'procs':>5} {'adaptive':>8} {'wall s':>8} {'samples/s':>10} {'of limit':>9} {'HTTP reqs':>10} "
-              f"{'429s':>6} {'429 %':>6} {'lowest K':>9}")
+              f"{'429s':>6} {'429 %':>6} {'lowest K':>9} {'gave up':>10}")
         for k, procs in [(int(v), int(p)) for v in args.concurrency.split(",") if v.strip()
                          for p in args.processes.split(",") if p.strip()]:
             for adaptive in (True, False):
@@ -127,13 +127,16 @@ def rate_limited(args) -> None:
                 run = json.loads((out / "run.json").read_text())
                 preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
                 n = len(preds)
-                assert run["status_counts"]["ok"] == n == args.samples, run["status_counts"]
+                n_ok = run["status_counts"]["ok"]
+                assert n == args.samples and (n_ok == n or not adaptive), run["status_counts"]
                 attempts = sum(int(p.get("attempts") or 1) for p in preds)
-                n429 = attempts - n  # every retry here answered a 429 (nothing else fails on loopback)
-                rate = n / run["wall_s"]
+                # every attempt but an answer's last was a 429 (nothing else fails on loopback); an error line
+                # is a sample whose attempts all were (without AIMD, six 429s in a row give up)
+                n429 = attempts - n_ok
+                rate = n_ok / run["wall_s"]
                 lowest = run.get("concurrency", {}).get("lowest", k)
                 print(f"{k:>4} {procs:>5} {'AIMD' if adaptive else 'off':>8} {run['wall_s']:>8.2f} {rate:>10.1f} {rate / r:>9.2f} "
-                      f"{attempts:>10} {n429:>6} {100 * n429 / attempts:>5.1f}% {lowest:>9}")
+                      f"{attempts:>10} {n429:>6} {100 * n429 / attempts:>5.1f}% {lowest:>9} {n - n_ok:>10}")
 
 
 def _cpu_s() -> float:
