@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 from mmrbench.errors import MMRBenchError
 from mmrbench.predictions import Prediction
@@ -51,22 +51,25 @@ class DaemonPool:
 
     def drain(self) -> int:
         """Drop work not yet started; returns how many items were dropped."""
-        n = 0
-        while True:
-            try:
-                item = self.inq.get_nowait()
-            except queue.Empty:
-                return n
-            if item is self._STOP:  # pragma: no cover - only close() queues these
-                self.inq.put(item)
-                return n
-            n += 1
+        return drain_queue(self.inq)
 
     def close(self) -> None:
         """Drop work not yet started (after Ctrl-C nothing new is sent), then stop the workers."""
         self.drain()
         for _ in self.threads:
             self.inq.put(self._STOP)
+
+
+def drain_queue(q: Any) -> int:
+    """Take every item still waiting in ``q`` (a ``queue.Queue`` or a ``multiprocessing.Queue``);
+    returns how many there were."""
+    n = 0
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return n
+        n += 1
 
 
 class Feeder:
@@ -95,6 +98,21 @@ class Feeder:
             self._put(item)
             self.in_flight += 1
 
+    def results(self, get: Callable[..., Any], idle: Callable[[], None] = lambda: None) -> Iterator[Any]:
+        """Keeps items handed out and yields what comes back (``get(timeout=...)``, which raises
+        ``queue.Empty`` when nothing did; ``idle`` is called then), one per item, until none is in flight."""
+        while True:
+            self.fill()
+            if self.in_flight <= 0:
+                return
+            try:
+                result = get(timeout=0.5)
+            except queue.Empty:
+                idle()
+                continue
+            self.in_flight -= 1
+            yield result
+
 
 def dispatch_threads(todo: Sequence[ItemT], answer: Callable[[ItemT], Prediction],
                       record: Callable[[Prediction], None], k: int, convention: str, tag: str | None = None,
@@ -103,16 +121,7 @@ def dispatch_threads(todo: Sequence[ItemT], answer: Callable[[ItemT], Prediction
         return
     pool = DaemonPool(answer, k)
     try:
-        feed = Feeder(todo, 2 * k, pool.inq.put, pool.drain, stop)
-        while True:
-            feed.fill()
-            if feed.in_flight <= 0:
-                break
-            try:
-                sample, pred, exc = pool.outq.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            feed.in_flight -= 1
+        for sample, pred, exc in Feeder(todo, 2 * k, pool.inq.put, pool.drain, stop).results(pool.outq.get):
             if exc is not None:
                 if isinstance(exc, KeyboardInterrupt):
                     raise exc

@@ -21,6 +21,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -106,8 +107,8 @@ def sender_main(spec: SenderSpec, index: int, threads: int, limiter: Any, inq, o
     try:
         from mmrbench.cards import create_model
         model = create_model(spec.card, retry=spec.retry)
-        if index and hasattr(model, "_start_warning"):
-            model._start_warning = None  # the first sender prints the card's warning; one per run, not per process
+        if index:
+            model.start_warning = None  # the first sender says the card's warning: once per run
         if limiter is not None:
             model.concurrency_limiter = limiter
         answer = Answerer(model, spec.root, spec.variant, spec.domain, spec.config, spec.decode, spec.convention,
@@ -150,7 +151,6 @@ class SenderPool:
     def __init__(self, spec: SenderSpec, k: int, n_processes: int, adaptive_floor: int | None = None,
                  ready_timeout_s: float = 300.0):
         """``adaptive_floor``: the AIMD floor when the run adapts its width to 429s, None when it does not."""
-        import time
         self.spec = spec
         self.k = k
         self.threads = split_threads(k, n_processes)
@@ -181,7 +181,6 @@ class SenderPool:
         self.close()
 
     def _wait_ready(self, timeout_s: float) -> None:
-        import time
         ready: set[int] = set()
         deadline = time.monotonic() + timeout_s
         while len(ready) < len(self.procs):
@@ -201,32 +200,15 @@ class SenderPool:
                  stop: Callable[[int], bool] = lambda in_flight: False) -> None:
         """Ask ``todo``; each answer goes to ``record`` (in this process) as it arrives. At most 2K
         samples are handed out at once, so a cost stop leaves little queued (and drops that)."""
-        from mmrbench.dispatch import Feeder
-        asked = {s.id for s in todo}
-        feed = Feeder(todo, 2 * self.k, self.inq.put, lambda: _drain(self.inq), stop)
-        while True:
-            feed.fill()
-            if feed.in_flight <= 0:
-                return
-            try:
-                kind, key, payload = self.outq.get(timeout=0.5)
-            except queue.Empty:
-                self._check_alive()
-                continue
-            if kind != "answer":
-                continue
-            feed.in_flight -= 1
-            if key not in asked:  # pragma: no cover - defensive: never credit an id this run did not ask
-                continue
-            try:
-                pred = parse_prediction(payload, f"sender answer for {key}")
-            except MMRBenchError as exc:  # pragma: no cover - the sender wrote it with to_json
-                pred = Prediction(key, None, "error", str(exc), convention=self.spec.convention, run=self.spec.tag)
-            record(pred)
+        from mmrbench.dispatch import Feeder, drain_queue
+        feed = Feeder(todo, 2 * self.k, self.inq.put, lambda: drain_queue(self.inq), stop)
+        for kind, key, payload in feed.results(self.outq.get, self._check_alive):
+            if kind != "answer":  # "ready" came before the first sample, "done" only follows the stop
+                raise SenderError(f"sender process {key} sent '{kind}' while answering")
+            record(parse_prediction(payload, f"sender answer for {key}"))
 
     def finish(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Stop the senders' threads and wait for them; returns :attr:`stats`."""
-        import time
         self.inq.put(_STOP)
         deadline = time.monotonic() + timeout_s
         while len(self.done) < len(self.procs) and time.monotonic() < deadline:
@@ -256,17 +238,3 @@ class SenderPool:
             if i not in self.done and p.pid is not None and not p.is_alive():
                 raise SenderError(f"sender process {i} died (exit code {p.exitcode}); the answers it had in flight "
                                   f"were not written, re-run the same command to ask for them")
-
-
-def _drain(inq) -> int:
-    n = 0
-    while True:
-        try:
-            item = inq.get_nowait()
-        except queue.Empty:
-            return n
-        if item is _STOP:  # pragma: no cover - only queued after the loop
-            inq.put(item)
-            return n
-        n += 1
-

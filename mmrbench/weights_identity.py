@@ -62,12 +62,13 @@ def folder_digest(folder: str | os.PathLike) -> str | None:
             continue
         st = p.stat()
         stamp = [st.st_size, st.st_mtime_ns]
-        entry = cache.get(str(p.resolve()))
+        key = str(p.resolve())
+        entry = cache.get(key)
         if isinstance(entry, list) and entry[:2] == stamp and len(entry) == 3:
             digest = entry[2]
         else:
             digest = file_sha256(p)
-            cache[str(p.resolve())] = [*stamp, digest]
+            cache[key] = [*stamp, digest]
             changed = True
         h.update(f"{p.relative_to(root).as_posix()}\0{digest}\n".encode("utf-8"))
     if changed:

@@ -65,7 +65,7 @@ def test_threads_are_split_evenly():
     assert split_threads(8, 3) == [3, 3, 2] and split_threads(2, 5) == [1, 1] and split_threads(1, 1) == [1]
 
 
-def test_processes_give_the_answers_of_threads_and_resume_each_other(tmp_path):
+def test_processes_give_the_answers_of_threads_and_resume_each_other(tmp_path, capfd):
     m = _manifest(tmp_path / "d", 14)
     with FakeOpenAIServer(_by_query) as srv:
         run_eval(_card(srv.base_url, 4), m, tmp_path / "threads", EvalOptions(progress=False, quiet=True, retry=FAST))
@@ -93,6 +93,8 @@ def test_processes_give_the_answers_of_threads_and_resume_each_other(tmp_path):
     assert ra["metrics"] == rb["metrics"]  # (the files differ only in each answer's latency_s)
     run = json.loads((tmp_path / "mixed/run.json").read_text())
     assert run["senders"]["processes"] == 2 and run["senders"]["threads"] == [2, 2]
+    # the card's warning (no resize rule for pixel boxes) once per run: threads, threads, two senders
+    assert capfd.readouterr().err.count("warning: openai:gpt-4o writes pixel boxes") == 3
     assert run["state"] == "complete" and run["n_done_before"] == 5 and run["status_counts"]["ok"] == 9
 
 

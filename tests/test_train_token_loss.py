@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 
 from mmrbench.data.schema import Box  # noqa: E402
 from mmrbench.errors import ConfigError  # noqa: E402
+from mmrbench.train.recipe import load_recipe  # noqa: E402
 from mmrbench.train.token_loss import (QueryTokens, cell_targets, image_runs, place_directions,  # noqa: E402
                                        place_targets, position_loss, query_tokens)
 
@@ -49,11 +50,12 @@ def test_image_runs_and_query_tokens():
         query_tokens(ids, torch.tensor([[1, 4, 6], [1, 4, 4], [1, 4, 4]]), [ex([]), ex([])], img, merge=1)
 
 
-def test_sft_with_token_loss_logs_and_lowers_it(tmp_path):
+def _tiny_sft_log(tmp_path, **weights) -> list[dict]:
+    """Twelve SFT steps of the tiny Qwen2.5-VL on four toy images (the same batch every step), with the
+    given auxiliary-loss weights; returns the run's log."""
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     from mmrbench.testing.tiny_qwen import tiny_qwen25vl_dir
-    from mmrbench.train.recipe import load_recipe
     from mmrbench.train.sft import run_sft
     from train_toydata import write_toy_manifest
 
@@ -64,13 +66,18 @@ def test_sft_with_token_loss_logs_and_lowers_it(tmp_path):
         toy = write_toy_manifest(tmp_path / "toy", n=4)
         r = load_recipe(None, "sft", {"model.base": str(tiny), "data.manifest": str(toy), "sft.max_steps": 12,
                                       "sft.batch_size": 4, "sft.lr": 2e-2, "sft.warmup_ratio": 0.0,
-                                      "sft.token_loss_weight": 5.0})
+                                      **{f"sft.{k}": v for k, v in weights.items()}})
         run_sft(r, tmp_path / "out", progress=False)
     finally:
         torch.set_num_threads(n)
-    log = [json.loads(line) for line in (tmp_path / "out" / "sft_log.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (tmp_path / "out" / "sft_log.jsonl").read_text().splitlines()]
+
+
+def test_sft_with_token_loss_logs_and_lowers_it(tmp_path):
+    log = _tiny_sft_log(tmp_path, token_loss_weight=5.0)
     losses = [rec["token_loss"] for rec in log]
     assert len(losses) == 12 and all(v > 0 for v in losses)
+    assert all("position_loss" not in rec for rec in log)  # off: neither computed nor logged
     # the same four images every step: the balanced loss must come down from chance (ln 2 = 0.69)
     assert min(losses[-3:]) < 0.9 * losses[0]
     with pytest.raises(ConfigError, match="token_loss_weight"):
@@ -108,25 +115,7 @@ def test_position_loss_by_hand():
 
 
 def test_sft_with_position_loss_logs_and_lowers_it(tmp_path):
-    pytest.importorskip("transformers")
-    pytest.importorskip("peft")
-    from mmrbench.testing.tiny_qwen import tiny_qwen25vl_dir
-    from mmrbench.train.recipe import load_recipe
-    from mmrbench.train.sft import run_sft
-    from train_toydata import write_toy_manifest
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        tiny = tiny_qwen25vl_dir(tmp_path / "cache")
-        toy = write_toy_manifest(tmp_path / "toy", n=4)
-        r = load_recipe(None, "sft", {"model.base": str(tiny), "data.manifest": str(toy), "sft.max_steps": 12,
-                                      "sft.batch_size": 4, "sft.lr": 2e-2, "sft.warmup_ratio": 0.0,
-                                      "sft.position_loss_weight": 5.0, "sft.token_loss_weight": 1.0})
-        run_sft(r, tmp_path / "out", progress=False)
-    finally:
-        torch.set_num_threads(n)
-    log = [json.loads(line) for line in (tmp_path / "out" / "sft_log.jsonl").read_text().splitlines()]
+    log = _tiny_sft_log(tmp_path, position_loss_weight=5.0, token_loss_weight=1.0)
     pos = [rec["position_loss"] for rec in log]
     assert len(pos) == 12 and all(rec["token_loss"] > 0 for rec in log)  # both logged, side by side
     assert min(pos[-3:]) < 0.8 * pos[0]

@@ -111,10 +111,9 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
         self.thinking_budget = thinking_budget
         self.include_thoughts = include_thoughts
         max_tokens = getattr(sampling, "max_new_tokens", None)
-        self._start_warning = None  # said with the first request, not at construction
         if (max_tokens is not None and max_tokens < THINKING_MIN_TOKENS and thinking_budget is None
                 and is_thinking_model(model)):
-            self._start_warning = (
+            self.start_warning = (
                 f"gemini:{model} thinks before answering and its thinking counts against "
                 f"max_new_tokens={max_tokens}: answers may come back truncated and empty; use the model's "
                 f"card (e.g. --model gemini-2.5-pro, 16384 tokens) or --max-new-tokens 16384")
@@ -202,11 +201,7 @@ class GeminiModel(RetryingAPIModel, ModelAPI):
         return text, "error", f"finish_reason {fr}", usage
 
     def _call(self, request: Request) -> Response:
-        if self._start_warning:
-            with self._count_lock:
-                warning, self._start_warning = self._start_warning, None
-            if warning:
-                print(f"warning: {warning}", file=sys.stderr)
+        self.warn_once()
         t0 = time.perf_counter()
         try:
             parts, system, sizes = self.build_contents(request)

@@ -103,10 +103,7 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
         self._raw_post = _raw_body_keyword(self._clients[0], self._openai)
         self._secrets = [k for k in (os.environ.get(self.api_key_env, "").strip(),) if len(k) >= 8]
         quiet_http_logs()
-        # said once, with the first request (not at construction: a command that fails on its own
-        # input afterwards must print only its one error line)
-        self._start_warning = resize_warning(self.model, self.convention, self.image_prep)
-        self._warn_lock = threading.Lock()
+        self.start_warning = resize_warning(self.model, self.convention, self.image_prep)
 
     def _sdk_client(self, openai: Any, key: str, base_url: str | None, width: int) -> Any:
         http = None
@@ -246,16 +243,8 @@ class OpenAIModel(RetryingAPIModel, ModelAPI):
             return None, "error", "malformed response: stream carried no content", usage
         return text, status, err, usage
 
-    def _warn_once(self) -> None:
-        if self._start_warning:
-            with self._warn_lock:
-                warning, self._start_warning = self._start_warning, None
-            if warning:
-                import sys
-                print(f"warning: {warning}", file=sys.stderr)
-
     def _call(self, request: Request) -> Response:
-        self._warn_once()
+        self.warn_once()
         oa = self._openai
         t0 = time.perf_counter()
         raw: list[tuple[bytes, bytes]] | None = [] if self._raw_post is not None else None

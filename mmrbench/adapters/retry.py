@@ -297,6 +297,20 @@ class RetryingAPIModel:
     #: encoded shared images (references) kept per model, bounded in bytes
     image_cache_bytes = 64 << 20
 
+    #: a warning about the card, said once with the first request (not at construction: a command that
+    #: fails on its own input afterwards prints only its one error line); None when there is nothing to say.
+    #: The sender processes of ``eval --processes`` clear it in all but one, so a run says it once.
+    start_warning: str | None = None
+
+    def warn_once(self) -> None:
+        """Print :attr:`start_warning` the first time it is called with one set (thread-safe)."""
+        if self.start_warning:
+            with self._warn_lock:
+                warning, self.start_warning = self.start_warning, None
+            if warning:
+                import sys
+                print(f"warning: {warning}", file=sys.stderr)
+
     def _init_api_settings(self, *, convention, concurrency, timeout_s, retry, image_prep) -> None:
         """Settings every API provider takes the same way (declared box convention, bounded
         concurrency, per-request timeout, retry policy, image preparation)."""
@@ -311,6 +325,7 @@ class RetryingAPIModel:
         self.image_prep = image_prep or ImagePrep()
         from mmrbench.adapters.image_encoding import EncodedCache
         self.image_cache = EncodedCache(self.image_cache_bytes)
+        self._warn_lock = threading.Lock()
 
     def _call(self, request):  # pragma: no cover - provided by the provider
         raise NotImplementedError

@@ -164,15 +164,11 @@ def build_tiny_qwen25vl(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
-def default_cache_root() -> Path:
-    from mmrbench.weights_identity import cache_root
-    return cache_root()
-
-
 def tiny_qwen25vl_dir(cache_root: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """The tiny checkpoint in a cache folder, built on first use (atomically: concurrent test
     workers never see a half-written folder)."""
-    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    from mmrbench.weights_identity import cache_root as default_root
+    root = Path(cache_root) if cache_root is not None else default_root()
     target = root / f"tiny-qwen25vl-v{BUILDER_VERSION}-seed{seed}"
     marker = target / "mmrbench_tiny.json"
     if marker.exists():

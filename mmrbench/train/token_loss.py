@@ -18,6 +18,7 @@ relative only). It adds no parameter, like the defect loss.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -34,7 +35,7 @@ class QueryTokens:
     positions: torch.Tensor
     targets: torch.Tensor
     #: (tokens, 2) each token's row and column in the grid, scaled to [-1, 1]
-    places: torch.Tensor | None = None
+    places: torch.Tensor
 
 
 def image_runs(ids: torch.Tensor, image_token_id: int) -> list[torch.Tensor]:
@@ -115,8 +116,10 @@ def _lens_states(model: Any, hidden_states: Sequence[torch.Tensor], layer: int,
     return h
 
 
+@functools.lru_cache(maxsize=8)
 def place_directions(hidden: int, seed: int = 0) -> torch.Tensor:
-    """Two fixed orthonormal directions (hidden, 2) the position loss reads row and column along."""
+    """Two fixed orthonormal directions (hidden, 2) the position loss reads row and column along
+    (computed once per size, not on every micro-batch)."""
     g = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(hidden, 2, generator=g, dtype=torch.float64))
     return q.float()
@@ -126,12 +129,11 @@ def position_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int,
                   queries: Sequence[QueryTokens]) -> torch.Tensor:
     """Mean squared error between the query tokens' states projected on :func:`place_directions` and
     their (row, column) in [-1, 1]; 0 when the batch has no query image."""
-    queries = [q for q in queries if q.places is not None]
     if not queries:
         return hidden_states[-1].sum() * 0.0
     h = _lens_states(model, hidden_states, layer, queries, "position loss")
     proj = (h @ place_directions(h.shape[-1]).to(h.device, h.dtype)).float()
-    target = torch.cat([q.places for q in queries if q.places is not None]).to(proj.device)
+    target = torch.cat([q.places for q in queries]).to(proj.device)
     return torch.nn.functional.mse_loss(proj, target)
 
 
