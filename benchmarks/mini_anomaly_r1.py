@@ -246,6 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--image-side", type=int, default=128)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--pretrain-steps", type=int, default=0,
+                    help="grounding pretraining of the base model on procedural marks (mmrbench.testing.mini_pretrain)")
     ap.add_argument("--sft-steps", type=int, default=1000)
     ap.add_argument("--sft-lr", type=float, default=2e-3)
     ap.add_argument("--sft-batch", type=int, default=8)
@@ -289,7 +291,7 @@ def main(argv=None) -> int:
         write_manifest(eval_m, ev)
         stats.update(eval=len(ev), majority_rate=majority_rate(ev))
     log(f"data: {stats}")
-    model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m, variant)
+    model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m, variant, args.pretrain_steps)
     n_params = sum(p.numel() for p in __import__("transformers").AutoModelForImageTextToText.from_pretrained(str(model_dir)).parameters())
     log(f"model: {model_dir.name}, {n_params / 1e6:.2f}M parameters")
 

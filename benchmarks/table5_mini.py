@@ -69,9 +69,9 @@ ROWS = (
 #: At these 250 SFT steps no row sees the defects; with --sft-steps 1000 two of four seeds do (held-out
 #: 62.7 and 66.7 %), at about 20 min per seed for the rows grpo and no-rl-sft alone
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
-            mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2)
+            mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0)
 QUICK = dict(per_class=8, image_side=32, sft_steps=3, sft_lr=2e-3, grpo_steps=1, prompt_batch=2, group=4,
-             mini_batch=2, grpo_lr=1e-4, max_new_tokens=64, eval_limit=6, seeds="0", layers=2)
+             mini_batch=2, grpo_lr=1e-4, max_new_tokens=64, eval_limit=6, seeds="0", layers=2, pretrain_steps=0)
 
 
 def log(msg: str) -> None:
@@ -270,7 +270,7 @@ def main(argv=None) -> int:
                 f"{a.budget_min:.0f} min, not started")
             break
         sd = out / f"seed{seed}"
-        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default")
+        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default", a.pretrain_steps)
         base = mini_overrides(model_dir, train_m, mini.trained_modules("frozen", False), seed)
         sft_dirs: dict[str, Path] = {}
         for row in rows:

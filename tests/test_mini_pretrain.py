@@ -1,0 +1,90 @@
+"""Grounding pretraining of the mini base model (mmrbench.testing.mini_pretrain): data, text, training."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mmrbench.testing.mini_pretrain import draw_background, draw_mark, grounding_example, grounding_text
+
+
+def test_a_mark_box_is_the_tight_box_of_the_pixels_it_changed():
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        img = draw_background(rng, 64)
+        before = img.copy()
+        occupied = np.zeros((64, 64), bool)
+        box = draw_mark(img, rng, occupied)
+        assert box is not None
+        ys, xs = np.nonzero((img != before).any(axis=2))
+        # exclusive ends, as pixel boxes are written: a 1-pixel mark at x=5 is [5, ..., 6, ...]
+        assert box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert occupied[ys, xs].all()  # the next mark cannot land on it
+
+
+def test_examples_are_deterministic_with_zero_one_or_two_marks():
+    a = [grounding_example(np.random.default_rng(3), 64) for _ in range(1)]
+    b = [grounding_example(np.random.default_rng(3), 64) for _ in range(1)]
+    assert np.array_equal(a[0][0], b[0][0]) and a[0][1] == b[0][1]
+    rng = np.random.default_rng(0)
+    counts = [0, 0, 0]
+    for _ in range(300):
+        img, boxes = grounding_example(rng, 64)
+        assert img.dtype == np.uint8 and img.shape == (64, 64, 3)
+        counts[len(boxes)] += 1
+    # drawn 40 / 45 / 15 %: every count occurs, none dominates
+    assert min(counts) > 20 and max(counts) < 180
+
+
+def test_grounding_text_is_read_back_by_the_scorers_parser():
+    from mmrbench.parsing import find_boxes
+
+    assert grounding_text([]) == "None."
+    assert find_boxes("None.") == []
+    boxes = [(3, 4, 10, 12), (40, 0, 64, 9)]
+    text = grounding_text(boxes)
+    assert text == ("{'bbox_2d': [3, 4, 10, 12], 'label': 'mark'}, {'bbox_2d': [40, 0, 64, 9], 'label': 'mark'}")
+    read = find_boxes(text)
+    assert [b.coords for b in read] == [tuple(float(v) for v in b) for b in boxes]
+    assert [b.label for b in read] == ["mark", "mark"] and {b.key for b in read} == {"bbox_2d"}
+
+
+def test_pretraining_trains_the_language_model_only_and_lowers_the_loss(tiny_qwen_dir, one_torch_thread):
+    torch = pytest.importorskip("torch")
+    from mmrbench.testing.mini_pretrain import grounding_eval, pretrain
+    from mmrbench.testing.tiny_qwen import load_tiny
+
+    model, proc = load_tiny(tiny_qwen_dir)
+    vis = {n: p.detach().clone() for n, p in model.named_parameters() if "visual" in n}
+    lm = {n: p.detach().clone() for n, p in model.named_parameters() if "visual" not in n}
+    losses = pretrain(model, proc, side=32, steps=24, batch=4, lr=3e-3, seed=0)
+    assert len(losses) == 24 and all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.5  # the template alone is learnt in a few steps
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[n], v) for n, v in vis.items())  # the vision tower stays as drawn
+    assert sum(not torch.equal(after[n], v) for n, v in lm.items()) > len(lm) // 2
+    assert all(p.requires_grad for p in model.parameters())  # handed back as found
+    check = grounding_eval(model, proc, side=32, n=6, batch=3, max_new_tokens=12)
+    assert check["n"] == 6 and len(check["samples"]) == 3
+    assert all(0.0 <= check[k] <= 1.0 for k in ("presence", "recall_iou01", "recall_iou05"))
+
+
+def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_torch_thread):
+    pytest.importorskip("transformers")
+    from mmrbench.data.manifest import read_manifest, write_manifest
+    from mmrbench.testing.mini_qwen import build_model
+
+    samples = [s for s in read_manifest(synth_small).samples if s.split == "test"][:8]
+    train = tmp_path / "data" / "train.jsonl"
+    train.parent.mkdir()
+    for sub in ("images", "masks"):  # the manifest's relative paths
+        (train.parent / sub).symlink_to(synth_small.parent / sub)
+    write_manifest(train, samples)
+    plain = build_model(tmp_path, 0, 32, 32, 1, train)
+    pre = build_model(tmp_path, 0, 32, 32, 1, train, pretrain_steps=2)
+    assert plain != pre and pre.name.endswith("-pt2") and not (plain / "pretrain.json").exists()
+    report = json.loads((pre / "pretrain.json").read_text())
+    assert report["steps"] == 2 and len(report["loss"]) == 2
+    assert set(report["grounding_eval"]) >= {"presence", "recall_iou01", "recall_iou05"}
+    assert build_model(tmp_path, 0, 32, 32, 1, train, pretrain_steps=2) == pre  # cached
