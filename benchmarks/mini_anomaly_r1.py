@@ -50,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mmrbench.testing.mini_pretrain import PretrainConfig  # noqa: E402
 from mmrbench.testing.mini_qwen import build_model  # noqa: E402  (the base model, shared with tools/)
 
 _FORMAT_RE = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.S)
@@ -247,7 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--pretrain-steps", type=int, default=0,
-                    help="grounding pretraining of the base model on procedural marks (mmrbench.testing.mini_pretrain)")
+                    help="steps of grounding pretraining of the base model on procedural marks "
+                         "(mmrbench.testing.mini_pretrain.PretrainConfig's defaults otherwise)")
     ap.add_argument("--sft-steps", type=int, default=1000)
     ap.add_argument("--sft-lr", type=float, default=2e-3)
     ap.add_argument("--sft-batch", type=int, default=8)
@@ -291,7 +293,8 @@ def main(argv=None) -> int:
         write_manifest(eval_m, ev)
         stats.update(eval=len(ev), majority_rate=majority_rate(ev))
     log(f"data: {stats}")
-    model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m, variant, args.pretrain_steps)
+    model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m, variant,
+                            PretrainConfig(args.pretrain_steps) if args.pretrain_steps else None)
     n_params = sum(p.numel() for p in __import__("transformers").AutoModelForImageTextToText.from_pretrained(str(model_dir)).parameters())
     log(f"model: {model_dir.name}, {n_params / 1e6:.2f}M parameters")
 

@@ -270,7 +270,8 @@ def main(argv=None) -> int:
                 f"{a.budget_min:.0f} min, not started")
             break
         sd = out / f"seed{seed}"
-        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default", a.pretrain_steps)
+        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default",
+                                     mini.PretrainConfig(a.pretrain_steps) if a.pretrain_steps else None)
         base = mini_overrides(model_dir, train_m, mini.trained_modules("frozen", False), seed)
         sft_dirs: dict[str, Path] = {}
         for row in rows:

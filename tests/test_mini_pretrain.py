@@ -52,13 +52,13 @@ def test_grounding_text_is_read_back_by_the_scorers_parser():
 
 def test_pretraining_trains_the_language_model_only_and_lowers_the_loss(tiny_qwen_dir, one_torch_thread):
     torch = pytest.importorskip("torch")
-    from mmrbench.testing.mini_pretrain import grounding_eval, pretrain
+    from mmrbench.testing.mini_pretrain import grounding_eval, run_pretraining
     from mmrbench.testing.tiny_qwen import load_tiny
 
     model, proc = load_tiny(tiny_qwen_dir)
     vis = {n: p.detach().clone() for n, p in model.named_parameters() if "visual" in n}
     lm = {n: p.detach().clone() for n, p in model.named_parameters() if "visual" not in n}
-    losses = pretrain(model, proc, side=32, steps=24, batch=4, lr=3e-3, seed=0)
+    losses = run_pretraining(model, proc, side=32, steps=24, batch=4, lr=3e-3, seed=0)
     assert len(losses) == 24 and all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.5  # the template alone is learnt in a few steps
     after = dict(model.named_parameters())
@@ -73,6 +73,7 @@ def test_pretraining_trains_the_language_model_only_and_lowers_the_loss(tiny_qwe
 def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_torch_thread):
     pytest.importorskip("transformers")
     from mmrbench.data.manifest import read_manifest, write_manifest
+    from mmrbench.testing.mini_pretrain import PretrainConfig
     from mmrbench.testing.mini_qwen import build_model
 
     samples = [s for s in read_manifest(synth_small).samples if s.split == "test"][:8]
@@ -82,9 +83,9 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
         (train.parent / sub).symlink_to(synth_small.parent / sub)
     write_manifest(train, samples)
     plain = build_model(tmp_path, 0, 32, 32, 1, train)
-    pre = build_model(tmp_path, 0, 32, 32, 1, train, pretrain_steps=2)
-    assert plain != pre and pre.name.endswith("-pt2") and not (plain / "pretrain.json").exists()
+    pre = build_model(tmp_path, 0, 32, 32, 1, train, pretrain=PretrainConfig(steps=2, batch=2))
+    assert plain != pre and pre.name.endswith("-" + PretrainConfig(steps=2, batch=2).tag()) and not (plain / "pretrain.json").exists()
     report = json.loads((pre / "pretrain.json").read_text())
     assert report["steps"] == 2 and len(report["loss"]) == 2
     assert set(report["grounding_eval"]) >= {"presence", "recall_iou01", "recall_iou05"}
-    assert build_model(tmp_path, 0, 32, 32, 1, train, pretrain_steps=2) == pre  # cached
+    assert build_model(tmp_path, 0, 32, 32, 1, train, pretrain=PretrainConfig(steps=2, batch=2)) == pre  # cached

@@ -31,15 +31,7 @@ def _tool():
     return mod
 
 
-@pytest.fixture()
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def test_build_tool_trains_exports_evaluates_and_installs(synth_small, tmp_path, one_thread):
+def test_build_tool_trains_exports_evaluates_and_installs(synth_small, tmp_path, one_torch_thread):
     bundled = tmp_path / "bundled"
     shutil.copytree(synth_small.parent, bundled / "data")
     work, inst = tmp_path / "work", tmp_path / "installed"
@@ -88,7 +80,7 @@ def test_name_augmentation_is_deterministic_and_avoids_benchmark_categories():
     assert all(tool.augmented_name(f"S/c/{i}", 0, 0.0) is None for i in range(50))
 
 
-def test_shipped_checkpoint_loads_through_its_card_from_anywhere(synth_small, tmp_path, monkeypatch, one_thread):
+def test_shipped_checkpoint_loads_through_its_card_from_anywhere(synth_small, tmp_path, monkeypatch, one_torch_thread):
     from mmrbench.cards import parse_spec
     from mmrbench.runner import EvalOptions, run_eval
 
@@ -103,7 +95,7 @@ def test_shipped_checkpoint_loads_through_its_card_from_anywhere(synth_small, tm
     assert len(preds) == 8 and all(p["status"] in ("ok", "truncated") for p in preds)
 
 
-def test_shipped_checkpoint_reproduces_its_recorded_evaluation(tmp_path, one_thread):
+def test_shipped_checkpoint_reproduces_its_recorded_evaluation(tmp_path, one_torch_thread):
     """`mmrbench bundled`'s default benchmark (seed 0, default scale) regenerated here, the shipped model
     evaluated through its card: the figures in eval.json come back. Exact on the machine that built it
     (measured); the tolerance (3 images of a subdataset) leaves room for another CPU's float rounding

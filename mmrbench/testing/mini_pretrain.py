@@ -20,9 +20,29 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How the mini base is pretrained. Defaults: the setting that made it see (docs/training.md,
+    December 1): marks shrinking over the first 70 % of the steps, the per-token losses at weight 1,
+    the language model trained, the random vision tower frozen."""
+
+    steps: int
+    batch: int = 8
+    lr: float = 1e-3
+    curriculum: float = 0.7
+    token_aux: float = 1.0
+    train_vision: bool = False
+
+    def tag(self) -> str:
+        """Folder-name suffix: a different setting is a different base model."""
+        return (f"pt{self.steps}b{self.batch}lr{self.lr:g}c{self.curriculum:g}a{self.token_aux:g}"
+                f"{'v' if self.train_vision else ''}")
+
 
 #: what the pretraining asks (a grounding request, not the benchmark's question)
 GROUNDING_PROMPT = "Outline every mark in the image."
@@ -56,12 +76,23 @@ def draw_background(rng: np.random.Generator, side: int) -> np.ndarray:
     return np.clip(base[None, None, :] + tex[:, :, None] * tint[None, None, :], 0, 1)
 
 
-def draw_mark(img: np.ndarray, rng: np.random.Generator, occupied: np.ndarray) -> tuple[int, int, int, int] | None:
+def mark_size_range(side: int, grow: float = 0.0) -> tuple[int, int]:
+    """Mark sizes in pixels, ``[low, high)``: 1/20 to 1/6 of the side, up to 1/5 to 1/2.5 with ``grow`` = 1.
+
+    The benchmark's defects are about 1/10 of the side; the curriculum starts from marks that cover
+    many image tokens and shrinks them to the final range.
+    """
+    lo, hi = max(4, side // 20), max(6, side // 6)
+    return int(round(lo + grow * (side / 5 - lo))), int(round(hi + grow * (side / 2.5 - hi)))
+
+
+def draw_mark(img: np.ndarray, rng: np.random.Generator, occupied: np.ndarray,
+              sizes: tuple[int, int] | None = None) -> tuple[int, int, int, int] | None:
     """Paint one mark where nothing is yet; returns its tight box (x1, y1, x2, y2), exclusive ends."""
     import cv2
 
     side = img.shape[0]
-    size = int(rng.integers(max(4, side // 20), max(6, side // 6)))
+    size = int(rng.integers(*(sizes or mark_size_range(side))))
     for _ in range(10):
         cx, cy = (int(v) for v in rng.integers(size // 2 + 1, side - size // 2 - 1, size=2))
         mask = np.zeros((side, side), np.uint8)
@@ -90,12 +121,13 @@ def draw_mark(img: np.ndarray, rng: np.random.Generator, occupied: np.ndarray) -
     return None
 
 
-def grounding_example(rng: np.random.Generator, side: int) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def grounding_example(rng: np.random.Generator, side: int,
+                      sizes: tuple[int, int] | None = None) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """One texture with 0 (40 %), 1 (45 %) or 2 (15 %) marks: uint8 RGB image and the marks' boxes."""
     img = draw_background(rng, side)
     n = int(rng.choice([0, 1, 2], p=[0.4, 0.45, 0.15]))
     occupied = np.zeros((side, side), bool)
-    boxes = [b for b in (draw_mark(img, rng, occupied) for _ in range(n)) if b is not None]
+    boxes = [b for b in (draw_mark(img, rng, occupied, sizes) for _ in range(n)) if b is not None]
     return (img * 255).round().astype(np.uint8), boxes
 
 
@@ -106,12 +138,17 @@ def grounding_text(boxes: list[tuple[int, int, int, int]]) -> str:
     return ", ".join(f"{{'bbox_2d': [{x1}, {y1}, {x2}, {y2}], 'label': 'mark'}}" for x1, y1, x2, y2 in boxes)
 
 
-def pretrain(model, processor, *, side: int, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0,
+def run_pretraining(model, processor, *, side: int, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0,
+             train_vision: bool = False, curriculum: float = 0.0, token_aux: float = 0.0, eval_every: int = 0,
              log: Callable[[str], None] | None = None) -> list[float]:
     """Full-parameter training of the language model and head on grounding examples; returns losses.
 
     Images are drawn at ``side`` x ``side``, the mini processor's only size, so the boxes written are
     in the frame the model sees (the frame its answers use). Loss on the answer tokens only.
+    ``curriculum`` > 0 starts from large marks and shrinks them to the final sizes over that share of
+    the steps (:func:`mark_size_range`); ``token_aux`` > 0 adds, with that weight, two per-token losses
+    on the image tokens' last states (:func:`token_aux_loss`); ``train_vision`` trains the vision tower too; ``eval_every`` logs :func:`grounding_eval` on 32
+    images every that many steps.
     """
     import torch
     from PIL import Image
@@ -120,7 +157,8 @@ def pretrain(model, processor, *, side: int, steps: int, batch: int = 16, lr: fl
     torch.manual_seed(seed)
     for p in model.parameters():
         p.requires_grad_(False)
-    trained = [p for n, p in model.named_parameters() if not n.startswith(("model.visual", "visual"))]
+    trained = [p for n, p in model.named_parameters()
+               if train_vision or not n.startswith(("model.visual", "visual"))]
     for p in trained:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
@@ -134,7 +172,8 @@ def pretrain(model, processor, *, side: int, steps: int, batch: int = 16, lr: fl
     losses: list[float] = []
     t0 = time.time()
     for step in range(steps):
-        examples = [grounding_example(rng, side) for _ in range(batch)]
+        grow = max(0.0, 1.0 - step / (curriculum * steps)) if curriculum else 0.0
+        examples = [grounding_example(rng, side, mark_size_range(side, grow)) for _ in range(batch)]
         texts = [prompt + grounding_text(b) + "<|im_end|>" for _, b in examples]
         enc = processor(text=texts, images=[Image.fromarray(im) for im, _ in examples], return_tensors="pt",
                         padding=True, padding_side="right")
@@ -143,7 +182,10 @@ def pretrain(model, processor, *, side: int, steps: int, batch: int = 16, lr: fl
         labels = enc["input_ids"].clone()
         labels[:, :n_prompt] = -100
         labels[enc["attention_mask"] == 0] = -100
-        loss = model(**enc, labels=labels).loss
+        out = model(**enc, labels=labels, output_hidden_states=bool(token_aux))
+        loss = out.loss
+        if token_aux:
+            loss = loss + token_aux * token_aux_loss(model, out.hidden_states[-1], enc, [b for _, b in examples], side)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
@@ -152,6 +194,11 @@ def pretrain(model, processor, *, side: int, steps: int, batch: int = 16, lr: fl
         losses.append(float(loss.detach()))
         if log and (step + 1) % max(1, steps // 10) == 0:
             log(f"pretrain step {step + 1}/{steps}: loss {np.mean(losses[-50:]):.3f} ({time.time() - t0:.0f} s)")
+        if log and eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+            check = grounding_eval(model, processor, side=side, n=32, seed=seed)
+            log(f"pretrain step {step + 1}: presence {check['presence']:.1%}, IoU 0.1 {check['recall_iou01']:.1%}, "
+                f"IoU 0.5 {check['recall_iou05']:.1%}; {check['samples'][0]}")
+            model.train()
     model.eval()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -164,6 +211,29 @@ def save_report(path: Path, losses: list[float], evaluation: dict | None = None)
 
     path.write_text(json.dumps({"steps": len(losses), "grounding_eval": evaluation,
                                 "loss": [round(x, 5) for x in losses]}) + "\n")
+
+
+def token_aux_loss(model, last_states, enc, boxes: list[list[tuple[int, int, int, int]]], side: int):
+    """Dense signal for grounding: each image token's last state must say whether its cell holds a mark
+    (class-balanced BCE along one fixed direction) and where the cell is (row and column along two
+    others, MSE), so attention can find the mark by content and read its place from the value."""
+    import torch
+
+    from mmrbench.train.token_loss import cell_targets, place_directions, place_targets
+
+    tid = model.config.image_token_id
+    merge = model.config.vision_config.spatial_merge_size
+    _, gh, gw = (int(v) for v in enc["image_grid_thw"][0])
+    grid = (gh // merge, gw // merge)
+    dirs = place_directions(last_states.shape[-1], seed=1)  # not the SFT position loss's pair
+    h = torch.stack([last_states[r][enc["input_ids"][r] == tid] for r in range(len(boxes))])  # (B, T, H)
+    mark = (h @ dirs[:, 0]).flatten()
+    target = torch.cat([cell_targets(grid, (side, side), b) for b in boxes])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(mark, target, reduction="none")
+    parts = [bce[m].mean() for m in (target > 0.5, target <= 0.5) if bool(m.any())]
+    places = place_targets(grid).to(h.dtype)
+    place = torch.nn.functional.mse_loss(h @ place_directions(h.shape[-1]), places.expand(len(boxes), -1, -1))
+    return torch.stack(parts).mean() + place
 
 
 def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, batch: int = 16,

@@ -10,6 +10,10 @@ writes is a normal transformers checkpoint, loaded by the ``hf`` provider and th
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mmrbench.testing.mini_pretrain import PretrainConfig
 
 
 def build_tokenizer(train_manifest: Path, vocab_size: int, variant: str = "default"):
@@ -50,8 +54,8 @@ def build_tokenizer(train_manifest: Path, vocab_size: int, variant: str = "defau
 
 
 def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int, train_manifest: Path,
-                variant: str = "default", pretrain_steps: int = 0) -> Path:
-    """A random mini Qwen2.5-VL, then ``pretrain_steps`` of grounding pretraining when > 0.
+                variant: str = "default", pretrain: PretrainConfig | None = None) -> Path:
+    """A random mini Qwen2.5-VL, then grounding pretraining when ``pretrain`` is given.
 
     Pretraining (:mod:`mmrbench.testing.mini_pretrain`) trains the language model on generic marks on
     procedural textures, none of the benchmark's images; the folder's ``pretrain.json`` keeps its losses.
@@ -63,7 +67,7 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     from mmrbench.adapters.qwen_vision import image_only_processor_class
     from mmrbench.testing import tiny_qwen as tq
 
-    pt = f"-pt{pretrain_steps}" if pretrain_steps else ""
+    pt = f"-{pretrain.tag()}" if pretrain else ""
     path = out / f"model-v3-{train_manifest.parent.name}-{train_manifest.stem}-{variant}-h{hidden}-l{layers}-s{image_side}{pt}"
     if (path / "config.json").exists():
         return path
@@ -86,11 +90,13 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     model.generation_config = transformers.GenerationConfig(
         eos_token_id=[t.eos_token_id, t.bos_token_id], pad_token_id=t.pad_token_id, bos_token_id=t.bos_token_id,
         do_sample=False)
-    if pretrain_steps:
-        from mmrbench.testing.mini_pretrain import grounding_eval, pretrain, save_report
+    if pretrain:
+        from mmrbench.testing.mini_pretrain import grounding_eval, run_pretraining, save_report
 
-        losses = pretrain(model, proc, side=image_side, steps=pretrain_steps, seed=seed,
-                          log=lambda m: print(m, flush=True))
+        losses = run_pretraining(model, proc, side=image_side, steps=pretrain.steps, batch=pretrain.batch,
+                                 lr=pretrain.lr, seed=seed, train_vision=pretrain.train_vision,
+                                 curriculum=pretrain.curriculum, token_aux=pretrain.token_aux,
+                                 log=lambda m: print(m, flush=True))
         check = grounding_eval(model, proc, side=image_side, seed=seed)
         print(f"pretrained: presence {check['presence']:.1%}, marks found at IoU 0.1 {check['recall_iou01']:.1%}, "
               f"at 0.5 {check['recall_iou05']:.1%}", flush=True)
