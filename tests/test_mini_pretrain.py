@@ -89,3 +89,40 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
     assert report["steps"] == 2 and len(report["loss"]) == 2
     assert set(report["grounding_eval"]) >= {"presence", "recall_iou01", "recall_iou05"}
     assert build_model(tmp_path, 0, 32, 32, 1, train, pretrain=PretrainConfig(steps=2, batch=2)) == pre  # cached
+
+
+def _aux_case(states_for):
+    """A batch of one image, 2 x 2 merged tokens at 8 x 8 px, the mark in the top-left cell."""
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from mmrbench.testing.mini_pretrain import token_aux_loss
+
+    model = SimpleNamespace(config=SimpleNamespace(image_token_id=9, vision_config=SimpleNamespace(spatial_merge_size=2)))
+    ids = torch.tensor([[1, 9, 9, 9, 9, 2]])
+    enc = {"input_ids": ids, "image_grid_thw": torch.tensor([[1, 4, 4]])}
+    last = torch.zeros(1, 6, 128)
+    last[0, 1:5] = states_for(torch)
+    return float(token_aux_loss(model, last, enc, [[(0, 0, 4, 4)]], side=8))
+
+
+def test_token_aux_loss_by_hand():
+    import math
+
+    # all-zero states: every mark logit 0 (BCE log 2 for both classes) and every place read as 0 against
+    # rows (-1, -1, 1, 1) and columns (-1, 1, -1, 1): squared error 1 each
+    assert _aux_case(lambda torch: torch.zeros(4, 128)) == pytest.approx(math.log(2) + 1.0, abs=1e-6)
+
+    def exact(torch):
+        from mmrbench.train.token_loss import place_directions
+
+        mark_dir = place_directions(128, seed=1)[:, 0]
+        places = place_directions(128)
+        target = torch.tensor([1.0, 0.0, 0.0, 0.0])
+        where = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
+        # solve for states whose three readings are exactly (±30, row, column)
+        dirs = torch.stack([mark_dir, places[:, 0], places[:, 1]], 1)  # (128, 3)
+        want = torch.cat([(30 * (2 * target - 1))[:, None], where], 1)  # (4, 3)
+        return want @ torch.linalg.pinv(dirs)
+
+    assert _aux_case(exact) < 1e-6
