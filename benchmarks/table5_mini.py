@@ -67,7 +67,8 @@ ROWS = (
 #: settings of the default run and of --quick. Measured (docs/training.md): one seed of the default run
 #: takes ~29-41 min on the 2-core development machine, so --budget-min 60 fits one or two seeds, not three.
 #: At these 250 SFT steps no row sees the defects; with --sft-steps 1000 two of four seeds do (held-out
-#: 62.7 and 66.7 %), at about 20 min per seed for the rows grpo and no-rl-sft alone
+#: 62.7 and 66.7 %), at about 20 min per seed for the rows grpo and no-rl-sft alone. On a pretrained base
+#: (--pretrain-steps 1500 --layers 4) two of three seeds reach 87.0 and 78.5 % (docs/training.md, December 1)
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0)
 QUICK = dict(per_class=8, image_side=32, sft_steps=3, sft_lr=2e-3, grpo_steps=1, prompt_batch=2, group=4,
