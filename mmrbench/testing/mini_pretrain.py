@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """How the mini base is pretrained. Defaults: the setting that made it see (docs/training.md,
@@ -46,7 +47,6 @@ class PretrainConfig:
 
 #: what the pretraining asks (a grounding request, not the benchmark's question)
 GROUNDING_PROMPT = "Outline every mark in the image."
-MAX_MARKS = 2
 
 
 def _smooth_noise(rng: np.random.Generator, side: int, scale: float) -> np.ndarray:
@@ -138,42 +138,41 @@ def grounding_text(boxes: list[tuple[int, int, int, int]]) -> str:
     return ", ".join(f"{{'bbox_2d': [{x1}, {y1}, {x2}, {y2}], 'label': 'mark'}}" for x1, y1, x2, y2 in boxes)
 
 
-def run_pretraining(model, processor, *, side: int, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0,
-             train_vision: bool = False, curriculum: float = 0.0, token_aux: float = 0.0, eval_every: int = 0,
-             log: Callable[[str], None] | None = None) -> list[float]:
-    """Full-parameter training of the language model and head on grounding examples; returns losses.
+def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed: int = 0, eval_every: int = 0,
+                    log: Callable[[str], None] | None = None) -> list[float]:
+    """Full-parameter training on grounding examples, as ``config`` says; returns every step's loss.
 
     Images are drawn at ``side`` x ``side``, the mini processor's only size, so the boxes written are
-    in the frame the model sees (the frame its answers use). Loss on the answer tokens only.
-    ``curriculum`` > 0 starts from large marks and shrinks them to the final sizes over that share of
-    the steps (:func:`mark_size_range`); ``token_aux`` > 0 adds, with that weight, two per-token losses
-    on the image tokens' last states (:func:`token_aux_loss`); ``train_vision`` trains the vision tower too; ``eval_every`` logs :func:`grounding_eval` on 32
-    images every that many steps.
+    in the frame the model sees (the frame its answers use). Loss on the answer tokens only, plus
+    ``config.token_aux`` times :func:`token_aux_loss`. ``config.curriculum`` > 0 starts from large marks
+    and shrinks them to the final sizes over that share of the steps (:func:`mark_size_range`).
+    ``eval_every`` logs :func:`grounding_eval` on 32 images every that many steps.
     """
     import torch
     from PIL import Image
 
+    c = config
+    steps = c.steps
     rng = np.random.default_rng([seed, 7])
     torch.manual_seed(seed)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    trained = [p for n, p in model.named_parameters()
-               if train_vision or not n.startswith(("model.visual", "visual"))]
-    for p in trained:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
+    was = {n: p.requires_grad for n, p in model.named_parameters()}
+    trained = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(c.train_vision or not n.startswith(("model.visual", "visual")))
+        if p.requires_grad:
+            trained.append(p)
+    opt = torch.optim.AdamW(trained, lr=c.lr, weight_decay=0.0)
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": GROUNDING_PROMPT}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    prompt = grounding_prompt(processor)
     n_prompt = None
     model.train()
     losses: list[float] = []
     t0 = time.time()
     for step in range(steps):
-        grow = max(0.0, 1.0 - step / (curriculum * steps)) if curriculum else 0.0
-        examples = [grounding_example(rng, side, mark_size_range(side, grow)) for _ in range(batch)]
+        grow = max(0.0, 1.0 - step / (c.curriculum * steps)) if c.curriculum else 0.0
+        examples = [grounding_example(rng, side, mark_size_range(side, grow)) for _ in range(c.batch)]
         texts = [prompt + grounding_text(b) + "<|im_end|>" for _, b in examples]
         enc = processor(text=texts, images=[Image.fromarray(im) for im, _ in examples], return_tensors="pt",
                         padding=True, padding_side="right")
@@ -182,10 +181,10 @@ def run_pretraining(model, processor, *, side: int, steps: int, batch: int = 16,
         labels = enc["input_ids"].clone()
         labels[:, :n_prompt] = -100
         labels[enc["attention_mask"] == 0] = -100
-        out = model(**enc, labels=labels, output_hidden_states=bool(token_aux))
+        out = model(**enc, labels=labels, output_hidden_states=bool(c.token_aux))
         loss = out.loss
-        if token_aux:
-            loss = loss + token_aux * token_aux_loss(model, out.hidden_states[-1], enc, [b for _, b in examples], side)
+        if c.token_aux:
+            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, [b for _, b in examples], side)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
@@ -200,8 +199,8 @@ def run_pretraining(model, processor, *, side: int, steps: int, batch: int = 16,
                 f"IoU 0.5 {check['recall_iou05']:.1%}; {check['samples'][0]}")
             model.train()
     model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
+    for n, p in model.named_parameters():
+        p.requires_grad_(was[n])
     return losses
 
 
@@ -213,27 +212,27 @@ def save_report(path: Path, losses: list[float], evaluation: dict | None = None)
                                 "loss": [round(x, 5) for x in losses]}) + "\n")
 
 
-def token_aux_loss(model, last_states, enc, boxes: list[list[tuple[int, int, int, int]]], side: int):
+def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, int, int]]], side: int):
     """Dense signal for grounding: each image token's last state must say whether its cell holds a mark
-    (class-balanced BCE along one fixed direction) and where the cell is (row and column along two
-    others, MSE), so attention can find the mark by content and read its place from the value."""
+    (class-balanced BCE along one fixed direction) and where the cell is (row and column, the SFT
+    position loss), so attention can find the mark by content and read its place from the value.
+
+    One image per row, all of one size (``side``), as the pretraining draws them."""
     import torch
 
-    from mmrbench.train.token_loss import cell_targets, place_directions, place_targets
+    from mmrbench.train.token_loss import (QueryTokens, balanced_bce, cell_targets, image_runs, place_directions,
+                                           place_targets, position_loss)
 
-    tid = model.config.image_token_id
     merge = model.config.vision_config.spatial_merge_size
     _, gh, gw = (int(v) for v in enc["image_grid_thw"][0])
     grid = (gh // merge, gw // merge)
-    dirs = place_directions(last_states.shape[-1], seed=1)  # not the SFT position loss's pair
-    h = torch.stack([last_states[r][enc["input_ids"][r] == tid] for r in range(len(boxes))])  # (B, T, H)
-    mark = (h @ dirs[:, 0]).flatten()
-    target = torch.cat([cell_targets(grid, (side, side), b) for b in boxes])
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(mark, target, reduction="none")
-    parts = [bce[m].mean() for m in (target > 0.5, target <= 0.5) if bool(m.any())]
-    places = place_targets(grid).to(h.dtype)
-    place = torch.nn.functional.mse_loss(h @ place_directions(h.shape[-1]), places.expand(len(boxes), -1, -1))
-    return torch.stack(parts).mean() + place
+    places = place_targets(grid)
+    queries = [QueryTokens(r, image_runs(enc["input_ids"][r], model.config.image_token_id)[0],
+                           cell_targets(grid, (side, side), b), places) for r, b in enumerate(boxes)]
+    last = torch.cat([hidden_states[-1][q.row, q.positions] for q in queries])
+    mark_dir = place_directions(last.shape[-1], seed=1)[:, 0]  # a third fixed direction, apart from the place pair
+    mark = (last @ mark_dir.to(last.dtype)).float()
+    return balanced_bce(mark, torch.cat([q.targets for q in queries]).to(mark.device)) + position_loss(model, hidden_states, 0, queries)
 
 
 def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, batch: int = 16,
@@ -247,14 +246,10 @@ def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, b
     import torch
     from PIL import Image
 
-    from mmrbench.geometry import match_boxes
-    from mmrbench.parsing import find_boxes
-
     rng = np.random.default_rng([seed, 1_000_003])  # never the training stream ([seed, 7])
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": GROUNDING_PROMPT}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    present = marks = hit01 = hit05 = 0
-    samples: list[str] = []
+    prompt = grounding_prompt(processor)
+    answers: list[str] = []
+    truths: list[list[tuple[int, int, int, int]]] = []
     model.eval()
     for start in range(0, n, batch):
         examples = [grounding_example(rng, side) for _ in range(min(batch, n - start))]
@@ -262,15 +257,30 @@ def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, b
                         return_tensors="pt", padding=True, padding_side="left")
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-        texts = processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for (_, gt), text in zip(examples, texts):
-            pred = [b.coords for b in find_boxes(text)]
-            present += bool(pred) == bool(gt)
-            marks += len(gt)
-            if pred and gt:
-                hit01 += len(match_boxes(pred, gt, 0.1))
-                hit05 += len(match_boxes(pred, gt, 0.5))
-            if len(samples) < 3:
-                samples.append(text)
-    return {"n": n, "presence": present / n, "recall_iou01": hit01 / max(1, marks),
-            "recall_iou05": hit05 / max(1, marks), "samples": samples}
+        answers += processor.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        truths += [gt for _, gt in examples]
+    return score_grounding(answers, truths)
+
+
+def score_grounding(answers: list[str], truths: list[list[tuple[int, int, int, int]]]) -> dict:
+    """How grounding answers match the marks drawn: see :func:`grounding_eval`. Boxes are read by the
+    scorer's own parser and matched one-to-one as the protocol matches them."""
+    from mmrbench.geometry import match_boxes
+    from mmrbench.parsing import find_boxes
+
+    present = marks = hit01 = hit05 = 0
+    for text, gt in zip(answers, truths, strict=True):
+        pred = [b.coords for b in find_boxes(text)]
+        present += bool(pred) == bool(gt)
+        marks += len(gt)
+        hit01 += len(match_boxes(pred, gt, 0.1))
+        hit05 += len(match_boxes(pred, gt, 0.5))
+    n = len(answers)
+    return {"n": n, "presence": present / max(1, n), "recall_iou01": hit01 / max(1, marks),
+            "recall_iou05": hit05 / max(1, marks), "samples": answers[:3]}
+
+
+def grounding_prompt(processor) -> str:
+    """The chat-formatted grounding request for one image, up to the assistant's turn."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": GROUNDING_PROMPT}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

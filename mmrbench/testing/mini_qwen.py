@@ -93,10 +93,7 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     if pretrain:
         from mmrbench.testing.mini_pretrain import grounding_eval, run_pretraining, save_report
 
-        losses = run_pretraining(model, proc, side=image_side, steps=pretrain.steps, batch=pretrain.batch,
-                                 lr=pretrain.lr, seed=seed, train_vision=pretrain.train_vision,
-                                 curriculum=pretrain.curriculum, token_aux=pretrain.token_aux,
-                                 log=lambda m: print(m, flush=True))
+        losses = run_pretraining(model, proc, pretrain, side=image_side, seed=seed, log=lambda m: print(m, flush=True))
         check = grounding_eval(model, proc, side=image_side, seed=seed)
         print(f"pretrained: presence {check['presence']:.1%}, marks found at IoU 0.1 {check['recall_iou01']:.1%}, "
               f"at 0.5 {check['recall_iou05']:.1%}", flush=True)

@@ -148,8 +148,12 @@ def token_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int, qu
     weight = model.get_output_embeddings().weight
     direction = (weight[yes_no[0]] - weight[yes_no[1]]).to(h.dtype)
     score = (h @ direction).float()
-    target = torch.cat([q.targets for q in queries]).to(score.device)
+    return balanced_bce(score, torch.cat([q.targets for q in queries]).to(score.device))
+
+
+def balanced_bce(score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of logits against 0/1 targets, the mean over positives and the mean over
+    negatives averaged (a defect covers a few tokens of hundreds; a plain mean would ignore it)."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits(score, target, reduction="none")
-    pos, neg = target > 0.5, target <= 0.5
-    parts = [bce[m].mean() for m in (pos, neg) if bool(m.any())]
+    parts = [bce[m].mean() for m in (target > 0.5, target <= 0.5) if bool(m.any())]
     return torch.stack(parts).mean()
