@@ -150,8 +150,10 @@ def evaluate(run_dir: Path, eval_manifest: Path, max_new_tokens: int, batch_size
 VISION_MODULES = {"frozen": [], "merger": ["merger"], "train": ["visual"]}
 
 
-def trained_modules(vision: str, train_embed: bool) -> list[str]:
-    return ["lm_head"] + VISION_MODULES[vision] + (["embed_tokens"] if train_embed else [])
+def trained_modules(vision: str, train_embed: bool, head: bool = True) -> list[str]:
+    """Modules trained fully beside LoRA. The random base's output head is (LoRA alone cannot steer a
+    random head); ``head=False`` is the paper's setting for a pretrained base, LoRA alone."""
+    return (["lm_head"] if head else []) + VISION_MODULES[vision] + (["embed_tokens"] if train_embed else [])
 
 
 def common_overrides(model_dir: Path, manifest: Path, variant: str, modules: list[str]) -> dict:
@@ -239,6 +241,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse-sft", action="store_true", help="keep an SFT adapter already under --out/sft")
     ap.add_argument("--grpo-temperature", type=float, default=1.0)
     ap.add_argument("--train-embed", action="store_true", help="train the token embeddings fully too")
+    ap.add_argument("--lora-only", action="store_true",
+                    help="do not train the output head fully: LoRA alone, as the paper on its pretrained base "
+                         "(meant with --pretrain-steps)")
     ap.add_argument("--vision", choices=sorted(VISION_MODULES), default="frozen",
                     help="the random vision tower: train it fully, train only its merger, or keep it frozen")
     ap.add_argument("--select", action="store_true",
@@ -250,6 +255,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain-steps", type=int, default=0,
                     help="steps of grounding pretraining of the base model on procedural marks "
                          "(mmrbench.testing.mini_pretrain.PretrainConfig's defaults otherwise)")
+    ap.add_argument("--pretrain-layer", type=int, default=0,
+                    help="PretrainConfig.token_layer: the decoder layer the pretraining's per-token losses read "
+                         "(0 = the last)")
     ap.add_argument("--sft-steps", type=int, default=1000)
     ap.add_argument("--sft-lr", type=float, default=2e-3)
     ap.add_argument("--sft-batch", type=int, default=8)
@@ -280,7 +288,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cats = [c for c in args.categories.split(",") if c]
     variant = "no_reference" if args.no_reference else "default"
-    modules = trained_modules(args.vision, args.train_embed)
+    modules = trained_modules(args.vision, args.train_embed, head=not args.lora_only)
     train_m, fit_m, val_m, eval_m, stats = make_data(out, args.seed if args.data_seed is None else args.data_seed, args.synth_scale, cats,
                                                        args.per_class)
     if args.select:  # train on the fit part, evaluate on validation; the held-out images are not read
@@ -294,7 +302,7 @@ def main(argv=None) -> int:
         stats.update(eval=len(ev), majority_rate=majority_rate(ev))
     log(f"data: {stats}")
     model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m, variant,
-                            PretrainConfig(args.pretrain_steps) if args.pretrain_steps else None)
+                            PretrainConfig(args.pretrain_steps, token_layer=args.pretrain_layer) if args.pretrain_steps else None)
     n_params = sum(p.numel() for p in __import__("transformers").AutoModelForImageTextToText.from_pretrained(str(model_dir)).parameters())
     log(f"model: {model_dir.name}, {n_params / 1e6:.2f}M parameters")
 

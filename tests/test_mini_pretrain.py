@@ -108,22 +108,27 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
     assert report["steps"] == 2 and len(report["loss"]) == 2
     assert set(report["grounding_eval"]) >= {"presence", "recall_iou01", "recall_iou05"}
     assert build_model(tmp_path, 0, 32, 32, 1, train, pretrain=PretrainConfig(steps=2, batch=2)) == pre  # cached
+    # every setting is part of the folder's name; the defaults keep the names of earlier bases
+    assert PretrainConfig(2, batch=2, token_layer=1).tag() == PretrainConfig(2, batch=2).tag() + "L1"
 
 
-def _aux_case(states_for):
-    """A batch of one image, 2 x 2 merged tokens at 8 x 8 px, the mark in the top-left cell."""
+def _aux_case(states_for, layer=0):
+    """A batch of one image, 2 x 2 merged tokens at 8 x 8 px, the mark in the top-left cell; the states
+    sit at ``layer`` of two decoder layers (0 = the last), every other layer's are NaN."""
     torch = pytest.importorskip("torch")
     from types import SimpleNamespace
 
     from mmrbench.testing.mini_pretrain import token_aux_loss
 
-    model = SimpleNamespace(config=SimpleNamespace(image_token_id=9, vision_config=SimpleNamespace(spatial_merge_size=2)))
+    model = SimpleNamespace(config=SimpleNamespace(image_token_id=9, vision_config=SimpleNamespace(spatial_merge_size=2)),
+                            get_decoder=lambda: SimpleNamespace(norm=lambda h: h))  # an identity final norm
     ids = torch.tensor([[1, 9, 9, 9, 9, 2]])
     enc = {"input_ids": ids, "image_grid_thw": torch.tensor([[1, 4, 4]])}
-    last = torch.zeros(1, 6, 128)
-    last[0, 1:5] = states_for(torch)
-    hidden_states = (torch.full((1, 6, 128), float("nan")), last)  # only the last layer's states are read
-    return float(token_aux_loss(model, hidden_states, enc, [[(0, 0, 4, 4)]], side=8))
+    read = torch.zeros(1, 6, 128)
+    read[0, 1:5] = states_for(torch)
+    hidden_states = [torch.full((1, 6, 128), float("nan")) for _ in range(3)]  # embeddings, layer 1, layer 2
+    hidden_states[layer or 2] = read
+    return float(token_aux_loss(model, tuple(hidden_states), enc, [[(0, 0, 4, 4)]], side=8, layer=layer))
 
 
 def test_token_aux_loss_by_hand():
@@ -146,3 +151,6 @@ def test_token_aux_loss_by_hand():
         return want @ torch.linalg.pinv(dirs)
 
     assert _aux_case(exact) < 1e-6
+    # read at a middle layer (PretrainConfig.token_layer): the same values, and no other layer is read
+    assert _aux_case(lambda torch: torch.zeros(4, 128), layer=1) == pytest.approx(math.log(2) + 1.0, abs=1e-6)
+    assert _aux_case(exact, layer=1) < 1e-6

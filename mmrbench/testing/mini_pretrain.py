@@ -38,11 +38,15 @@ class PretrainConfig:
     curriculum: float = 0.7
     token_aux: float = 1.0
     train_vision: bool = False
+    #: decoder layer whose outputs the per-token losses read (0 = the last). The text that writes a box
+    #: can only attend to what image tokens hold *below* the last layer, so a middle layer leaves the
+    #: layers above it to find the mark and copy its place.
+    token_layer: int = 0
 
     def tag(self) -> str:
         """Folder-name suffix: a different setting is a different base model."""
         return (f"pt{self.steps}b{self.batch}lr{self.lr:g}c{self.curriculum:g}a{self.token_aux:g}"
-                f"{'v' if self.train_vision else ''}")
+                f"{'v' if self.train_vision else ''}{f'L{self.token_layer}' if self.token_layer else ''}")
 
 
 #: what the pretraining asks (a grounding request, not the benchmark's question)
@@ -184,7 +188,8 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
         out = model(**enc, labels=labels, output_hidden_states=bool(c.token_aux))
         loss = out.loss
         if c.token_aux:
-            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, [b for _, b in examples], side)
+            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, [b for _, b in examples], side,
+                                                       layer=c.token_layer)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
@@ -212,16 +217,18 @@ def save_report(path: Path, losses: list[float], evaluation: dict | None = None)
                                 "loss": [round(x, 5) for x in losses]}) + "\n")
 
 
-def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, int, int]]], side: int):
+def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, int, int]]], side: int,
+                   layer: int = 0):
     """Dense signal for grounding: each image token's last state must say whether its cell holds a mark
     (class-balanced BCE along one fixed direction) and where the cell is (row and column, the SFT
     position loss), so attention can find the mark by content and read its place from the value.
 
-    One image per row, all of one size (``side``), as the pretraining draws them."""
+    One image per row, all of one size (``side``), as the pretraining draws them. ``layer``: the decoder
+    layer whose outputs are read, through the final norm (0 = the last)."""
     import torch
 
-    from mmrbench.train.token_loss import (QueryTokens, balanced_bce, cell_targets, image_runs, place_directions,
-                                           place_targets, position_loss)
+    from mmrbench.train.token_loss import (QueryTokens, balanced_bce, cell_targets, image_runs, lens_states,
+                                           place_directions, place_targets, position_loss)
 
     merge = model.config.vision_config.spatial_merge_size
     _, gh, gw = (int(v) for v in enc["image_grid_thw"][0])
@@ -229,10 +236,11 @@ def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, i
     places = place_targets(grid)
     queries = [QueryTokens(r, image_runs(enc["input_ids"][r], model.config.image_token_id)[0],
                            cell_targets(grid, (side, side), b), places) for r, b in enumerate(boxes)]
-    last = torch.cat([hidden_states[-1][q.row, q.positions] for q in queries])
-    mark_dir = place_directions(last.shape[-1], seed=1)[:, 0]  # a third fixed direction, apart from the place pair
-    mark = (last @ mark_dir.to(last.dtype)).float()
-    return balanced_bce(mark, torch.cat([q.targets for q in queries]).to(mark.device)) + position_loss(model, hidden_states, 0, queries)
+    h = lens_states(model, hidden_states, layer, queries, "pretraining token loss")
+    mark_dir = place_directions(h.shape[-1], seed=1)[:, 0]  # a third fixed direction, apart from the place pair
+    mark = (h @ mark_dir.to(h.dtype)).float()
+    return (balanced_bce(mark, torch.cat([q.targets for q in queries]).to(mark.device))
+            + position_loss(model, hidden_states, layer, queries))
 
 
 def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, batch: int = 16,
