@@ -258,6 +258,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain-layer", type=int, default=0,
                     help="PretrainConfig.token_layer: the decoder layer the pretraining's per-token losses read "
                          "(0 = the last)")
+    ap.add_argument("--pretrain-coord", type=float, default=0.0,
+                    help="PretrainConfig.coord_aux: weight of the pretraining's coordinate loss (0 = off)")
     ap.add_argument("--sft-steps", type=int, default=1000)
     ap.add_argument("--sft-lr", type=float, default=2e-3)
     ap.add_argument("--sft-batch", type=int, default=8)
@@ -302,7 +304,8 @@ def main(argv=None) -> int:
         stats.update(eval=len(ev), majority_rate=majority_rate(ev))
     log(f"data: {stats}")
     model_dir = build_model(out, args.seed, args.image_side, args.hidden, args.layers, train_m, variant,
-                            PretrainConfig(args.pretrain_steps, token_layer=args.pretrain_layer) if args.pretrain_steps else None)
+                            PretrainConfig(args.pretrain_steps, token_layer=args.pretrain_layer, coord_aux=args.pretrain_coord)
+                            if args.pretrain_steps else None)
     n_params = sum(p.numel() for p in __import__("transformers").AutoModelForImageTextToText.from_pretrained(str(model_dir)).parameters())
     log(f"model: {model_dir.name}, {n_params / 1e6:.2f}M parameters")
 

@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--curriculum", type=float, default=d.curriculum)
     ap.add_argument("--token-aux", type=float, default=d.token_aux)
     ap.add_argument("--token-layer", type=int, default=d.token_layer, help="0 = the last decoder layer")
+    ap.add_argument("--coord-aux", type=float, default=d.coord_aux, help="weight of the coordinate loss (0 = off)")
     ap.add_argument("--train-vision", action="store_true")
     ap.add_argument("--eval-every", type=int, default=300)
     ap.add_argument("--eval-n", type=int, default=64)
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
     model = transformers.AutoModelForImageTextToText.from_pretrained(str(base))
     proc = load_processor(base)
     config = PretrainConfig(a.steps, batch=a.batch, lr=a.lr, curriculum=a.curriculum, token_aux=a.token_aux,
-                            train_vision=a.train_vision, token_layer=a.token_layer)
+                            train_vision=a.train_vision, token_layer=a.token_layer,
+                            coord_aux=a.coord_aux)
     print(f"[{time.strftime('%H:%M:%S')}] {config}", flush=True)
     t0 = time.perf_counter()
     losses = run_pretraining(model, proc, config, side=a.image_side, seed=a.seed, eval_every=a.eval_every,

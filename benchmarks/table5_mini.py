@@ -71,10 +71,10 @@ ROWS = (
 #: (--pretrain-steps 1500 --layers 4) two of three seeds reach 87.0 and 78.5 % (docs/training.md, December 1)
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0,
-            pretrain_layer=0)
+            pretrain_layer=0, pretrain_coord=0.0)
 QUICK = dict(per_class=8, image_side=32, sft_steps=3, sft_lr=2e-3, grpo_steps=1, prompt_batch=2, group=4,
              mini_batch=2, grpo_lr=1e-4, max_new_tokens=64, eval_limit=6, seeds="0", layers=2, pretrain_steps=0,
-             pretrain_layer=0)
+             pretrain_layer=0, pretrain_coord=0.0)
 
 
 def log(msg: str) -> None:
@@ -277,7 +277,8 @@ def main(argv=None) -> int:
             break
         sd = out / f"seed{seed}"
         model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default",
-                                     mini.PretrainConfig(a.pretrain_steps, token_layer=a.pretrain_layer) if a.pretrain_steps else None)
+                                     mini.PretrainConfig(a.pretrain_steps, token_layer=a.pretrain_layer,
+                                                         coord_aux=a.pretrain_coord) if a.pretrain_steps else None)
         base = mini_overrides(model_dir, train_m, mini.trained_modules("frozen", False, head=not a.lora_only), seed)
         sft_dirs: dict[str, Path] = {}
         for row in rows:

@@ -110,6 +110,7 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
     assert build_model(tmp_path, 0, 32, 32, 1, train, pretrain=PretrainConfig(steps=2, batch=2)) == pre  # cached
     # every setting is part of the folder's name; the defaults keep the names of earlier bases
     assert PretrainConfig(2, batch=2, token_layer=1).tag() == PretrainConfig(2, batch=2).tag() + "L1"
+    assert PretrainConfig(2, batch=2, coord_aux=0.5).tag() == PretrainConfig(2, batch=2).tag() + "x0.5"
 
 
 def _aux_case(states_for, layer=0):
@@ -154,3 +155,54 @@ def test_token_aux_loss_by_hand():
     # read at a middle layer (PretrainConfig.token_layer): the same values, and no other layer is read
     assert _aux_case(lambda torch: torch.zeros(4, 128), layer=1) == pytest.approx(math.log(2) + 1.0, abs=1e-6)
     assert _aux_case(exact, layer=1) < 1e-6
+
+
+class _CharTokenizer:
+    """One token per character (its code point): digits are single tokens, as in Qwen2.5's tokenizer."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+def test_coordinate_targets_by_hand():
+    from mmrbench.testing.mini_pretrain import coordinate_targets, grounding_text
+
+    answer = grounding_text([(8, 24, 15, 31)])  # "{'bbox_2d': [8, 24, 15, 31], 'label': 'mark'}"
+    t = coordinate_targets(_CharTokenizer(), answer, side=32, cells=4)  # cells of 8 px, centres at 4, 12, 20, 28
+    first = answer.index("[") + 1
+    assert t["index"] == [first, first + 3, first + 4, first + 7, first + 8, first + 11, first + 12]  # the 2 of bbox_2d is not read
+    assert t["axis"] == [1, 0, 0, 1, 1, 0, 0]  # x1, y1 (2 digits), x2 (2), y2 (2)
+    # pixel v -> (v / 8 - 0.5) / 3 * 2 - 1: 8 -> -2/3, 24 -> 2/3, 15 -> -1/12, 31 -> 5/4
+    assert t["value"] == pytest.approx([-2 / 3, 2 / 3, 2 / 3, -1 / 12, -1 / 12, 5 / 4, 5 / 4])
+    assert coordinate_targets(_CharTokenizer(), "None.", side=32, cells=4)["index"] == []
+    two = coordinate_targets(_CharTokenizer(), grounding_text([(0, 0, 4, 4), (9, 9, 12, 12)]), side=32, cells=4)
+    assert two["axis"] == [1, 0, 1, 0, 1, 0, 1, 1, 0, 0]  # the second box starts again at x1: 9, 9, 12, 12
+
+
+def test_coordinate_loss_by_hand():
+    torch = pytest.importorskip("torch")
+    from mmrbench.testing.mini_pretrain import coordinate_loss, coordinate_targets, grounding_text
+    from mmrbench.train.token_loss import place_directions
+
+    answer = grounding_text([(8, 24, 15, 31)])
+    t = coordinate_targets(_CharTokenizer(), answer, side=32, cells=4)
+    n_prompt = 5
+    ids = torch.tensor([[0] * n_prompt + t["ids"]])
+    zeros = torch.zeros(1, ids.shape[1], 16)
+    expected = sum(v * v for v in t["value"]) / len(t["value"])  # every reading 0
+    assert float(coordinate_loss(zeros, ids, n_prompt, [t])) == pytest.approx(expected, rel=1e-6)
+    exact = zeros.clone()
+    dirs = place_directions(16)
+    for i, a, v in zip(t["index"], t["axis"], t["value"], strict=True):
+        exact[0, n_prompt + i - 1] += v * dirs[:, a]  # the state *before* the digit holds its number
+    assert float(coordinate_loss(exact, ids, n_prompt, [t])) < 1e-10
+    shifted = zeros.clone()
+    shifted[0, n_prompt + t["index"][0]] += 5 * dirs[:, 1]  # the digit's own state is not read
+    assert float(coordinate_loss(shifted, ids, n_prompt, [t])) == pytest.approx(expected, rel=1e-6)
+    none = coordinate_targets(_CharTokenizer(), "None.", 32, 4)
+    assert float(coordinate_loss(zeros, torch.tensor([[0] * n_prompt + none["ids"]]), n_prompt, [none])) == 0.0
+    with pytest.raises(ValueError, match="not those it was tokenized to"):
+        coordinate_loss(zeros, ids[:, 1:], n_prompt, [t])

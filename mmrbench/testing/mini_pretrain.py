@@ -42,11 +42,15 @@ class PretrainConfig:
     #: can only attend to what image tokens hold *below* the last layer, so a middle layer leaves the
     #: layers above it to find the mark and copy its place.
     token_layer: int = 0
+    #: weight of :func:`coordinate_loss`: the state that writes each coordinate's digits must hold the
+    #: coordinate along the direction the image tokens hold their own row or column (0 = off)
+    coord_aux: float = 0.0
 
     def tag(self) -> str:
         """Folder-name suffix: a different setting is a different base model."""
         return (f"pt{self.steps}b{self.batch}lr{self.lr:g}c{self.curriculum:g}a{self.token_aux:g}"
-                f"{'v' if self.train_vision else ''}{f'L{self.token_layer}' if self.token_layer else ''}")
+                f"{'v' if self.train_vision else ''}{f'L{self.token_layer}' if self.token_layer else ''}"
+                f"{f'x{self.coord_aux:g}' if self.coord_aux else ''}")
 
 
 #: what the pretraining asks (a grounding request, not the benchmark's question)
@@ -185,11 +189,15 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
         labels = enc["input_ids"].clone()
         labels[:, :n_prompt] = -100
         labels[enc["attention_mask"] == 0] = -100
-        out = model(**enc, labels=labels, output_hidden_states=bool(c.token_aux))
+        out = model(**enc, labels=labels, output_hidden_states=bool(c.token_aux or c.coord_aux))
         loss = out.loss
         if c.token_aux:
             loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, [b for _, b in examples], side,
                                                        layer=c.token_layer)
+        if c.coord_aux:
+            where = [coordinate_targets(processor.tokenizer, grounding_text(b) + "<|im_end|>", side, grid_cells(model, enc))
+                     for _, b in examples]
+            loss = loss + c.coord_aux * coordinate_loss(out.hidden_states[-1], enc["input_ids"], n_prompt, where)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
@@ -241,6 +249,68 @@ def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, i
     mark = (h @ mark_dir.to(h.dtype)).float()
     return (balanced_bce(mark, torch.cat([q.targets for q in queries]).to(mark.device))
             + position_loss(model, hidden_states, layer, queries))
+
+
+def grid_cells(model, enc) -> int:
+    """Merged image tokens per side of the (square) images of ``enc``."""
+    return int(enc["image_grid_thw"][0][2]) // model.config.vision_config.spatial_merge_size
+
+
+def coordinate_targets(tokenizer, answer: str, side: int, cells: int) -> dict[str, list]:
+    """For each digit token of the boxes in ``answer``: its index in the answer's tokens (``index``), the
+    axis its number lies on (``axis``: 0 = y, read along the row direction; 1 = x, the column direction)
+    and the number on the scale :func:`~mmrbench.train.token_loss.place_targets` gives the image tokens
+    (``value``: cell centres at -1 ... 1), so a state that copies a token's place through attention
+    already holds the right value; ``ids`` are the answer's tokens.
+
+    Numbers are read from the characters, four per ``[...]`` box (x1, y1, x2, y2), and matched to the
+    tokens that spell them, so the tokenizer's merges need no assumption."""
+    import re
+
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    pieces = [tokenizer.decode([i]) for i in ids]
+    if "".join(pieces) != answer:
+        raise ValueError("the tokenizer does not decode the answer back to its characters")
+    starts = np.cumsum([0] + [len(p) for p in pieces])
+    cell = side / cells
+    out: dict[str, list] = {"ids": list(ids), "index": [], "axis": [], "value": []}
+    for box in re.finditer(r"\[([^\]]*)\]", answer):
+        for k, m in enumerate(re.finditer(r"\d+", box.group(1))):
+            lo = box.start(1) + m.start()
+            hi = lo + len(m.group())
+            for t in range(len(pieces)):
+                if starts[t] < hi and starts[t + 1] > lo:
+                    out["index"].append(t)
+                    out["axis"].append(1 - k % 2)
+                    out["value"].append((int(m.group()) / cell - 0.5) / max(1, cells - 1) * 2 - 1)
+    return out
+
+
+def coordinate_loss(last_states, input_ids, n_prompt: int, targets: list[dict[str, list]]):
+    """Mean squared error between the states that *predict* each coordinate digit (one position before
+    it) read along :func:`~mmrbench.train.token_loss.place_directions` and the coordinate's value
+    (:func:`coordinate_targets`, one per row; the answer starts at ``n_prompt`` in every row). Zero
+    without boxes.
+
+    Why: the language-model loss alone leaves a base that sees marks but writes the same numbers for
+    each (docs/training.md); this asks the writing state for the place it must copy from the marked
+    tokens, the kind of dense signal that taught the base to see in the first place."""
+    import torch
+
+    from mmrbench.train.token_loss import place_directions
+
+    for r, t in enumerate(targets):
+        if input_ids[r, n_prompt:n_prompt + len(t["ids"])].tolist() != t["ids"]:
+            raise ValueError(f"row {r}: the answer's tokens in the batch are not those it was tokenized to")
+    rows = [r for r, t in enumerate(targets) for _ in t["index"]]
+    pos = [n_prompt + i - 1 for t in targets for i in t["index"]]
+    if not pos:
+        return last_states.sum() * 0.0
+    h = last_states[torch.tensor(rows), torch.tensor(pos)]
+    proj = (h @ place_directions(h.shape[-1]).to(h.device, h.dtype)).float()
+    axis = torch.tensor([a for t in targets for a in t["axis"]])
+    target = torch.tensor([v for t in targets for v in t["value"]], dtype=torch.float32, device=proj.device)
+    return torch.nn.functional.mse_loss(proj[torch.arange(len(pos)), axis], target)
 
 
 def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, batch: int = 16,
