@@ -102,3 +102,17 @@ def test_combine_merges_parallel_runs_and_pairs_grpo_with_its_sft(tmp_path, caps
     assert "GRPO - SFT (paired)" in out and "  6.7 ± 14.3" in out and "over seeds [0, 1, 2]" in out
     with pytest.raises(SystemExit, match="seed 0 is in two"):
         t5.main(["--combine", f"{a},{a}"])
+
+
+@pytest.mark.slow
+def test_quick_mode_on_a_pretrained_base_with_lora_only(tmp_path, capsys):
+    t5 = load_script()
+    assert t5.main(["--quick", "--out", str(tmp_path), "--rows", "no-rl-sft", "--pretrain-steps", "2",
+                    "--pretrain-layer", "1", "--lora-only"]) == 0
+    bases = list((tmp_path / "seed0").glob("model-v3-*"))
+    assert len(bases) == 1 and bases[0].name.endswith("-pt2b8lr0.001c0.7a1L1")  # the setting names the base
+    assert json.loads((bases[0] / "pretrain.json").read_text())["steps"] == 2
+    adapter = json.loads((tmp_path / "seed0/sft/adapter_config.json").read_text())
+    assert not adapter["modules_to_save"]  # LoRA alone: the pretrained output head is not trained
+    assert adapter["base_model_name_or_path"] == str(bases[0])
+    assert "w/o RL" in capsys.readouterr().out
