@@ -244,7 +244,7 @@ def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, i
     places = place_targets(grid)
     queries = [QueryTokens(r, image_runs(enc["input_ids"][r], model.config.image_token_id)[0],
                            cell_targets(grid, (side, side), b), places) for r, b in enumerate(boxes)]
-    h = lens_states(model, hidden_states, layer, queries, "pretraining token loss")
+    h = lens_states(model, hidden_states, layer, queries, "pretraining token loss; PretrainConfig.token_layer")
     mark_dir = place_directions(h.shape[-1], seed=1)[:, 0]  # a third fixed direction, apart from the place pair
     mark = (h @ mark_dir.to(h.dtype)).float()
     return (balanced_bce(mark, torch.cat([q.targets for q in queries]).to(mark.device))
@@ -294,7 +294,8 @@ def coordinate_loss(last_states, input_ids, n_prompt: int, targets: list[dict[st
 
     Why: the language-model loss alone leaves a base that sees marks but writes the same numbers for
     each (docs/training.md); this asks the writing state for the place it must copy from the marked
-    tokens, the kind of dense signal that taught the base to see in the first place."""
+    tokens, the kind of dense signal that taught the base to see in the first place. Measured, at weight 1
+    it made the base worse (docs/training.md, "Writing the place"); it is off by default."""
     import torch
 
     from mmrbench.train.token_loss import place_directions

@@ -104,12 +104,12 @@ def yes_no_ids(tokenizer: Any) -> tuple[int, int]:
 
 
 def lens_states(model: Any, hidden_states: Sequence[torch.Tensor], layer: int,
-                 queries: Sequence[QueryTokens], what: str) -> torch.Tensor:
+                queries: Sequence[QueryTokens], what: str) -> torch.Tensor:
     """The query tokens' states after ``layer`` decoder layers (0 = the last), through the final norm."""
     n_layers = len(hidden_states) - 1
     layer = layer if layer > 0 else n_layers
     if not 1 <= layer <= n_layers:
-        raise ConfigError(f"sft.token_loss_layer {layer} is outside 1..{n_layers} ({what})")
+        raise ConfigError(f"token loss layer {layer} is outside 1..{n_layers} ({what})")
     h = torch.cat([hidden_states[layer][q.row, q.positions] for q in queries])
     if layer < n_layers:  # the last entry already went through the final norm
         h = model.get_decoder().norm(h)
@@ -131,7 +131,7 @@ def position_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int,
     their (row, column) in [-1, 1]; 0 when the batch has no query image."""
     if not queries:
         return hidden_states[-1].sum() * 0.0
-    h = lens_states(model, hidden_states, layer, queries, "position loss")
+    h = lens_states(model, hidden_states, layer, queries, "position loss; sft.token_loss_layer in SFT")
     proj = (h @ place_directions(h.shape[-1]).to(h.device, h.dtype)).float()
     target = torch.cat([q.places for q in queries]).to(proj.device)
     return torch.nn.functional.mse_loss(proj, target)
@@ -144,7 +144,7 @@ def token_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int, qu
     query image."""
     if not queries:
         return hidden_states[-1].sum() * 0.0
-    h = lens_states(model, hidden_states, layer, queries, "defect loss")
+    h = lens_states(model, hidden_states, layer, queries, "defect loss; sft.token_loss_layer")
     weight = model.get_output_embeddings().weight
     direction = (weight[yes_no[0]] - weight[yes_no[1]]).to(h.dtype)
     score = (h @ direction).float()
