@@ -68,7 +68,9 @@ ROWS = (
 #: takes ~29-41 min on the 2-core development machine, so --budget-min 60 fits one or two seeds, not three.
 #: At these 250 SFT steps no row sees the defects; with --sft-steps 1000 two of four seeds do (held-out
 #: 62.7 and 66.7 %), at about 20 min per seed for the rows grpo and no-rl-sft alone. On a pretrained base
-#: (--pretrain-steps 1500 --layers 4) two of three seeds reach 87.0 and 78.5 % (docs/training.md, December 1)
+#: (--pretrain-steps 1500 --layers 4) two of three seeds reach 87.0 and 78.5 % (docs/training.md, December 1);
+#: there, with the reference image, SFT takes ~3 s per step per process (1,000 steps: ~55 min). --lora-only
+#: (no head training) does not learn the answer text on these bases (docs/training.md, "LoRA alone")
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0,
             pretrain_layer=0, pretrain_coord=0.0)
