@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from mmrbench.vision.backbones import load_backbone
@@ -23,6 +24,19 @@ def test_nearest_matches_cdist_across_chunks():
     ref = torch.cdist(q, bank)
     assert torch.allclose(d, ref.min(1).values, atol=1e-4)
     assert torch.equal(a, ref.argmin(1))
+
+
+def test_nearest_distance_is_exact_for_a_bank_row():
+    # Features like a backbone's (norm ~100): |q|^2 + |b|^2 - 2 q.b cancels to float32 noise of about
+    # sqrt(1e-7 * 1e4) = 0.03 for a query equal to a bank row; the distance returned must be 0, as PatchCore
+    # scores a normal patch it has stored.
+    g = torch.Generator().manual_seed(0)
+    bank = torch.randn(200, 384, generator=g) * 3 + 5
+    queries = torch.cat([bank[[3, 17, 150]], bank[[3]] + torch.tensor([3.0, 4.0] + [0.0] * 382)])
+    d, idx = nearest(queries, bank, (bank * bank).sum(1), chunk=64)
+    assert idx[:3].tolist() == [3, 17, 150]
+    assert d[:3].tolist() == [0.0, 0.0, 0.0]
+    assert float(d[3]) == pytest.approx(5.0, abs=1e-5) and int(idx[3]) == 3
 
 
 def test_reweight_hand_case():

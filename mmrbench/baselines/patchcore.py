@@ -48,7 +48,12 @@ class PatchCoreConfig:
 
 def nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, chunk: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euclidean distance and index of each query's nearest bank row, bank processed in chunks."""
+    """Euclidean distance and index of each query's nearest bank row, bank processed in chunks.
+
+    The expansion |q|^2 + |b|^2 - 2 q.b finds the neighbour fast, but in float32 it cancels to noise of
+    order sqrt(eps) * |q| for near matches (0.01-0.03 for backbone features, enough to score a stored
+    normal patch above zero and to differ between machines' BLAS kernels); the distance to the chosen
+    neighbour is therefore computed again directly."""
     q_sq = (queries * queries).sum(1, keepdim=True)
     best = torch.full((queries.shape[0],), float("inf"))
     arg = torch.zeros(queries.shape[0], dtype=torch.long)
@@ -59,7 +64,7 @@ def nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, ch
         better = v < best
         best = torch.where(better, v, best)
         arg = torch.where(better, a + i, arg)
-    return best.clamp_min_(0).sqrt_(), arg
+    return (queries - bank[arg]).norm(dim=1), arg
 
 
 def reweight(s_star: float, test_patch: torch.Tensor, nn_idx: int, bank: torch.Tensor, bank_sq: torch.Tensor,
