@@ -89,6 +89,25 @@ def test_pretraining_trains_the_language_model_only_and_lowers_the_loss(tiny_qwe
     assert all(0.0 <= check[k] <= 1.0 for k in ("presence", "recall_iou01", "recall_iou05"))
 
 
+def test_pretraining_adds_its_auxiliary_losses_to_the_first_step(tiny_qwen_dir, one_torch_thread):
+    import copy
+
+    from mmrbench.testing.mini_pretrain import PretrainConfig, run_pretraining
+    from mmrbench.testing.tiny_qwen import load_tiny
+
+    model, proc = load_tiny(tiny_qwen_dir)
+
+    def first_loss(**kw):  # one step from the same weights and the same drawn batch
+        cfg = PretrainConfig(steps=1, batch=4, curriculum=0.0, **{"token_aux": 0.0, **kw})
+        return run_pretraining(copy.deepcopy(model), proc, cfg, side=32, seed=3)[0]
+
+    plain = first_loss()
+    with_coord = first_loss(coord_aux=1.0)  # coordinate targets from the batch's own answer tokens
+    with_tokens = first_loss(token_aux=1.0, token_layer=1)
+    assert np.isfinite([plain, with_coord, with_tokens]).all()
+    assert with_coord > plain and with_tokens > plain  # squared errors and BCE of a random model are > 0
+
+
 def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_torch_thread):
     pytest.importorskip("transformers")
     from mmrbench.data.manifest import read_manifest, write_manifest
@@ -160,26 +179,44 @@ def test_token_aux_loss_by_hand():
 class _CharTokenizer:
     """One token per character (its code point): digits are single tokens, as in Qwen2.5's tokenizer."""
 
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) for c in text]}
-
     def decode(self, ids):
         return "".join(chr(i) for i in ids)
+
+
+def _ids(text):
+    return [ord(c) for c in text]
 
 
 def test_coordinate_targets_by_hand():
     from mmrbench.testing.mini_pretrain import coordinate_targets, grounding_text
 
     answer = grounding_text([(8, 24, 15, 31)])  # "{'bbox_2d': [8, 24, 15, 31], 'label': 'mark'}"
-    t = coordinate_targets(_CharTokenizer(), answer, side=32, cells=4)  # cells of 8 px, centres at 4, 12, 20, 28
+    t = coordinate_targets(_CharTokenizer(), _ids(answer), side=32, cells=4)  # cells of 8 px, centres at 4, 12, 20, 28
     first = answer.index("[") + 1
     assert t["index"] == [first, first + 3, first + 4, first + 7, first + 8, first + 11, first + 12]  # the 2 of bbox_2d is not read
     assert t["axis"] == [1, 0, 0, 1, 1, 0, 0]  # x1, y1 (2 digits), x2 (2), y2 (2)
     # pixel v -> (v / 8 - 0.5) / 3 * 2 - 1: 8 -> -2/3, 24 -> 2/3, 15 -> -1/12, 31 -> 5/4
     assert t["value"] == pytest.approx([-2 / 3, 2 / 3, 2 / 3, -1 / 12, -1 / 12, 5 / 4, 5 / 4])
-    assert coordinate_targets(_CharTokenizer(), "None.", side=32, cells=4)["index"] == []
-    two = coordinate_targets(_CharTokenizer(), grounding_text([(0, 0, 4, 4), (9, 9, 12, 12)]), side=32, cells=4)
+    assert coordinate_targets(_CharTokenizer(), _ids("None."), side=32, cells=4)["index"] == []
+    two = coordinate_targets(_CharTokenizer(), _ids(grounding_text([(0, 0, 4, 4), (9, 9, 12, 12)])), side=32, cells=4)
     assert two["axis"] == [1, 0, 1, 0, 1, 0, 1, 1, 0, 0]  # the second box starts again at x1: 9, 9, 12, 12
+
+
+def test_coordinate_targets_follow_tokens_that_spell_several_characters():
+    from mmrbench.testing.mini_pretrain import coordinate_targets
+
+    pieces = ["{'bbox_2d': [", "10", "7, ", "4", "5, 2", "3, 61", "], 'label': 'mark'}"]
+
+    class Pieces:
+        def decode(self, ids):
+            return "".join(pieces[i] for i in ids)
+
+    t = coordinate_targets(Pieces(), list(range(len(pieces))), side=128, cells=16)
+    # 107 is spelt by tokens 1-2, 45 by 3-4, 23 by 4-5, 61 by 5: a token shared by two numbers counts for each
+    assert t["index"] == [1, 2, 3, 4, 4, 5, 5]
+    assert t["axis"] == [1, 1, 0, 0, 1, 1, 0]
+    # (v / 8 - 0.5) / 15 * 2 - 1: 107 -> 0.71667, 45 -> -0.31667, 23 -> -0.68333, 61 -> -0.05
+    assert t["value"] == pytest.approx([0.7166667, 0.7166667, -0.3166667, -0.3166667, -0.6833333, -0.6833333, -0.05], abs=1e-6)
 
 
 def test_coordinate_loss_by_hand():
@@ -188,21 +225,17 @@ def test_coordinate_loss_by_hand():
     from mmrbench.train.token_loss import place_directions
 
     answer = grounding_text([(8, 24, 15, 31)])
-    t = coordinate_targets(_CharTokenizer(), answer, side=32, cells=4)
+    t = coordinate_targets(_CharTokenizer(), _ids(answer), side=32, cells=4)
     n_prompt = 5
-    ids = torch.tensor([[0] * n_prompt + t["ids"]])
-    zeros = torch.zeros(1, ids.shape[1], 16)
+    zeros = torch.zeros(1, n_prompt + len(answer), 16)
     expected = sum(v * v for v in t["value"]) / len(t["value"])  # every reading 0
-    assert float(coordinate_loss(zeros, ids, n_prompt, [t])) == pytest.approx(expected, rel=1e-6)
+    assert float(coordinate_loss(zeros, n_prompt, [t])) == pytest.approx(expected, rel=1e-6)
     exact = zeros.clone()
     dirs = place_directions(16)
     for i, a, v in zip(t["index"], t["axis"], t["value"], strict=True):
         exact[0, n_prompt + i - 1] += v * dirs[:, a]  # the state *before* the digit holds its number
-    assert float(coordinate_loss(exact, ids, n_prompt, [t])) < 1e-10
+    assert float(coordinate_loss(exact, n_prompt, [t])) < 1e-10
     shifted = zeros.clone()
     shifted[0, n_prompt + t["index"][0]] += 5 * dirs[:, 1]  # the digit's own state is not read
-    assert float(coordinate_loss(shifted, ids, n_prompt, [t])) == pytest.approx(expected, rel=1e-6)
-    none = coordinate_targets(_CharTokenizer(), "None.", 32, 4)
-    assert float(coordinate_loss(zeros, torch.tensor([[0] * n_prompt + none["ids"]]), n_prompt, [none])) == 0.0
-    with pytest.raises(ValueError, match="not those it was tokenized to"):
-        coordinate_loss(zeros, ids[:, 1:], n_prompt, [t])
+    assert float(coordinate_loss(shifted, n_prompt, [t])) == pytest.approx(expected, rel=1e-6)
+    assert float(coordinate_loss(zeros, n_prompt, [coordinate_targets(_CharTokenizer(), _ids("None."), 32, 4)])) == 0.0

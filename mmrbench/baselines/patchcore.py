@@ -51,7 +51,7 @@ def nearest(queries: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, ch
     """Euclidean distance and index of each query's nearest bank row, bank processed in chunks.
 
     The expansion |q|^2 + |b|^2 - 2 q.b finds the neighbour fast, but in float32 it cancels to noise of
-    order sqrt(eps) * |q| for near matches (0.01-0.03 for backbone features, enough to score a stored
+    order sqrt(eps) * |q| for near matches (0.01-0.05 for backbone-sized features, enough to score a stored
     normal patch above zero and to differ between machines' BLAS kernels); the distance to the chosen
     neighbour is therefore computed again directly."""
     q_sq = (queries * queries).sum(1, keepdim=True)

@@ -152,7 +152,7 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
 
     Images are drawn at ``side`` x ``side``, the mini processor's only size, so the boxes written are
     in the frame the model sees (the frame its answers use). Loss on the answer tokens only, plus
-    ``config.token_aux`` times :func:`token_aux_loss`. ``config.curriculum`` > 0 starts from large marks
+    ``config.token_aux`` times :func:`token_aux_loss` and ``config.coord_aux`` times :func:`coordinate_loss`. ``config.curriculum`` > 0 starts from large marks
     and shrinks them to the final sizes over that share of the steps (:func:`mark_size_range`).
     ``eval_every`` logs :func:`grounding_eval` on 32 images every that many steps.
     """
@@ -195,9 +195,11 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
             loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, [b for _, b in examples], side,
                                                        layer=c.token_layer)
         if c.coord_aux:
-            where = [coordinate_targets(processor.tokenizer, grounding_text(b) + "<|im_end|>", side, grid_cells(model, enc))
-                     for _, b in examples]
-            loss = loss + c.coord_aux * coordinate_loss(out.hidden_states[-1], enc["input_ids"], n_prompt, where)
+            cells = merged_grid(model, enc)[1]
+            ends = enc["attention_mask"].sum(1).tolist()  # right padding: each row's answer ends there
+            where = [coordinate_targets(processor.tokenizer, enc["input_ids"][r, n_prompt:end].tolist(), side, cells)
+                     for r, end in enumerate(ends)]
+            loss = loss + c.coord_aux * coordinate_loss(out.hidden_states[-1], n_prompt, where)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
@@ -227,7 +229,7 @@ def save_report(path: Path, losses: list[float], evaluation: dict | None = None)
 
 def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, int, int]]], side: int,
                    layer: int = 0):
-    """Dense signal for grounding: each image token's last state must say whether its cell holds a mark
+    """Dense signal for grounding: each image token's state must say whether its cell holds a mark
     (class-balanced BCE along one fixed direction) and where the cell is (row and column, the SFT
     position loss), so attention can find the mark by content and read its place from the value.
 
@@ -238,9 +240,7 @@ def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, i
     from mmrbench.train.token_loss import (QueryTokens, balanced_bce, cell_targets, image_runs, lens_states,
                                            place_directions, place_targets, position_loss)
 
-    merge = model.config.vision_config.spatial_merge_size
-    _, gh, gw = (int(v) for v in enc["image_grid_thw"][0])
-    grid = (gh // merge, gw // merge)
+    grid = merged_grid(model, enc)
     places = place_targets(grid)
     queries = [QueryTokens(r, image_runs(enc["input_ids"][r], model.config.image_token_id)[0],
                            cell_targets(grid, (side, side), b), places) for r, b in enumerate(boxes)]
@@ -251,42 +251,42 @@ def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, i
             + position_loss(model, hidden_states, layer, queries))
 
 
-def grid_cells(model, enc) -> int:
-    """Merged image tokens per side of the (square) images of ``enc``."""
-    return int(enc["image_grid_thw"][0][2]) // model.config.vision_config.spatial_merge_size
+def merged_grid(model, enc) -> tuple[int, int]:
+    """(rows, columns) of merged image tokens of the images of ``enc`` (all of one size)."""
+    merge = model.config.vision_config.spatial_merge_size
+    _, gh, gw = (int(v) for v in enc["image_grid_thw"][0])
+    return gh // merge, gw // merge
 
 
-def coordinate_targets(tokenizer, answer: str, side: int, cells: int) -> dict[str, list]:
-    """For each digit token of the boxes in ``answer``: its index in the answer's tokens (``index``), the
-    axis its number lies on (``axis``: 0 = y, read along the row direction; 1 = x, the column direction)
-    and the number on the scale :func:`~mmrbench.train.token_loss.place_targets` gives the image tokens
-    (``value``: cell centres at -1 ... 1), so a state that copies a token's place through attention
-    already holds the right value; ``ids`` are the answer's tokens.
+def coordinate_targets(tokenizer, answer_ids: list[int], side: int, cells: int) -> dict[str, list]:
+    """For each token that spells a box coordinate in the answer ``answer_ids``: its index among them
+    (``index``), the axis its number lies on (``axis``: 0 = y, read along the row direction; 1 = x, the
+    column direction) and the number on the scale :func:`~mmrbench.train.token_loss.place_targets` gives
+    the image tokens (``value``: cell centres at -1 ... 1), so a state that copies a token's place
+    through attention already holds the right value.
 
-    Numbers are read from the characters, four per ``[...]`` box (x1, y1, x2, y2), and matched to the
-    tokens that spell them, so the tokenizer's merges need no assumption."""
+    Numbers are read from the text the tokens spell, four per ``[...]`` box (x1, y1, x2, y2), and mapped
+    back to the tokens that cover their characters, so the tokenizer's merges need no assumption."""
     import re
 
-    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    pieces = [tokenizer.decode([i]) for i in ids]
-    if "".join(pieces) != answer:
-        raise ValueError("the tokenizer does not decode the answer back to its characters")
-    starts = np.cumsum([0] + [len(p) for p in pieces])
+    pieces = [tokenizer.decode([i]) for i in answer_ids]
+    text = "".join(pieces)
+    starts = np.cumsum([0] + [len(p) for p in pieces])  # token t spells text[starts[t]:starts[t + 1]]
     cell = side / cells
-    out: dict[str, list] = {"ids": list(ids), "index": [], "axis": [], "value": []}
-    for box in re.finditer(r"\[([^\]]*)\]", answer):
+    out: dict[str, list] = {"index": [], "axis": [], "value": []}
+    for box in re.finditer(r"\[([^\]]*)\]", text):
         for k, m in enumerate(re.finditer(r"\d+", box.group(1))):
             lo = box.start(1) + m.start()
-            hi = lo + len(m.group())
-            for t in range(len(pieces)):
-                if starts[t] < hi and starts[t + 1] > lo:
-                    out["index"].append(t)
-                    out["axis"].append(1 - k % 2)
-                    out["value"].append((int(m.group()) / cell - 0.5) / max(1, cells - 1) * 2 - 1)
+            first = int(np.searchsorted(starts, lo, side="right")) - 1
+            end = int(np.searchsorted(starts, lo + len(m.group()), side="left"))
+            for t in range(first, end):
+                out["index"].append(t)
+                out["axis"].append(1 - k % 2)
+                out["value"].append((int(m.group()) / cell - 0.5) / max(1, cells - 1) * 2 - 1)
     return out
 
 
-def coordinate_loss(last_states, input_ids, n_prompt: int, targets: list[dict[str, list]]):
+def coordinate_loss(last_states, n_prompt: int, targets: list[dict[str, list]]):
     """Mean squared error between the states that *predict* each coordinate digit (one position before
     it) read along :func:`~mmrbench.train.token_loss.place_directions` and the coordinate's value
     (:func:`coordinate_targets`, one per row; the answer starts at ``n_prompt`` in every row). Zero
@@ -300,9 +300,6 @@ def coordinate_loss(last_states, input_ids, n_prompt: int, targets: list[dict[st
 
     from mmrbench.train.token_loss import place_directions
 
-    for r, t in enumerate(targets):
-        if input_ids[r, n_prompt:n_prompt + len(t["ids"])].tolist() != t["ids"]:
-            raise ValueError(f"row {r}: the answer's tokens in the batch are not those it was tokenized to")
     rows = [r for r, t in enumerate(targets) for _ in t["index"]]
     pos = [n_prompt + i - 1 for t in targets for i in t["index"]]
     if not pos:
