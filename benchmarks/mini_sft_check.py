@@ -3,9 +3,11 @@
     python benchmarks/table5_mini.py --out /tmp/t5l/p1 --seeds 1 --layers 4 --pretrain-steps 1500 ...  # builds the base
     python benchmarks/mini_sft_check.py --table5-out /tmp/t5l/p1 --seed 1 --head --steps 400 --out /tmp/sftc_head
     python benchmarks/mini_sft_check.py --table5-out /tmp/t5l/p1 --seed 1 --steps 400 --out /tmp/sftc_lora
+    python benchmarks/mini_sft_check.py --table5-out /tmp/t5l/p1 --base /tmp/ptc/model --head --out /tmp/sftc_ptc
 
 Trains the shipped ``sft`` recipe with table5_mini's settings on the base that ``table5_mini.py`` built under
-``--table5-out`` (LoRA alone, or with ``--head`` the output head trained fully too), then scores greedy answers
+``--table5-out`` (or any base of that data's tokenizer with ``--base``, e.g. one ``mini_pretrain_check.py
+--save`` wrote), LoRA alone or with ``--head`` the output head trained fully too, then scores greedy answers
 with the protocol's scorer on every fourth *training* image (``--n`` of them). It diagnoses a training
 failure (a constant answer) without reading the held-out split, so it can inform settings.
 """
@@ -26,6 +28,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table5-out", required=True, help="a table5_mini.py --out folder holding the seed's base")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base", help="the base model folder (default: the seed's base under --table5-out)")
     ap.add_argument("--head", action="store_true", help="train the output head fully beside LoRA")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -46,9 +49,10 @@ def main(argv=None) -> int:
     mini = t5._mini()
     src, out = Path(a.table5_out), Path(a.out)
     train_m, *_ = mini.make_data(src, 0, "large", ["foam", "carpet"], 180)
-    bases = sorted((src / f"seed{a.seed}").glob("model-v3-*"))
-    if not bases:
-        raise SystemExit(f"no base under {src / f'seed{a.seed}'}: run table5_mini.py with --out {src} first")
+    bases = [Path(a.base)] if a.base else sorted((src / f"seed{a.seed}").glob("model-v3-*"))
+    if not bases or not (bases[-1] / "config.json").exists():
+        raise SystemExit(f"no base model at {a.base or src / f'seed{a.seed}'}: run table5_mini.py with --out {src} "
+                         "first, or name one with --base")
     base = t5.mini_overrides(bases[-1], train_m, mini.trained_modules("frozen", False, head=a.head), a.seed)
     adapter = t5.train_sft("sft", base, argparse.Namespace(sft_steps=a.steps, sft_lr=a.lr), a.seed, out / "sft")
     # training images, marked as the split the harness scores; their files through links beside the manifest
@@ -62,7 +66,7 @@ def main(argv=None) -> int:
     answers = [json.loads(line)["response"] for line in (out / "eval" / "predictions.jsonl").open()]
     yes = sum("<answer>Yes" in t for t in answers)
     log = [json.loads(line)["loss"] for line in (out / "sft" / "sft_log.jsonl").open()]
-    report = {"head": a.head, "steps": a.steps, "n": len(samples), "majority_rate": mini.majority_rate(samples),
+    report = {"base": str(bases[-1]), "head": a.head, "steps": a.steps, "n": len(samples), "majority_rate": mini.majority_rate(samples),
               "det": r["det"], "loc": r["loc"], "yes": yes, "no": len(answers) - yes,
               "loss_last25": sum(log[-25:]) / len(log[-25:])}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -104,8 +104,17 @@ def test_pretraining_adds_its_auxiliary_losses_to_the_first_step(tiny_qwen_dir, 
     plain = first_loss()
     with_coord = first_loss(coord_aux=1.0)  # coordinate targets from the batch's own answer tokens
     with_tokens = first_loss(token_aux=1.0, token_layer=1)
-    assert np.isfinite([plain, with_coord, with_tokens]).all()
-    assert with_coord > plain and with_tokens > plain  # squared errors and BCE of a random model are > 0
+    with_attention = first_loss(attn_aux=1.0, attn_layer=1)  # the eager attention's weights, of layer 1
+    coord_below = first_loss(coord_aux=1.0, coord_layer=1)  # layer 1's states through the final norm
+    assert np.isfinite([plain, with_coord, with_tokens, with_attention, coord_below]).all()
+    assert coord_below > plain and coord_below != with_coord
+    # squared errors, BCE and -log of an attention mass below 1, of a random model, are > 0
+    assert with_coord > plain and with_tokens > plain and with_attention > plain
+    assert model.config._attn_implementation == "sdpa"  # the copies ran eager; the model's own setting is untouched
+    with pytest.raises(ValueError, match="attn_layer=5"):
+        first_loss(attn_aux=1.0, attn_layer=5)
+    with pytest.raises(ValueError, match="coord_layer=-1"):
+        first_loss(coord_aux=1.0, coord_layer=-1)
 
 
 def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_torch_thread):
@@ -130,6 +139,8 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
     # every setting is part of the folder's name; the defaults keep the names of earlier bases
     assert PretrainConfig(2, batch=2, token_layer=1).tag() == PretrainConfig(2, batch=2).tag() + "L1"
     assert PretrainConfig(2, batch=2, coord_aux=0.5).tag() == PretrainConfig(2, batch=2).tag() + "x0.5"
+    assert PretrainConfig(2, batch=2, attn_aux=1.0, attn_layer=3).tag() == PretrainConfig(2, batch=2).tag() + "t1@3"
+    assert PretrainConfig(2, batch=2, coord_aux=1.0, coord_layer=3).tag() == PretrainConfig(2, batch=2).tag() + "x1@3"
 
 
 def _aux_case(states_for, layer=0):
@@ -200,6 +211,7 @@ def test_coordinate_targets_by_hand():
     assert coordinate_targets(_CharTokenizer(), _ids("None."), side=32, cells=4)["index"] == []
     two = coordinate_targets(_CharTokenizer(), _ids(grounding_text([(0, 0, 4, 4), (9, 9, 12, 12)])), side=32, cells=4)
     assert two["axis"] == [1, 0, 1, 0, 1, 0, 1, 1, 0, 0]  # the second box starts again at x1: 9, 9, 12, 12
+    assert two["box"] == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1] and t["box"] == [0] * 7
 
 
 def test_coordinate_targets_follow_tokens_that_spell_several_characters():
@@ -239,3 +251,37 @@ def test_coordinate_loss_by_hand():
     shifted[0, n_prompt + t["index"][0]] += 5 * dirs[:, 1]  # the digit's own state is not read
     assert float(coordinate_loss(shifted, n_prompt, [t])) == pytest.approx(expected, rel=1e-6)
     assert float(coordinate_loss(zeros, n_prompt, [coordinate_targets(_CharTokenizer(), _ids("None."), 32, 4)])) == 0.0
+
+
+def test_attention_loss_by_hand():
+    """One row: prompt of 6 tokens (image tokens at 1-4, a 2 x 2 grid of 8 px cells), then the answer."""
+    import math
+
+    torch = pytest.importorskip("torch")
+    from mmrbench.testing.mini_pretrain import attention_loss, coordinate_targets, grounding_text
+
+    boxes = [(9, 1, 15, 7), (1, 9, 3, 11)]  # the top-right cell (token 2), the bottom-left (token 3)
+    answer = grounding_text(boxes)
+    t = coordinate_targets(_CharTokenizer(), _ids(answer), side=16, cells=2)
+    n_prompt = 6
+    ids = torch.tensor([[1, 9, 9, 9, 9, 2] + _ids(answer)])
+    enc = {"input_ids": ids}
+    n = ids.shape[1]
+
+    def loss(attention):
+        return float(attention_loss(attention, enc, 9, (2, 2), 16, [boxes], n_prompt, [t]))
+
+    uniform = torch.full((1, 2, n, n), 1.0 / n)
+    assert loss(uniform) == pytest.approx(-math.log(1.0 / n + 1e-6), rel=1e-6)  # one token of n per mark
+    exact = torch.zeros(1, 2, n, n)
+    for i, k in zip(t["index"], t["box"], strict=True):
+        exact[0, 0, n_prompt + i - 1, 2 + k] = 1.0  # the position *before* each digit looks at its mark
+    assert loss(exact) < 1e-5
+    second_head = exact.roll(1, dims=1)  # the same looks, in head 1 only: head 0 is the supervised one
+    assert loss(second_head) == pytest.approx(-math.log(1e-6), rel=1e-6)
+    swapped = torch.zeros(1, 2, n, n)
+    for i, k in zip(t["index"], t["box"], strict=True):
+        swapped[0, 0, n_prompt + i - 1, 3 - k] = 1.0  # each box's digits look at the other mark
+    assert loss(swapped) == pytest.approx(-math.log(1e-6), rel=1e-6)
+    none = coordinate_targets(_CharTokenizer(), _ids("None."), 16, 2)
+    assert float(attention_loss(uniform, enc, 9, (2, 2), 16, [[]], n_prompt, [none])) == 0.0

@@ -45,12 +45,24 @@ class PretrainConfig:
     #: weight of :func:`coordinate_loss`: the state that writes each coordinate's digits must hold the
     #: coordinate along the direction the image tokens hold their own row or column (0 = off)
     coord_aux: float = 0.0
+    #: the decoder layer (1-based) whose outputs, through the final norm, :func:`coordinate_loss` reads;
+    #: 0 = the last. Measured: at the last layer it competes with the output head (docs/training.md)
+    coord_layer: int = 0
+    #: weight of :func:`attention_loss`: at the positions that write a box's digits, the first head of
+    #: decoder layer ``attn_layer`` must attend to the image tokens of that box's mark (0 = off)
+    attn_aux: float = 0.0
+    #: the decoder layer (1-based) whose attention :func:`attention_loss` supervises; 0 = the last. Its keys
+    #: and values are the outputs of the layer below, so ``token_layer = attn_layer - 1`` puts the marks and
+    #: their places exactly where this attention reads
+    attn_layer: int = 0
 
     def tag(self) -> str:
         """Folder-name suffix: a different setting is a different base model."""
         return (f"pt{self.steps}b{self.batch}lr{self.lr:g}c{self.curriculum:g}a{self.token_aux:g}"
                 f"{'v' if self.train_vision else ''}{f'L{self.token_layer}' if self.token_layer else ''}"
-                f"{f'x{self.coord_aux:g}' if self.coord_aux else ''}")
+                f"{f'x{self.coord_aux:g}' if self.coord_aux else ''}"
+                f"{f'@{self.coord_layer}' if self.coord_aux and self.coord_layer else ''}"
+                f"{f't{self.attn_aux:g}@{self.attn_layer}' if self.attn_aux else ''}")
 
 
 #: what the pretraining asks (a grounding request, not the benchmark's question)
@@ -175,6 +187,14 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
     prompt = grounding_prompt(processor)
     n_prompt = None
+    impl = model.config._attn_implementation
+    if c.attn_aux:  # attention weights are only returned by the eager implementation
+        model.set_attn_implementation("eager")
+    n_layers = model.config.text_config.num_hidden_layers
+    attn_index = (c.attn_layer or n_layers) - 1
+    for name, value in (("attn_layer", c.attn_layer), ("coord_layer", c.coord_layer)):
+        if not 0 <= value <= n_layers:
+            raise ValueError(f"PretrainConfig.{name}={value}: the model has {n_layers} decoder layers")
     model.train()
     losses: list[float] = []
     t0 = time.time()
@@ -189,17 +209,24 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
         labels = enc["input_ids"].clone()
         labels[:, :n_prompt] = -100
         labels[enc["attention_mask"] == 0] = -100
-        out = model(**enc, labels=labels, output_hidden_states=bool(c.token_aux or c.coord_aux))
+        out = model(**enc, labels=labels, output_hidden_states=bool(c.token_aux or c.coord_aux),
+                    output_attentions=bool(c.attn_aux))
         loss = out.loss
+        boxes = [b for _, b in examples]
         if c.token_aux:
-            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, [b for _, b in examples], side,
-                                                       layer=c.token_layer)
-        if c.coord_aux:
-            cells = merged_grid(model, enc)[1]
+            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, boxes, side, layer=c.token_layer)
+        if c.coord_aux or c.attn_aux:
+            grid = merged_grid(model, enc)
             ends = enc["attention_mask"].sum(1).tolist()  # right padding: each row's answer ends there
-            where = [coordinate_targets(processor.tokenizer, enc["input_ids"][r, n_prompt:end].tolist(), side, cells)
+            where = [coordinate_targets(processor.tokenizer, enc["input_ids"][r, n_prompt:end].tolist(), side, grid[1])
                      for r, end in enumerate(ends)]
-            loss = loss + c.coord_aux * coordinate_loss(out.hidden_states[-1], n_prompt, where)
+            if c.coord_aux:
+                states = (out.hidden_states[-1] if c.coord_layer in (0, n_layers)
+                          else model.get_decoder().norm(out.hidden_states[c.coord_layer]))
+                loss = loss + c.coord_aux * coordinate_loss(states, n_prompt, where)
+            if c.attn_aux:
+                loss = loss + c.attn_aux * attention_loss(out.attentions[attn_index], enc, model.config.image_token_id,
+                                                          grid, side, boxes, n_prompt, where)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
@@ -214,6 +241,8 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
                 f"IoU 0.5 {check['recall_iou05']:.1%}; {check['samples'][0]}")
             model.train()
     model.eval()
+    if c.attn_aux:
+        model.set_attn_implementation(impl)
     for n, p in model.named_parameters():
         p.requires_grad_(was[n])
     return losses
@@ -260,8 +289,8 @@ def merged_grid(model, enc) -> tuple[int, int]:
 
 def coordinate_targets(tokenizer, answer_ids: list[int], side: int, cells: int) -> dict[str, list]:
     """For each token that spells a box coordinate in the answer ``answer_ids``: its index among them
-    (``index``), the axis its number lies on (``axis``: 0 = y, read along the row direction; 1 = x, the
-    column direction) and the number on the scale :func:`~mmrbench.train.token_loss.place_targets` gives
+    (``index``), the ordinal of its box in the answer (``box``), the axis its number lies on (``axis``:
+    0 = y, read along the row direction; 1 = x, the column direction) and the number on the scale :func:`~mmrbench.train.token_loss.place_targets` gives
     the image tokens (``value``: cell centres at -1 ... 1), so a state that copies a token's place
     through attention already holds the right value.
 
@@ -273,8 +302,8 @@ def coordinate_targets(tokenizer, answer_ids: list[int], side: int, cells: int) 
     text = "".join(pieces)
     starts = np.cumsum([0] + [len(p) for p in pieces])  # token t spells text[starts[t]:starts[t + 1]]
     cell = side / cells
-    out: dict[str, list] = {"index": [], "axis": [], "value": []}
-    for box in re.finditer(r"\[([^\]]*)\]", text):
+    out: dict[str, list] = {"index": [], "axis": [], "value": [], "box": []}
+    for ordinal, box in enumerate(re.finditer(r"\[([^\]]*)\]", text)):
         for k, m in enumerate(re.finditer(r"\d+", box.group(1))):
             lo = box.start(1) + m.start()
             first = int(np.searchsorted(starts, lo, side="right")) - 1
@@ -283,6 +312,7 @@ def coordinate_targets(tokenizer, answer_ids: list[int], side: int, cells: int) 
                 out["index"].append(t)
                 out["axis"].append(1 - k % 2)
                 out["value"].append((int(m.group()) / cell - 0.5) / max(1, cells - 1) * 2 - 1)
+                out["box"].append(ordinal)
     return out
 
 
@@ -309,6 +339,40 @@ def coordinate_loss(last_states, n_prompt: int, targets: list[dict[str, list]]):
     axis = torch.tensor([a for t in targets for a in t["axis"]])
     target = torch.tensor([v for t in targets for v in t["value"]], dtype=torch.float32, device=proj.device)
     return torch.nn.functional.mse_loss(proj[torch.arange(len(pos)), axis], target)
+
+
+def attention_loss(attention, enc, image_token_id: int, grid: tuple[int, int], side: int,
+                   boxes: list[list[tuple[int, int, int, int]]], n_prompt: int, targets: list[dict[str, list]]):
+    """Mean of ``-log`` (attention mass on the mark's image tokens) of the first head of one decoder layer
+    (``attention``: batch x heads x queries x keys), at every position that predicts a digit of a box.
+
+    The box-writing state is what must find the mark: a probe of the pretrained base found its state
+    before ``x1`` holds no linear trace of the mark's x (R^2 about 0; docs/training.md), though the image
+    tokens hold both their own place and whether they are marked. This asks one head to look where the
+    mark is, so its output carries what the marked tokens hold; the other heads stay free. The mark's
+    tokens are the cells its box overlaps (:func:`~mmrbench.train.token_loss.cell_targets`); ``targets``
+    come from :func:`coordinate_targets` (one per row, with the box ordinals of ``boxes``'s order, the
+    order :func:`grounding_text` writes). Zero without boxes."""
+    import torch
+
+    from mmrbench.train.token_loss import cell_targets, image_runs
+
+    rows, queries, keys = [], [], []
+    for r, t in enumerate(targets):
+        if not t["index"]:
+            continue
+        image = image_runs(enc["input_ids"][r], image_token_id)[0]
+        marks = [image[cell_targets(grid, (side, side), [b]) > 0] for b in boxes[r]]
+        for i, k in zip(t["index"], t["box"], strict=True):
+            if k < len(marks):
+                rows.append(r)
+                queries.append(n_prompt + i - 1)
+                keys.append(marks[k])
+    if not rows:
+        return attention.sum() * 0.0
+    head = attention[:, 0]
+    mass = torch.stack([head[r, q, k].sum() for r, q, k in zip(rows, queries, keys, strict=True)])
+    return -torch.log(mass.float() + 1e-6).mean()
 
 
 def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, batch: int = 16,
