@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--head", action="store_true", help="train the output head fully beside LoRA")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--attn-loss", type=float, default=0.0,
+                    help="sft.attention_loss_weight: head 0 looks at the defect while the box is written (0 = off)")
+    ap.add_argument("--attn-layer", type=int, default=0, help="sft.attention_loss_layer (1-based; 0 = the last)")
     ap.add_argument("--n", type=int, default=120, help="training images scored (every fourth of the pool)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -54,6 +57,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"no base model at {a.base or src / f'seed{a.seed}'}: run table5_mini.py with --out {src} "
                          "first, or name one with --base")
     base = t5.mini_overrides(bases[-1], train_m, mini.trained_modules("frozen", False, head=a.head), a.seed)
+    if a.attn_loss:
+        base |= {"sft.attention_loss_weight": a.attn_loss, "sft.attention_loss_layer": a.attn_layer}
     adapter = t5.train_sft("sft", base, argparse.Namespace(sft_steps=a.steps, sft_lr=a.lr), a.seed, out / "sft")
     # training images, marked as the split the harness scores; their files through links beside the manifest
     samples = [dataclasses.replace(s, split="test") for s in read_manifest(train_m).samples[::4][: a.n]]
@@ -66,7 +71,7 @@ def main(argv=None) -> int:
     answers = [json.loads(line)["response"] for line in (out / "eval" / "predictions.jsonl").open()]
     yes = sum("<answer>Yes" in t for t in answers)
     log = [json.loads(line)["loss"] for line in (out / "sft" / "sft_log.jsonl").open()]
-    report = {"base": str(bases[-1]), "head": a.head, "steps": a.steps, "n": len(samples), "majority_rate": mini.majority_rate(samples),
+    report = {"base": str(bases[-1]), "head": a.head, "attn_loss": a.attn_loss, "attn_layer": a.attn_layer, "steps": a.steps, "n": len(samples), "majority_rate": mini.majority_rate(samples),
               "det": r["det"], "loc": r["loc"], "yes": yes, "no": len(answers) - yes,
               "loss_last25": sum(log[-25:]) / len(log[-25:])}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

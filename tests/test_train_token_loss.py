@@ -121,3 +121,67 @@ def test_sft_with_position_loss_logs_and_lowers_it(tmp_path):
     assert min(pos[-3:]) < 0.8 * pos[0]
     with pytest.raises(ConfigError, match="position_loss_weight"):
         load_recipe(None, "sft", {"sft.position_loss_weight": -1.0})
+
+
+class _Chars:
+    """One token per character (its code point), as a byte-level tokenizer spells digits."""
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+def test_box_digits_by_hand():
+    from mmrbench.train.token_loss import box_digits
+
+    text = "<think>about [3, 4]</think><answer>Yes. {'bbox_2d': [12, 5, 30, 9], 'label': 'cut'}</answer>"
+    ids = [ord(c) for c in text]
+    everything = box_digits(_Chars(), ids)
+    assert [(o, k, v) for _, o, k, v in everything][:2] == [(0, 0, 3), (0, 1, 4)]  # the reasoning's list counts
+    got = box_digits(_Chars(), ids, after="<answer>")  # only the answer's boxes
+    first = text.index("[12") + 1
+    assert [t for t, *_ in got] == [first, first + 1, first + 4, first + 7, first + 8, first + 11]
+    assert [(o, k, v) for _, o, k, v in got] == [(0, 0, 12), (0, 0, 12), (0, 1, 5), (0, 2, 30), (0, 2, 30), (0, 3, 9)]
+    assert box_digits(_Chars(), [ord(c) for c in "<answer>No.</answer>"], after="<answer>") == []
+    assert box_digits(_Chars(), ids, after="<nothing>") == []
+
+
+def test_answer_looks_and_look_loss_by_hand():
+    import math
+
+    from mmrbench.train.token_loss import answer_looks, look_loss
+
+    img = 9
+    answer = "<answer>Yes. {'bbox_2d': [0, 0, 5, 5], 'label': 'a'}, {'bbox_2d': [20, 20, 30, 30], 'label': 'b'}</answer>"
+    prompt = [1, img, img, img, img, 2, img, img, img, img, 3]  # reference, then the query: 2 x 2 tokens
+    ids = torch.tensor([prompt + [ord(c) for c in answer]])
+    labels = ids.clone()
+    labels[0, :len(prompt)] = -100
+    ex = SimpleNamespace(image_size=(32, 32), sent_size=(32, 32),
+                         sample=SimpleNamespace(boxes=[Box(0, 0, 5, 5, "a"), Box(20, 20, 30, 30, "b")]))
+    q = query_tokens(ids, torch.tensor([[1, 4, 4], [1, 4, 4]]), [ex], img, merge=2)
+    looks = answer_looks(ids, labels, _Chars(), q)
+    first, second = answer.index("[0") + 1, answer.index("[20") + 1
+    # the position *before* each digit (its logits predict it) looks at its own box's query token:
+    # box a is the top-left cell (token 6), box b the bottom-right (token 9); the reference is never a target
+    assert [(r, p, k.tolist()) for r, p, k in looks][:2] == [(0, len(prompt) + first - 1, [6]), (0, len(prompt) + first + 2, [6])]
+    assert looks[4][1] == len(prompt) + second - 1 and looks[4][2].tolist() == [9]
+    assert len(looks) == 4 + 8  # four one-digit numbers, four two-digit ones
+    n = ids.shape[1]
+    exact = torch.zeros(1, n, n)
+    for r, p, k in looks:
+        exact[r, p, k] = 1.0
+    assert float(look_loss(exact, looks)) < 1e-5
+    uniform = torch.full((1, n, n), 1.0 / n)
+    assert float(look_loss(uniform, looks)) == pytest.approx(-math.log(1.0 / n + 1e-6), rel=1e-6)
+    assert float(look_loss(uniform, [])) == 0.0
+    normal = SimpleNamespace(image_size=(32, 32), sent_size=(32, 32), sample=SimpleNamespace(boxes=[]))
+    assert answer_looks(ids, labels, _Chars(), query_tokens(ids, torch.tensor([[1, 4, 4]] * 2), [normal], img, 2)) == []
+
+
+def test_sft_with_attention_loss_logs_and_lowers_it(tmp_path):
+    log = _tiny_sft_log(tmp_path, attention_loss_weight=5.0, attention_loss_layer=1)
+    att = [rec["attention_loss"] for rec in log]
+    assert len(att) == 12 and all(v > 0 for v in att)
+    assert min(att[-3:]) < 0.8 * att[0]  # the same batch every step: head 0 learns to look at the defects
+    with pytest.raises(ConfigError, match="attention_loss_layer"):
+        load_recipe(None, "sft", {"sft.attention_loss_layer": -1})

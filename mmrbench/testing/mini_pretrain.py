@@ -296,23 +296,15 @@ def coordinate_targets(tokenizer, answer_ids: list[int], side: int, cells: int) 
 
     Numbers are read from the text the tokens spell, four per ``[...]`` box (x1, y1, x2, y2), and mapped
     back to the tokens that cover their characters, so the tokenizer's merges need no assumption."""
-    import re
+    from mmrbench.train.token_loss import box_digits
 
-    pieces = [tokenizer.decode([i]) for i in answer_ids]
-    text = "".join(pieces)
-    starts = np.cumsum([0] + [len(p) for p in pieces])  # token t spells text[starts[t]:starts[t + 1]]
     cell = side / cells
     out: dict[str, list] = {"index": [], "axis": [], "value": [], "box": []}
-    for ordinal, box in enumerate(re.finditer(r"\[([^\]]*)\]", text)):
-        for k, m in enumerate(re.finditer(r"\d+", box.group(1))):
-            lo = box.start(1) + m.start()
-            first = int(np.searchsorted(starts, lo, side="right")) - 1
-            end = int(np.searchsorted(starts, lo + len(m.group()), side="left"))
-            for t in range(first, end):
-                out["index"].append(t)
-                out["axis"].append(1 - k % 2)
-                out["value"].append((int(m.group()) / cell - 0.5) / max(1, cells - 1) * 2 - 1)
-                out["box"].append(ordinal)
+    for t, ordinal, k, number in box_digits(tokenizer, answer_ids):
+        out["index"].append(t)
+        out["axis"].append(1 - k % 2)
+        out["value"].append((number / cell - 0.5) / max(1, cells - 1) * 2 - 1)
+        out["box"].append(ordinal)
     return out
 
 
@@ -353,26 +345,16 @@ def attention_loss(attention, enc, image_token_id: int, grid: tuple[int, int], s
     tokens are the cells its box overlaps (:func:`~mmrbench.train.token_loss.cell_targets`); ``targets``
     come from :func:`coordinate_targets` (one per row, with the box ordinals of ``boxes``'s order, the
     order :func:`grounding_text` writes). Zero without boxes."""
-    import torch
+    from mmrbench.train.token_loss import cell_targets, image_runs, look_loss
 
-    from mmrbench.train.token_loss import cell_targets, image_runs
-
-    rows, queries, keys = [], [], []
+    looks = []
     for r, t in enumerate(targets):
         if not t["index"]:
             continue
         image = image_runs(enc["input_ids"][r], image_token_id)[0]
         marks = [image[cell_targets(grid, (side, side), [b]) > 0] for b in boxes[r]]
-        for i, k in zip(t["index"], t["box"], strict=True):
-            if k < len(marks):
-                rows.append(r)
-                queries.append(n_prompt + i - 1)
-                keys.append(marks[k])
-    if not rows:
-        return attention.sum() * 0.0
-    head = attention[:, 0]
-    mass = torch.stack([head[r, q, k].sum() for r, q, k in zip(rows, queries, keys, strict=True)])
-    return -torch.log(mass.float() + 1e-6).mean()
+        looks += [(r, n_prompt + i - 1, marks[k]) for i, k in zip(t["index"], t["box"], strict=True) if k < len(marks)]
+    return look_loss(attention[:, 0], looks)
 
 
 def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, batch: int = 16,

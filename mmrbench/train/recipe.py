@@ -76,6 +76,10 @@ class SFTSection:
     token_loss_layer: int = 0
     # auxiliary position loss (same module, same layer): image tokens say their own row and column
     position_loss_weight: float = 0.0
+    # auxiliary attention loss (same module): head 0 of decoder layer attention_loss_layer (1-based, 0 = the
+    # last) looks at the query's defect while the answer's box digits are written; runs eager attention
+    attention_loss_weight: float = 0.0
+    attention_loss_layer: int = 0
 
 
 @dataclass
@@ -217,6 +221,7 @@ _BOUNDS: dict[tuple[str, str], tuple[float, float, bool, bool]] = {
     ("train", "mini_batch"): (1, 1_000_000, True, True), ("train", "batch_size"): (1, 1_000_000, True, True),
     ("train", "token_loss_weight"): (0, 1e6, True, True), ("train", "token_loss_layer"): (0, 1000, True, True),
     ("train", "position_loss_weight"): (0, 1e6, True, True),
+    ("train", "attention_loss_weight"): (0, 1e6, True, True), ("train", "attention_loss_layer"): (0, 1000, True, True),
 }
 
 

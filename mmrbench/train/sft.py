@@ -35,13 +35,14 @@ class SFTResult:
     policy: Policy
 
 
-def sft_loss_sum(policy: Policy, batch: dict, aux: Callable[[Any], Any] | None = None
-                 ) -> tuple[torch.Tensor, int, Any]:
+def sft_loss_sum(policy: Policy, batch: dict, aux: Callable[[Any], Any] | None = None,
+                 attentions: bool = False) -> tuple[torch.Tensor, int, Any]:
     """Summed cross-entropy over label tokens and their count (no averaging: the caller normalises),
     and ``aux(outputs)`` when given: extra loss terms read from the model's outputs, hidden states
-    included (the per-token defect and position losses)."""
+    included (the per-token defect and position losses), attention weights with ``attentions``."""
     labels = batch.pop("labels")
-    out = policy.model(**batch, use_cache=False, output_hidden_states=aux is not None)
+    out = policy.model(**batch, use_cache=False, output_hidden_states=aux is not None,
+                       **({"output_attentions": True} if attentions else {}))
     logits = out.logits[:, :-1, :].float()
     tgt = labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1),
@@ -60,10 +61,12 @@ def batch_order(n: int, batch_size: int, step: int, seed: int) -> list[int]:
 
 def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_length: int | None,
                token_weight: float = 0.0, token_layer: int = 0,
-               position_weight: float = 0.0) -> tuple[float, int, dict[str, float]]:
+               position_weight: float = 0.0, attention_weight: float = 0.0,
+               attention_layer: int = 0) -> tuple[float, int, dict[str, float]]:
     """Forward/backward of this rank's share; gradients summed over ranks. Returns (loss, tokens,
     auxiliary losses by name): ``token_weight`` > 0 adds that times the per-token defect loss,
-    ``position_weight`` > 0 that times the position loss (:mod:`mmrbench.train.token_loss`), each
+    ``position_weight`` > 0 that times the position loss, ``attention_weight`` > 0 that times the
+    attention loss of decoder layer ``attention_layer`` (:mod:`mmrbench.train.token_loss`), each
     averaged over this rank's micro-batches."""
     local_tokens = 0
     batches = []
@@ -72,13 +75,15 @@ def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_lengt
         local_tokens += int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
         batches.append((examples[i:i + micro], b))
     total_tokens = all_reduce_sum(local_tokens, dist, policy.device)
-    weights = {name: w for name, w in (("token_loss", token_weight), ("position_loss", position_weight)) if w > 0}
-    aux_of = _aux_loss_factory(policy, token_layer, list(weights)) if weights else None
+    weights = {name: w for name, w in (("token_loss", token_weight), ("position_loss", position_weight),
+                                       ("attention_loss", attention_weight)) if w > 0}
+    aux_of = _aux_loss_factory(policy, token_layer, list(weights), attention_layer) if weights else None
     loss_sum = 0.0
     aux_sums = dict.fromkeys(weights, 0.0)
     for chunk, b in batches:
         aux = aux_of(chunk, b) if aux_of is not None else None
-        loss, _, aux_losses = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype), aux)
+        loss, _, aux_losses = sft_loss_sum(policy, to_device(dict(b), policy.device, policy.dtype), aux,
+                                           attentions="attention_loss" in weights)
         total = loss / max(total_tokens, 1.0)
         for name, value in (aux_losses or {}).items():
             total = total + weights[name] * value / len(batches)
@@ -89,10 +94,12 @@ def train_step(policy: Policy, examples: list, dist: Dist, micro: int, max_lengt
     return all_reduce_sum(loss_sum, dist, policy.device) / max(total_tokens, 1.0), int(total_tokens), aux_sums
 
 
-def _aux_loss_factory(policy: Policy, layer: int, names: list[str]) -> Callable[[list, dict], Callable[[Any], dict]]:
+def _aux_loss_factory(policy: Policy, layer: int, names: list[str],
+                      attention_layer: int = 0) -> Callable[[list, dict], Callable[[Any], dict]]:
     """For a micro-batch (its examples and processor batch), the ``aux`` of :func:`sft_loss_sum` that
     computes the named auxiliary losses; what does not depend on the batch is looked up once."""
-    from mmrbench.train.token_loss import position_loss, query_tokens, token_loss, yes_no_ids
+    from mmrbench.errors import ConfigError
+    from mmrbench.train.token_loss import answer_looks, look_loss, position_loss, query_tokens, token_loss, yes_no_ids
 
     yes_no = yes_no_ids(policy.tokenizer) if "token_loss" in names else (0, 0)
     image_token_id = int(policy.model.config.image_token_id)
@@ -100,6 +107,7 @@ def _aux_loss_factory(policy: Policy, layer: int, names: list[str]) -> Callable[
 
     def for_batch(chunk: list, b: dict) -> Callable[[Any], dict]:
         queries = query_tokens(b["input_ids"], b["image_grid_thw"], chunk, image_token_id, merge)
+        looks = answer_looks(b["input_ids"], b["labels"], policy.tokenizer, queries) if "attention_loss" in names else []
 
         def aux(out) -> dict:
             losses = {}
@@ -107,6 +115,14 @@ def _aux_loss_factory(policy: Policy, layer: int, names: list[str]) -> Callable[
                 losses["token_loss"] = token_loss(policy.model, out.hidden_states, layer, queries, yes_no)
             if "position_loss" in names:
                 losses["position_loss"] = position_loss(policy.model, out.hidden_states, layer, queries)
+            if "attention_loss" in names:
+                n_layers = len(out.attentions or ())
+                if not out.attentions or any(a is None for a in out.attentions):
+                    raise ConfigError("sft.attention_loss_weight needs attention weights: the model returned none "
+                                      "(only eager attention returns them)")
+                if not 0 <= attention_layer <= n_layers:
+                    raise ConfigError(f"sft.attention_loss_layer={attention_layer}: the model has {n_layers} decoder layers")
+                losses["attention_loss"] = look_loss(out.attentions[(attention_layer or n_layers) - 1][:, 0], looks)
             return losses
 
         return aux
@@ -138,6 +154,8 @@ def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, re
         log.info("resumed SFT from %s (step %d of %d)", last, start, total)
     if dist.is_main:
         write_run_info(out, recipe, {"train_samples": n, "total_steps": total, "world_size": dist.world_size})
+    if cfg.attention_loss_weight > 0:  # attention weights: only transformers' eager attention returns them
+        policy.model.set_attn_implementation("eager")
     policy.model.train()
     micro = cfg.micro_batch_size or max(1, math.ceil(cfg.batch_size / dist.world_size))
     from tqdm import tqdm
@@ -150,7 +168,8 @@ def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, re
         examples = [builder.example(i) for i in idx]
         opt.zero_grad(set_to_none=True)
         loss, tokens, aux_losses = train_step(policy, examples, dist, micro, cfg.max_length,
-                                              cfg.token_loss_weight, cfg.token_loss_layer, cfg.position_loss_weight)
+                                              cfg.token_loss_weight, cfg.token_loss_layer, cfg.position_loss_weight,
+                                              cfg.attention_loss_weight, cfg.attention_loss_layer)
         gn = torch.nn.utils.clip_grad_norm_(policy.trainable_parameters(), cfg.max_grad_norm) if cfg.max_grad_norm else None
         lr = sched.get_last_lr()[0]
         opt.step()

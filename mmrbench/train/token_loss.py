@@ -15,6 +15,13 @@ their projections should equal the token's row and column scaled to [-1, 1]. Why
 defect token's column, and ``benchmarks/mini_pair_probe.py`` measured that a small model's image
 tokens carry their row (from the causal mask) but hardly their column (the vision tower's positions are
 relative only). It adds no parameter, like the defect loss.
+
+The *attention* loss (``sft.attention_loss_weight``) asks the first head of one decoder layer to look
+at the query's defect tokens at every position that predicts a digit of a box in the answer. Why: a
+probe of the mini model found that the state writing a box holds no trace of the defect's column
+however well the image tokens hold it, and no head looks at the defect there (docs/training.md,
+"Does the state that writes the box know where the mark is?"). It reads attention weights, which only
+transformers' eager attention returns, so SFT switches the model to it while the loss is on.
 """
 from __future__ import annotations
 
@@ -36,6 +43,10 @@ class QueryTokens:
     targets: torch.Tensor
     #: (tokens, 2) each token's row and column in the grid, scaled to [-1, 1]
     places: torch.Tensor
+    #: (rows, columns) of merged tokens, the size (w, h) the policy sees and the ground-truth boxes in it
+    grid: tuple[int, int] = (0, 0)
+    sent_size: tuple[int, int] = (0, 0)
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
 
 
 def image_runs(ids: torch.Tensor, image_token_id: int) -> list[torch.Tensor]:
@@ -91,7 +102,8 @@ def query_tokens(input_ids: torch.Tensor, image_grid_thw: torch.Tensor, examples
         boxes = [(b.xyxy[0] * sw / ow, b.xyxy[1] * sh / oh, b.xyxy[2] * sw / ow, b.xyxy[3] * sh / oh)
                  for b in ex.sample.boxes]
         targets = cell_targets(grid, (sw, sh), boxes).repeat(t)
-        out.append(QueryTokens(row, runs[-1], targets, place_targets(grid).repeat(t, 1)))
+        out.append(QueryTokens(row, runs[-1], targets, place_targets(grid).repeat(t, 1), grid, (sw, sh),
+                               tuple(boxes)))
     return out
 
 
@@ -157,3 +169,58 @@ def balanced_bce(score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     bce = torch.nn.functional.binary_cross_entropy_with_logits(score, target, reduction="none")
     parts = [bce[m].mean() for m in (target > 0.5, target <= 0.5) if bool(m.any())]
     return torch.stack(parts).mean()
+
+
+def box_digits(tokenizer: Any, ids: Sequence[int], after: str = "") -> list[tuple[int, int, int, int]]:
+    """Every token of ``ids`` that spells a digit of a box's number, as (token index, box ordinal, the
+    number's place in its box: 0-3 for x1 y1 x2 y2, the number). Boxes are the ``[...]`` lists of the
+    text the tokens spell, after the first ``after`` when given (the answer block, not the reasoning);
+    numbers are mapped back to the tokens that cover their characters, so a token spelling several
+    characters counts for each number it touches and the tokenizer's merges need no assumption."""
+    import re
+
+    import numpy as np
+
+    pieces = [tokenizer.decode([int(i)]) for i in ids]
+    text = "".join(pieces)
+    starts = np.cumsum([0] + [len(p) for p in pieces])  # token t spells text[starts[t]:starts[t + 1]]
+    begin = text.find(after) if after else 0
+    if begin < 0:
+        return []
+    out = []
+    for ordinal, box in enumerate(re.finditer(r"\[([^\]]*)\]", text[begin:])):
+        for k, m in enumerate(re.finditer(r"\d+", box.group(1))):
+            lo = begin + box.start(1) + m.start()
+            first = int(np.searchsorted(starts, lo, side="right")) - 1
+            end = int(np.searchsorted(starts, lo + len(m.group()), side="left"))
+            out += [(t, ordinal, k % 4, int(m.group())) for t in range(first, end)]
+    return out
+
+
+def look_loss(head_attention: torch.Tensor, looks: Sequence[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
+    """Mean ``-log`` of the attention mass one head (``head_attention``: batch x queries x keys) puts on
+    the given keys, over ``looks`` = (row, query position, key positions); 0 when there are none."""
+    if not looks:
+        return head_attention.sum() * 0.0
+    mass = torch.stack([head_attention[r, q, k].sum() for r, q, k in looks])
+    return -torch.log(mass.float() + 1e-6).mean()
+
+
+def answer_looks(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: Any,
+                 queries: Sequence[QueryTokens]) -> list[tuple[int, int, torch.Tensor]]:
+    """For :func:`look_loss` in SFT: at each position that predicts a digit of a box in the target's
+    ``<answer>`` block, the query image's tokens that box overlaps (boxes in the target's order, the
+    sample's). Rows without a query image or a box give none."""
+    looks = []
+    for q in queries:
+        answer = (labels[q.row] != -100).nonzero().flatten()
+        if answer.numel() == 0 or not q.boxes:
+            continue
+        start = int(answer[0])
+        ids = input_ids[q.row, start:int(answer[-1]) + 1].tolist()
+        frames = q.positions.numel() // (q.grid[0] * q.grid[1])
+        cells = [q.positions[cell_targets(q.grid, q.sent_size, [b]).repeat(frames) > 0] for b in q.boxes]
+        for t, ordinal, _, _ in box_digits(tokenizer, ids, after="<answer>"):
+            if ordinal < len(cells):  # the logits at start + t - 1 predict token start + t
+                looks.append((q.row, start + t - 1, cells[ordinal]))
+    return looks
