@@ -14,7 +14,9 @@ knows where the mark is: on images with one mark and their answer teacher-forced
 the hidden state just before ``x1``'s first digit (each layer) to the mark's centre x and y, fitted on two
 thirds and scored (R^2) on the rest, with the share of first digits the model predicts right and, at that
 position, each layer's attention mass on the mark's image tokens (head 0, the one ``--attn-aux`` supervises,
-and the head that puts most there). The report (losses and
+and the head that puts most there). It also asks whether the image tokens hold their column where the
+position loss asks for it (along its fixed direction, through the final norm): the correlation of that
+reading with the column for all image tokens, and for the mark's tokens (their mean against the mark's x). The report (losses and
 checks) is written to ``--out``/report.json, the base with ``--save`` to ``--out``/model; nothing is cached,
 every run trains.
 """
@@ -38,12 +40,15 @@ def writer_probe(model, proc, side: int, n: int = 240, seed: int = 5, ridge: flo
     from PIL import Image
 
     from mmrbench.testing.mini_pretrain import grounding_example, grounding_prompt, grounding_text, merged_grid
-    from mmrbench.train.token_loss import cell_targets, image_runs
+    from mmrbench.train.token_loss import cell_targets, image_runs, place_directions, place_targets
 
     rng = np.random.default_rng([seed, 99])  # neither the training ([seed, 7]) nor the check's stream
     prompt = grounding_prompt(proc)
     states: list[list[np.ndarray]] = []
     centres, right, head0, best = [], [], [], []
+    column = place_directions(model.config.text_config.hidden_size)[:, 1]
+    all_cols: list[list[float]] = []  # per image, per layer: correlation of all image tokens' reading with their column
+    mark_cols: list[list[float]] = []  # per image, per layer: the mark tokens' mean reading
     impl = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the only implementation that returns attention weights
     model.eval()
@@ -64,6 +69,12 @@ def writer_probe(model, proc, side: int, n: int = 240, seed: int = 5, ridge: flo
         mark = image[cell_targets(merged_grid(model, enc), (side, side), boxes) > 0]
         mass = [a[0, :, n_prompt + first - 1, mark].sum(-1) for a in out.attentions]  # per layer, per head
         head0.append([float(m[0]) for m in mass])
+        places = place_targets(merged_grid(model, enc))[:, 1].numpy()
+        readings = [((model.get_decoder().norm(h[0, image]) if k < len(out.hidden_states) - 1 else h[0, image])
+                     @ column).detach().float().numpy() for k, h in enumerate(out.hidden_states)]
+        all_cols.append([float(np.corrcoef(r, places)[0, 1]) if r.std() > 0 else 0.0 for r in readings])
+        in_mark = (cell_targets(merged_grid(model, enc), (side, side), boxes) > 0).numpy()
+        mark_cols.append([float(r[in_mark].mean()) for r in readings])
         best.append([float(m.max()) for m in mass])
         states.append([h[0, n_prompt + first - 1].float().numpy() for h in out.hidden_states])
         right.append(int(out.logits[0, n_prompt + first - 1].argmax()) == ids[n_prompt + first])
@@ -85,6 +96,10 @@ def writer_probe(model, proc, side: int, n: int = 240, seed: int = 5, ridge: flo
     return {"n": n, "x_r2_by_layer": [round(r2(h, y[:, 0]), 3) for h in by_layer],
             "y_r2_by_layer": [round(r2(h, y[:, 1]), 3) for h in by_layer],
             "x1_first_digit_right": float(np.mean(right)),
+            "image_tokens_column_corr_by_layer": [round(float(v), 3) for v in np.mean(all_cols, 0)],
+            "mark_tokens_column_corr_by_layer": [round(float(np.corrcoef(np.asarray(mark_cols)[:, k], y[:, 0])[0, 1]), 3)
+                                                 if np.asarray(mark_cols)[:, k].std() > 0 else 0.0
+                                                 for k in range(len(mark_cols[0]))],
             "attention_on_mark_head0_by_layer": [round(float(v), 3) for v in np.mean(head0, 0)],
             "attention_on_mark_best_head_by_layer": [round(float(v), 3) for v in np.mean(best, 0)]}
 
@@ -108,6 +123,10 @@ def main(argv=None) -> int:
     ap.add_argument("--coord-aux", type=float, default=d.coord_aux, help="weight of the coordinate loss (0 = off)")
     ap.add_argument("--coord-layer", type=int, default=d.coord_layer,
                     help="the decoder layer (1-based) the coordinate loss reads (0 = the last)")
+    ap.add_argument("--balanced-place", action="store_true",
+                    help="the position loss weighs marked and unmarked image tokens equally")
+    ap.add_argument("--value-aux", type=float, default=d.value_aux,
+                    help="weight of the value loss: the supervised head returns the mark's place (0 = off)")
     ap.add_argument("--attn-aux", type=float, default=d.attn_aux,
                     help="weight of the attention loss: one head looks at the mark while writing its box (0 = off)")
     ap.add_argument("--attn-layer", type=int, default=d.attn_layer, help="its decoder layer, 1-based (0 = the last)")
@@ -142,7 +161,8 @@ def main(argv=None) -> int:
     proc = load_processor(base)
     config = PretrainConfig(a.steps, batch=a.batch, lr=a.lr, curriculum=a.curriculum, token_aux=a.token_aux,
                             train_vision=a.train_vision, token_layer=a.token_layer,
-                            coord_aux=a.coord_aux, coord_layer=a.coord_layer, attn_aux=a.attn_aux, attn_layer=a.attn_layer)
+                            coord_aux=a.coord_aux, coord_layer=a.coord_layer, attn_aux=a.attn_aux, attn_layer=a.attn_layer,
+                            balanced_place=a.balanced_place, value_aux=a.value_aux)
     print(f"[{time.strftime('%H:%M:%S')}] {config}", flush=True)
     t0 = time.perf_counter()
     losses = run_pretraining(model, proc, config, side=a.image_side, seed=a.seed, eval_every=a.eval_every,

@@ -106,8 +106,9 @@ def test_pretraining_adds_its_auxiliary_losses_to_the_first_step(tiny_qwen_dir, 
     with_tokens = first_loss(token_aux=1.0, token_layer=1)
     with_attention = first_loss(attn_aux=1.0, attn_layer=1)  # the eager attention's weights, of layer 1
     coord_below = first_loss(coord_aux=1.0, coord_layer=1)  # layer 1's states through the final norm
-    assert np.isfinite([plain, with_coord, with_tokens, with_attention, coord_below]).all()
-    assert coord_below > plain and coord_below != with_coord
+    with_value = first_loss(attn_aux=1.0, attn_layer=1, value_aux=1.0)  # head 0's output, read by a hook
+    assert np.isfinite([plain, with_coord, with_tokens, with_attention, coord_below, with_value]).all()
+    assert coord_below > plain and coord_below != with_coord and with_value > with_attention
     # squared errors, BCE and -log of an attention mass below 1, of a random model, are > 0
     assert with_coord > plain and with_tokens > plain and with_attention > plain
     assert model.config._attn_implementation == "sdpa"  # the copies ran eager; the model's own setting is untouched
@@ -141,6 +142,7 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
     assert PretrainConfig(2, batch=2, coord_aux=0.5).tag() == PretrainConfig(2, batch=2).tag() + "x0.5"
     assert PretrainConfig(2, batch=2, attn_aux=1.0, attn_layer=3).tag() == PretrainConfig(2, batch=2).tag() + "t1@3"
     assert PretrainConfig(2, batch=2, coord_aux=1.0, coord_layer=3).tag() == PretrainConfig(2, batch=2).tag() + "x1@3"
+    assert PretrainConfig(2, batch=2, balanced_place=True, value_aux=0.5).tag() == PretrainConfig(2, batch=2).tag() + "pv0.5"
 
 
 def _aux_case(states_for, layer=0):
@@ -285,3 +287,24 @@ def test_attention_loss_by_hand():
     assert loss(swapped) == pytest.approx(-math.log(1e-6), rel=1e-6)
     none = coordinate_targets(_CharTokenizer(), _ids("None."), 16, 2)
     assert float(attention_loss(uniform, enc, 9, (2, 2), 16, [[]], n_prompt, [none])) == 0.0
+
+
+def test_value_loss_by_hand():
+    torch = pytest.importorskip("torch")
+    from mmrbench.testing.mini_pretrain import coordinate_targets, grounding_text, value_loss
+    from mmrbench.train.token_loss import place_directions
+
+    boxes = [(8, 0, 16, 8)]  # 32 px, a 4 x 4 grid of 8 px cells: exactly cell (row 0, column 1)
+    t = coordinate_targets(_CharTokenizer(), _ids(grounding_text(boxes)), side=32, cells=4)
+    n_prompt, dim = 3, 8
+    n = n_prompt + len(grounding_text(boxes))
+    zeros = torch.zeros(1, n, dim)
+    # centre (12, 4) px -> cell (0.5, 1.5) -> scale (row -1, column -1/3): reading 0 errs by 1 and 1/9
+    assert float(value_loss(zeros, n_prompt, [t], [boxes], 32, (4, 4))) == pytest.approx((1 + 1 / 9) / 2, rel=1e-6)
+    exact = zeros.clone()
+    dirs = place_directions(dim)
+    for i in t["index"]:
+        exact[0, n_prompt + i - 1] = -1.0 * dirs[:, 0] - (1 / 3) * dirs[:, 1]  # before each digit: the centre
+    assert float(value_loss(exact, n_prompt, [t], [boxes], 32, (4, 4))) < 1e-10
+    none = coordinate_targets(_CharTokenizer(), _ids("None."), 32, 4)
+    assert float(value_loss(zeros, n_prompt, [none], [[]], 32, (4, 4))) == 0.0

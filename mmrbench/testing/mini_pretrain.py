@@ -55,6 +55,12 @@ class PretrainConfig:
     #: and values are the outputs of the layer below, so ``token_layer = attn_layer - 1`` puts the marks and
     #: their places exactly where this attention reads
     attn_layer: int = 0
+    #: the per-token position loss weighs marked and unmarked tokens equally (``position_loss(balanced=True)``),
+    #: so the marked tokens, the ones a box copies its place from, hold their place too
+    balanced_place: bool = False
+    #: weight of :func:`value_loss`: the head :func:`attention_loss` supervises must also *return* the mark's
+    #: place (its output, before the output projection, holds the mark's centre along two fixed directions)
+    value_aux: float = 0.0
 
     def tag(self) -> str:
         """Folder-name suffix: a different setting is a different base model."""
@@ -62,7 +68,9 @@ class PretrainConfig:
                 f"{'v' if self.train_vision else ''}{f'L{self.token_layer}' if self.token_layer else ''}"
                 f"{f'x{self.coord_aux:g}' if self.coord_aux else ''}"
                 f"{f'@{self.coord_layer}' if self.coord_aux and self.coord_layer else ''}"
-                f"{f't{self.attn_aux:g}@{self.attn_layer}' if self.attn_aux else ''}")
+                f"{f't{self.attn_aux:g}@{self.attn_layer}' if self.attn_aux else ''}"
+                f"{'p' if self.balanced_place else ''}"
+                f"{f'v{self.value_aux:g}' if self.value_aux else ''}")
 
 
 #: what the pretraining asks (a grounding request, not the benchmark's question)
@@ -195,6 +203,11 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
     for name, value in (("attn_layer", c.attn_layer), ("coord_layer", c.coord_layer)):
         if not 0 <= value <= n_layers:
             raise ValueError(f"PretrainConfig.{name}={value}: the model has {n_layers} decoder layers")
+    head_out: dict[str, torch.Tensor] = {}
+    hook = None
+    if c.value_aux:  # head 0's output of the supervised layer: the input of its output projection, first head_dim
+        attention = model.get_decoder().layers[attn_index].self_attn
+        hook = attention.o_proj.register_forward_pre_hook(lambda _m, args: head_out.__setitem__("x", args[0]))
     model.train()
     losses: list[float] = []
     t0 = time.time()
@@ -214,7 +227,8 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
         loss = out.loss
         boxes = [b for _, b in examples]
         if c.token_aux:
-            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, boxes, side, layer=c.token_layer)
+            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, boxes, side, layer=c.token_layer,
+                                                       balanced_place=c.balanced_place)
         if c.coord_aux or c.attn_aux:
             grid = merged_grid(model, enc)
             ends = enc["attention_mask"].sum(1).tolist()  # right padding: each row's answer ends there
@@ -227,6 +241,9 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
             if c.attn_aux:
                 loss = loss + c.attn_aux * attention_loss(out.attentions[attn_index], enc, model.config.image_token_id,
                                                           grid, side, boxes, n_prompt, where)
+            if c.value_aux:
+                head_dim = head_out["x"].shape[-1] // model.config.text_config.num_attention_heads
+                loss = loss + c.value_aux * value_loss(head_out["x"][..., :head_dim], n_prompt, where, boxes, side, grid)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
@@ -241,6 +258,8 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
                 f"IoU 0.5 {check['recall_iou05']:.1%}; {check['samples'][0]}")
             model.train()
     model.eval()
+    if hook is not None:
+        hook.remove()
     if c.attn_aux:
         model.set_attn_implementation(impl)
     for n, p in model.named_parameters():
@@ -257,7 +276,7 @@ def save_report(path: Path, losses: list[float], evaluation: dict | None = None)
 
 
 def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, int, int]]], side: int,
-                   layer: int = 0):
+                   layer: int = 0, balanced_place: bool = False):
     """Dense signal for grounding: each image token's state must say whether its cell holds a mark
     (class-balanced BCE along one fixed direction) and where the cell is (row and column, the SFT
     position loss), so attention can find the mark by content and read its place from the value.
@@ -277,7 +296,7 @@ def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, i
     mark_dir = place_directions(h.shape[-1], seed=1)[:, 0]  # a third fixed direction, apart from the place pair
     mark = (h @ mark_dir.to(h.dtype)).float()
     return (balanced_bce(mark, torch.cat([q.targets for q in queries]).to(mark.device))
-            + position_loss(model, hidden_states, layer, queries))
+            + position_loss(model, hidden_states, layer, queries, balanced=balanced_place))
 
 
 def merged_grid(model, enc) -> tuple[int, int]:
@@ -355,6 +374,39 @@ def attention_loss(attention, enc, image_token_id: int, grid: tuple[int, int], s
         marks = [image[cell_targets(grid, (side, side), [b]) > 0] for b in boxes[r]]
         looks += [(r, n_prompt + i - 1, marks[k]) for i, k in zip(t["index"], t["box"], strict=True) if k < len(marks)]
     return look_loss(attention[:, 0], looks)
+
+
+def value_loss(head_states, n_prompt: int, targets: list[dict[str, list]],
+               boxes: list[list[tuple[int, int, int, int]]], side: int, grid: tuple[int, int]):
+    """Mean squared error between one head's output (``head_states``: batch x positions x head_dim, before
+    the output projection) read along :func:`~mmrbench.train.token_loss.place_directions` of the head's
+    size and the centre of the box being written (row, column on the scale of
+    :func:`~mmrbench.train.token_loss.place_targets`), at every position that predicts one of its digits.
+
+    Why: with :func:`attention_loss` the head looks at the mark, and the mark's tokens hold their column
+    (correlation 0.91), yet the head's value projection drops it: R^2 of the mark's x from the head's
+    values and from its output at the writer is about 0 (docs/training.md). This asks the value path
+    to carry the place. Zero without boxes."""
+    import torch
+
+    from mmrbench.train.token_loss import place_directions
+
+    rows, cols = grid
+    rs, ps, want = [], [], []
+    for r, t in enumerate(targets):
+        for i, k in zip(t["index"], t["box"], strict=True):
+            if k >= len(boxes[r]):
+                continue
+            x1, y1, x2, y2 = boxes[r][k]
+            centre = [((y1 + y2) / 2 * rows / side - 0.5) / max(1, rows - 1), ((x1 + x2) / 2 * cols / side - 0.5) / max(1, cols - 1)]
+            rs.append(r)
+            ps.append(n_prompt + i - 1)
+            want.append([2 * v - 1 for v in centre])
+    if not rs:
+        return head_states.sum() * 0.0
+    h = head_states[torch.tensor(rs), torch.tensor(ps)]
+    proj = (h @ place_directions(h.shape[-1]).to(h.device, h.dtype)).float()
+    return torch.nn.functional.mse_loss(proj, torch.tensor(want, dtype=torch.float32, device=proj.device))
 
 
 def grounding_eval(model, processor, *, side: int, n: int = 64, seed: int = 0, batch: int = 16,
