@@ -14,7 +14,8 @@ knows where the mark is: on images with one mark and their answer teacher-forced
 the hidden state just before ``x1``'s first digit (each layer) to the mark's centre x and y, fitted on two
 thirds and scored (R^2) on the rest, with the share of first digits the model predicts right and, at that
 position, each layer's attention mass on the mark's image tokens (head 0, the one ``--attn-aux`` supervises,
-and the head that puts most there). It also asks whether the image tokens hold their column where the
+and the head that puts most there), and R^2 of the mark's x from head 0's output there (before each
+layer's output projection). It also asks whether the image tokens hold their column where the
 position loss asks for it (along its fixed direction, through the final norm): the correlation of that
 reading with the column for all image tokens, and for the mark's tokens (their mean against the mark's x). The report (losses and
 checks) is written to ``--out``/report.json, the base with ``--save`` to ``--out``/model; nothing is cached,
@@ -52,6 +53,12 @@ def writer_probe(model, proc, side: int, n: int = 240, seed: int = 5, ridge: flo
     impl = model.config._attn_implementation
     model.set_attn_implementation("eager")  # the only implementation that returns attention weights
     model.eval()
+    decoder_layers = model.get_decoder().layers
+    head_dim = model.config.text_config.hidden_size // model.config.text_config.num_attention_heads
+    head_out: dict[int, torch.Tensor] = {}
+    hooks = [layer.self_attn.o_proj.register_forward_pre_hook(
+        lambda _m, args, k=k: head_out.__setitem__(k, args[0][..., :head_dim])) for k, layer in enumerate(decoder_layers)]
+    heads: list[list[np.ndarray]] = []
     while len(centres) < n:
         img, boxes = grounding_example(rng, side)
         if len(boxes) != 1:
@@ -77,9 +84,12 @@ def writer_probe(model, proc, side: int, n: int = 240, seed: int = 5, ridge: flo
         mark_cols.append([float(r[in_mark].mean()) for r in readings])
         best.append([float(m.max()) for m in mass])
         states.append([h[0, n_prompt + first - 1].float().numpy() for h in out.hidden_states])
+        heads.append([head_out[k][0, n_prompt + first - 1].float().numpy() for k in range(len(decoder_layers))])
         right.append(int(out.logits[0, n_prompt + first - 1].argmax()) == ids[n_prompt + first])
         x1, y1, x2, y2 = boxes[0]
         centres.append(((x1 + x2) / 2 / side, (y1 + y2) / 2 / side))
+    for hook in hooks:
+        hook.remove()
     model.set_attn_implementation(impl)
     y = np.asarray(centres)
     fit = slice(0, 2 * n // 3)
@@ -96,6 +106,8 @@ def writer_probe(model, proc, side: int, n: int = 240, seed: int = 5, ridge: flo
     return {"n": n, "x_r2_by_layer": [round(r2(h, y[:, 0]), 3) for h in by_layer],
             "y_r2_by_layer": [round(r2(h, y[:, 1]), 3) for h in by_layer],
             "x1_first_digit_right": float(np.mean(right)),
+            "x_r2_head0_output_by_layer": [round(r2(np.stack([h[k] for h in heads]), y[:, 0]), 3)
+                                           for k in range(len(decoder_layers))],
             "image_tokens_column_corr_by_layer": [round(float(v), 3) for v in np.mean(all_cols, 0)],
             "mark_tokens_column_corr_by_layer": [round(float(np.corrcoef(np.asarray(mark_cols)[:, k], y[:, 0])[0, 1]), 3)
                                                  if np.asarray(mark_cols)[:, k].std() > 0 else 0.0
