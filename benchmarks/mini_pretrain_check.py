@@ -40,7 +40,8 @@ def writer_probe(model, proc, side: int, n: int = 240, seed: int = 5, ridge: flo
     import torch
     from PIL import Image
 
-    from mmrbench.testing.mini_pretrain import grounding_example, grounding_prompt, grounding_text, merged_grid
+    from mmrbench.testing.mini_pretrain import grounding_example, grounding_prompt, grounding_text
+    from mmrbench.testing.mini_pretrain_losses import merged_grid
     from mmrbench.train.token_loss import cell_targets, image_runs, place_directions, place_targets
 
     rng = np.random.default_rng([seed, 99])  # neither the training ([seed, 7]) nor the check's stream

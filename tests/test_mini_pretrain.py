@@ -151,7 +151,7 @@ def _aux_case(states_for, layer=0):
     torch = pytest.importorskip("torch")
     from types import SimpleNamespace
 
-    from mmrbench.testing.mini_pretrain import token_aux_loss
+    from mmrbench.testing.mini_pretrain_losses import token_aux_loss
 
     model = SimpleNamespace(config=SimpleNamespace(image_token_id=9, vision_config=SimpleNamespace(spatial_merge_size=2)),
                             get_decoder=lambda: SimpleNamespace(norm=lambda h: h))  # an identity final norm
@@ -201,7 +201,8 @@ def _ids(text):
 
 
 def test_coordinate_targets_by_hand():
-    from mmrbench.testing.mini_pretrain import coordinate_targets, grounding_text
+    from mmrbench.testing.mini_pretrain import grounding_text
+    from mmrbench.testing.mini_pretrain_losses import coordinate_targets
 
     answer = grounding_text([(8, 24, 15, 31)])  # "{'bbox_2d': [8, 24, 15, 31], 'label': 'mark'}"
     t = coordinate_targets(_CharTokenizer(), _ids(answer), side=32, cells=4)  # cells of 8 px, centres at 4, 12, 20, 28
@@ -217,7 +218,7 @@ def test_coordinate_targets_by_hand():
 
 
 def test_coordinate_targets_follow_tokens_that_spell_several_characters():
-    from mmrbench.testing.mini_pretrain import coordinate_targets
+    from mmrbench.testing.mini_pretrain_losses import coordinate_targets
 
     pieces = ["{'bbox_2d': [", "10", "7, ", "4", "5, 2", "3, 61", "], 'label': 'mark'}"]
 
@@ -235,7 +236,8 @@ def test_coordinate_targets_follow_tokens_that_spell_several_characters():
 
 def test_coordinate_loss_by_hand():
     torch = pytest.importorskip("torch")
-    from mmrbench.testing.mini_pretrain import coordinate_loss, coordinate_targets, grounding_text
+    from mmrbench.testing.mini_pretrain import grounding_text
+    from mmrbench.testing.mini_pretrain_losses import coordinate_loss, coordinate_targets
     from mmrbench.train.token_loss import place_directions
 
     answer = grounding_text([(8, 24, 15, 31)])
@@ -260,7 +262,8 @@ def test_attention_loss_by_hand():
     import math
 
     torch = pytest.importorskip("torch")
-    from mmrbench.testing.mini_pretrain import attention_loss, coordinate_targets, grounding_text
+    from mmrbench.testing.mini_pretrain import grounding_text
+    from mmrbench.testing.mini_pretrain_losses import attention_loss, coordinate_targets
 
     boxes = [(9, 1, 15, 7), (1, 9, 3, 11)]  # the top-right cell (token 2), the bottom-left (token 3)
     answer = grounding_text(boxes)
@@ -291,7 +294,8 @@ def test_attention_loss_by_hand():
 
 def test_value_loss_by_hand():
     torch = pytest.importorskip("torch")
-    from mmrbench.testing.mini_pretrain import coordinate_targets, grounding_text, value_loss
+    from mmrbench.testing.mini_pretrain import grounding_text
+    from mmrbench.testing.mini_pretrain_losses import coordinate_targets, value_loss
     from mmrbench.train.token_loss import place_directions
 
     boxes = [(8, 0, 16, 8)]  # 32 px, a 4 x 4 grid of 8 px cells: exactly cell (row 0, column 1)
