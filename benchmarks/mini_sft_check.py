@@ -9,7 +9,9 @@ Trains the shipped ``sft`` recipe with table5_mini's settings on the base that `
 ``--table5-out`` (or any base of that data's tokenizer with ``--base``, e.g. one ``mini_pretrain_check.py
 --save`` wrote), LoRA alone or with ``--head`` the output head trained fully too, then scores greedy answers
 with the protocol's scorer on every fourth *training* image (``--n`` of them). It diagnoses a training
-failure (a constant answer) without reading the held-out split, so it can inform settings.
+failure (a constant answer) without reading the held-out split, so it can inform settings. ``--held-out``
+also scores the held-out split once, for a run whose settings are already fixed (an adapter already in
+``--out`` is reused, not retrained).
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ def main(argv=None) -> int:
     ap.add_argument("--attn-loss", type=float, default=0.0,
                     help="sft.attention_loss_weight: head 0 looks at the defect while the box is written (0 = off)")
     ap.add_argument("--attn-layer", type=int, default=0, help="sft.attention_loss_layer (1-based; 0 = the last)")
+    ap.add_argument("--held-out", action="store_true",
+                    help="also score the held-out split once, after training (a measurement; choose nothing on it)")
     ap.add_argument("--n", type=int, default=120, help="training images scored (every fourth of the pool)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
@@ -51,7 +55,7 @@ def main(argv=None) -> int:
     spec.loader.exec_module(t5)
     mini = t5._mini()
     src, out = Path(a.table5_out), Path(a.out)
-    train_m, *_ = mini.make_data(src, 0, "large", ["foam", "carpet"], 180)
+    train_m, _, _, eval_m, _ = mini.make_data(src, 0, "large", ["foam", "carpet"], 180)
     bases = [Path(a.base)] if a.base else sorted((src / f"seed{a.seed}").glob("model-v3-*"))
     if not bases or not (bases[-1] / "config.json").exists():
         raise SystemExit(f"no base model at {a.base or src / f'seed{a.seed}'}: run table5_mini.py with --out {src} "
@@ -74,6 +78,11 @@ def main(argv=None) -> int:
     report = {"base": str(bases[-1]), "head": a.head, "attn_loss": a.attn_loss, "attn_layer": a.attn_layer, "steps": a.steps, "n": len(samples), "majority_rate": mini.majority_rate(samples),
               "det": r["det"], "loc": r["loc"], "yes": yes, "no": len(answers) - yes,
               "loss_last25": sum(log[-25:]) / len(log[-25:])}
+    if a.held_out:
+        held = t5.evaluate(adapter, eval_m, "default", "no-rl-sft", out / "eval_heldout", 96)
+        said = [json.loads(line)["response"] for line in (out / "eval_heldout" / "predictions.jsonl").open()]
+        report["held_out"] = {"n": len(said), "majority_rate": mini.majority_rate(read_manifest(eval_m).samples),
+                              "det": held["det"], "loc": held["loc"], "yes": sum("<answer>Yes" in t for t in said)}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report))
     return 0
