@@ -136,8 +136,6 @@ def main(argv=None) -> int:
     ap.add_argument("--coord-aux", type=float, default=d.coord_aux, help="weight of the coordinate loss (0 = off)")
     ap.add_argument("--coord-layer", type=int, default=d.coord_layer,
                     help="the decoder layer (1-based) the coordinate loss reads (0 = the last)")
-    ap.add_argument("--balanced-place", action="store_true",
-                    help="the position loss weighs marked and unmarked image tokens equally")
     ap.add_argument("--value-aux", type=float, default=d.value_aux,
                     help="weight of the value loss: the supervised head returns the mark's place (0 = off)")
     ap.add_argument("--attn-aux", type=float, default=d.attn_aux,
@@ -175,7 +173,7 @@ def main(argv=None) -> int:
     config = PretrainConfig(a.steps, batch=a.batch, lr=a.lr, curriculum=a.curriculum, token_aux=a.token_aux,
                             train_vision=a.train_vision, token_layer=a.token_layer,
                             coord_aux=a.coord_aux, coord_layer=a.coord_layer, attn_aux=a.attn_aux, attn_layer=a.attn_layer,
-                            balanced_place=a.balanced_place, value_aux=a.value_aux)
+                            value_aux=a.value_aux)
     print(f"[{time.strftime('%H:%M:%S')}] {config}", flush=True)
     t0 = time.perf_counter()
     losses = run_pretraining(model, proc, config, side=a.image_side, seed=a.seed, eval_every=a.eval_every,

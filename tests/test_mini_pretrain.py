@@ -111,7 +111,12 @@ def test_pretraining_adds_its_auxiliary_losses_to_the_first_step(tiny_qwen_dir, 
     assert coord_below > plain and coord_below != with_coord and with_value > with_attention
     # squared errors, BCE and -log of an attention mass below 1, of a random model, are > 0
     assert with_coord > plain and with_tokens > plain and with_attention > plain
-    assert model.config._attn_implementation == "sdpa"  # the copies ran eager; the model's own setting is untouched
+    # the run switches to eager attention and hooks head 0's output, then hands the model back as it was
+    trained = copy.deepcopy(model)
+    run_pretraining(trained, proc, PretrainConfig(steps=1, batch=2, curriculum=0.0, attn_aux=1.0, attn_layer=1,
+                                                  value_aux=1.0), side=32, seed=3)
+    assert trained.config._attn_implementation == model.config._attn_implementation == "sdpa"
+    assert not any(layer.self_attn.o_proj._forward_pre_hooks for layer in trained.get_decoder().layers)
     with pytest.raises(ValueError, match="attn_layer=5"):
         first_loss(attn_aux=1.0, attn_layer=5)
     with pytest.raises(ValueError, match="coord_layer=-1"):
@@ -142,7 +147,7 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
     assert PretrainConfig(2, batch=2, coord_aux=0.5).tag() == PretrainConfig(2, batch=2).tag() + "x0.5"
     assert PretrainConfig(2, batch=2, attn_aux=1.0, attn_layer=3).tag() == PretrainConfig(2, batch=2).tag() + "t1@3"
     assert PretrainConfig(2, batch=2, coord_aux=1.0, coord_layer=3).tag() == PretrainConfig(2, batch=2).tag() + "x1@3"
-    assert PretrainConfig(2, batch=2, balanced_place=True, value_aux=0.5).tag() == PretrainConfig(2, batch=2).tag() + "pv0.5"
+    assert PretrainConfig(2, batch=2, value_aux=0.5).tag() == PretrainConfig(2, batch=2).tag() + "v0.5"
 
 
 def _aux_case(states_for, layer=0):

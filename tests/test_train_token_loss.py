@@ -186,15 +186,3 @@ def test_sft_with_attention_loss_logs_and_lowers_it(tmp_path):
     with pytest.raises(ConfigError, match="attention_loss_layer"):
         load_recipe(None, "sft", {"sft.attention_loss_layer": -1})
 
-
-def test_balanced_position_loss_by_hand():
-    hidden = 8
-    d = place_directions(hidden)
-    places = torch.tensor([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]])
-    off = places @ d.T
-    off[0] += 2.0 * d[:, 1]  # only the marked token (0) errs: its column by 2, squared error 4 on one axis of two
-    q = [QueryTokens(0, torch.arange(4), torch.tensor([1.0, 0.0, 0.0, 0.0]), places)]
-    states = [torch.zeros(1, 4, hidden), off.unsqueeze(0)]
-    model = SimpleNamespace()
-    assert position_loss(model, states, 0, q).item() == pytest.approx(4 / 8, abs=1e-6)  # 1 of 4 tokens x 2 axes
-    assert position_loss(model, states, 0, q, balanced=True).item() == pytest.approx((2 + 0) / 2, abs=1e-6)

@@ -55,9 +55,6 @@ class PretrainConfig:
     #: and values are the outputs of the layer below, so ``token_layer = attn_layer - 1`` puts the marks and
     #: their places exactly where this attention reads
     attn_layer: int = 0
-    #: the per-token position loss weighs marked and unmarked tokens equally (``position_loss(balanced=True)``),
-    #: so the marked tokens, the ones a box copies its place from, hold their place too
-    balanced_place: bool = False
     #: weight of :func:`~mmrbench.testing.mini_pretrain_losses.value_loss`: the head :func:`~mmrbench.testing.mini_pretrain_losses.attention_loss` supervises must also *return* the mark's
     #: place (its output, before the output projection, holds the mark's centre along two fixed directions)
     value_aux: float = 0.0
@@ -69,7 +66,6 @@ class PretrainConfig:
                 f"{f'x{self.coord_aux:g}' if self.coord_aux else ''}"
                 f"{f'@{self.coord_layer}' if self.coord_aux and self.coord_layer else ''}"
                 f"{f't{self.attn_aux:g}@{self.attn_layer}' if self.attn_aux else ''}"
-                f"{'p' if self.balanced_place else ''}"
                 f"{f'v{self.value_aux:g}' if self.value_aux else ''}")
 
 
@@ -231,8 +227,7 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
         loss = out.loss
         boxes = [b for _, b in examples]
         if c.token_aux:
-            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, boxes, side, layer=c.token_layer,
-                                                       balanced_place=c.balanced_place)
+            loss = loss + c.token_aux * token_aux_loss(model, out.hidden_states, enc, boxes, side, layer=c.token_layer)
         if c.coord_aux or c.attn_aux:
             grid = merged_grid(model, enc)
             ends = enc["attention_mask"].sum(1).tolist()  # right padding: each row's answer ends there

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 
 def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, int, int]]], side: int,
-                   layer: int = 0, balanced_place: bool = False):
+                   layer: int = 0):
     """Dense signal for grounding: each image token's state must say whether its cell holds a mark
     (class-balanced BCE along one fixed direction) and where the cell is (row and column, the SFT
     position loss), so attention can find the mark by content and read its place from the value.
@@ -34,7 +34,7 @@ def token_aux_loss(model, hidden_states, enc, boxes: list[list[tuple[int, int, i
     mark_dir = place_directions(h.shape[-1], seed=1)[:, 0]  # a third fixed direction, apart from the place pair
     mark = (h @ mark_dir.to(h.dtype)).float()
     return (balanced_bce(mark, torch.cat([q.targets for q in queries]).to(mark.device))
-            + position_loss(model, hidden_states, layer, queries, balanced=balanced_place))
+            + position_loss(model, hidden_states, layer, queries))
 
 
 def merged_grid(model, enc) -> tuple[int, int]:

@@ -20,7 +20,7 @@ The *attention* loss (``sft.attention_loss_weight``) asks the first head of one 
 at the query's defect tokens at every position that predicts a digit of a box in the answer. Why: a
 probe of the mini model found that the state writing a box holds no trace of the defect's column
 however well the image tokens hold it, and no head looks at the defect there (docs/training.md,
-"Does the state that writes the box know where the mark is?"). It reads attention weights, which only
+"Where the place is lost on its way to the box"). It reads attention weights, which only
 transformers' eager attention returns, so SFT switches the model to it while the loss is on.
 """
 from __future__ import annotations
@@ -138,24 +138,15 @@ def place_directions(hidden: int, seed: int = 0) -> torch.Tensor:
 
 
 def position_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int,
-                  queries: Sequence[QueryTokens], balanced: bool = False) -> torch.Tensor:
+                  queries: Sequence[QueryTokens]) -> torch.Tensor:
     """Mean squared error between the query tokens' states projected on :func:`place_directions` and
-    their (row, column) in [-1, 1]; 0 when the batch has no query image.
-
-    ``balanced``: the mean over defect tokens and the mean over the others, averaged (as
-    :func:`balanced_bce`). Why: with a plain mean the few marked tokens hardly count, and measured on
-    the mini base they did not hold their column (correlation 0.24 with it, where the other tokens
-    reach 0.985), so a head that finds the mark has no place to copy (docs/training.md)."""
+    their (row, column) in [-1, 1]; 0 when the batch has no query image."""
     if not queries:
         return hidden_states[-1].sum() * 0.0
     h = lens_states(model, hidden_states, layer, queries, "position loss; sft.token_loss_layer in SFT")
     proj = (h @ place_directions(h.shape[-1]).to(h.device, h.dtype)).float()
     target = torch.cat([q.places for q in queries]).to(proj.device)
-    if not balanced:
-        return torch.nn.functional.mse_loss(proj, target)
-    err = ((proj - target) ** 2).mean(1)
-    marked = torch.cat([q.targets for q in queries]).to(err.device) > 0.5
-    return torch.stack([err[m].mean() for m in (marked, ~marked) if bool(m.any())]).mean()
+    return torch.nn.functional.mse_loss(proj, target)
 
 
 def token_loss(model: Any, hidden_states: Sequence[torch.Tensor], layer: int, queries: Sequence[QueryTokens],
@@ -222,7 +213,7 @@ def answer_looks(input_ids: torch.Tensor, labels: torch.Tensor, tokenizer: Any,
     sample's). Rows without a query image or a box give none."""
     looks = []
     for q in queries:
-        answer = (labels[q.row] != -100).nonzero().flatten()
+        answer = (labels[q.row] != -100).nonzero().flatten()  # collate.IGNORE_INDEX: the prompt
         if answer.numel() == 0 or not q.boxes:
             continue
         start = int(answer[0])
