@@ -73,10 +73,29 @@ ROWS = (
 #: (no head training) does not learn the answer text on these bases (docs/training.md, "LoRA alone")
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0,
-            pretrain_layer=0, pretrain_coord=0.0)
+            pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
+            sft_attn_layer=0)
 QUICK = dict(per_class=8, image_side=32, sft_steps=3, sft_lr=2e-3, grpo_steps=1, prompt_batch=2, group=4,
              mini_batch=2, grpo_lr=1e-4, max_new_tokens=64, eval_limit=6, seeds="0", layers=2, pretrain_steps=0,
-             pretrain_layer=0, pretrain_coord=0.0)
+             pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
+             sft_attn_layer=0)
+
+#: what each of FULL's options sets, for --help
+HELP = {"pretrain_layer": "PretrainConfig.token_layer", "pretrain_coord": "PretrainConfig.coord_aux",
+        "pretrain_attn": "PretrainConfig.attn_aux (attention supervision in pretraining; 0 = off)",
+        "pretrain_attn_layer": "PretrainConfig.attn_layer (1-based; 0 = the last)",
+        "sft_attn_loss": "sft.attention_loss_weight of every SFT stage (0 = off)",
+        "sft_attn_layer": "sft.attention_loss_layer (1-based; 0 = the last)"}
+
+
+def pretrain_config(a):
+    """The base's grounding pretraining from the command line, or None (a random base)."""
+    from mmrbench.testing.mini_pretrain import PretrainConfig
+
+    if not a.pretrain_steps:
+        return None
+    return PretrainConfig(a.pretrain_steps, token_layer=a.pretrain_layer, coord_aux=a.pretrain_coord,
+                          attn_aux=a.pretrain_attn, attn_layer=a.pretrain_attn_layer)
 
 
 def log(msg: str) -> None:
@@ -103,7 +122,10 @@ def train_sft(name: str, base: dict, a, seed: int, out: Path) -> Path:
     if not (out / "adapter_config.json").exists():
         r = load(name, "sft", {**base, "sft.max_steps": a.sft_steps, "sft.lr": a.sft_lr, "sft.batch_size": 8,
                                "sft.warmup_ratio": 0.05, "sft.weight_decay": 0.0, "sft.save_steps": 0,
-                               "sft.lr_scheduler": "cosine", "sft.seed": seed})
+                               "sft.lr_scheduler": "cosine", "sft.seed": seed,
+                               **({"sft.attention_loss_weight": a.sft_attn_loss,
+                                   "sft.attention_loss_layer": a.sft_attn_layer}
+                                  if getattr(a, "sft_attn_loss", 0.0) else {})})
         run_sft(r, out, progress=False)
     return out
 
@@ -238,7 +260,7 @@ def main(argv=None) -> int:
     ap.add_argument("--combine", default="", metavar="DIR,DIR",
                     help="only print the table of earlier runs' --out folders together (seeds run in parallel)")
     for k, v in FULL.items():
-        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=None, help=f"default {v} ({QUICK[k]} with --quick)")
+        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=None, help=f"{HELP[k] + '; ' if k in HELP else ''}default {v} ({QUICK[k]} with --quick)")
     a = ap.parse_args(argv)
     if a.combine:
         return combine([Path(d) for d in a.combine.split(",") if d])
@@ -278,9 +300,7 @@ def main(argv=None) -> int:
                 f"{a.budget_min:.0f} min, not started")
             break
         sd = out / f"seed{seed}"
-        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default",
-                                     mini.PretrainConfig(a.pretrain_steps, token_layer=a.pretrain_layer,
-                                                         coord_aux=a.pretrain_coord) if a.pretrain_steps else None)
+        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default", pretrain_config(a))
         base = mini_overrides(model_dir, train_m, mini.trained_modules("frozen", False, head=not a.lora_only), seed)
         sft_dirs: dict[str, Path] = {}
         for row in rows:

@@ -2,6 +2,7 @@
 scorer on the held-out split, and writes a result.json the board places next to Table 5."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -116,3 +117,35 @@ def test_quick_mode_on_a_pretrained_base_with_lora_only(tmp_path, capsys):
     assert not adapter["modules_to_save"]  # LoRA alone: the pretrained output head is not trained
     assert adapter["base_model_name_or_path"] == str(bases[0])
     assert "w/o RL" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_quick_mode_with_attention_supervision_in_pretraining_and_sft(tmp_path, capsys):
+    t5 = load_script()
+    assert t5.main(["--quick", "--out", str(tmp_path), "--rows", "no-rl-sft", "--pretrain-steps", "2",
+                    "--pretrain-layer", "1", "--pretrain-attn", "1", "--pretrain-attn-layer", "2",
+                    "--sft-attn-loss", "0.5", "--sft-attn-layer", "2"]) == 0
+    bases = list((tmp_path / "seed0").glob("model-v3-*"))
+    assert len(bases) == 1 and bases[0].name.endswith("-pt2b8lr0.001c0.7a1L1t1@2")  # the setting names the base
+    sft_log = [json.loads(line) for line in (tmp_path / "seed0/sft/sft_log.jsonl").open()]
+    assert sft_log and all("attention_loss" in r and r["attention_loss"] > 0 for r in sft_log)
+    assert "w/o RL" in capsys.readouterr().out
+
+
+def test_command_line_sets_the_pretraining_and_the_sft_attention_loss(tmp_path, monkeypatch):
+    """--pretrain-attn* build the PretrainConfig; --sft-attn-* reach the SFT recipe that train_sft loads."""
+    import mmrbench.train.sft as sft_mod
+
+    t5 = load_script()
+    assert t5.pretrain_config(argparse.Namespace(pretrain_steps=0)) is None
+    cfg = t5.pretrain_config(argparse.Namespace(pretrain_steps=5, pretrain_layer=2, pretrain_coord=0.0,
+                                                pretrain_attn=1.0, pretrain_attn_layer=3))
+    assert (cfg.steps, cfg.token_layer, cfg.attn_aux, cfg.attn_layer) == (5, 2, 1.0, 3)
+
+    seen = []
+    monkeypatch.setattr(sft_mod, "run_sft", lambda r, out, progress: seen.append(r.train))
+    base = t5.mini_overrides(tmp_path / "base", tmp_path / "m.jsonl", ["lm_head"], 0)
+    for weight, layer in ((0.0, 0), (0.5, 3)):
+        t5.train_sft("sft", base, argparse.Namespace(sft_steps=7, sft_lr=1e-3, sft_attn_loss=weight,
+                                                     sft_attn_layer=layer), 0, tmp_path / f"sft{weight}")
+    assert [(t.attention_loss_weight, t.attention_loss_layer, t.max_steps) for t in seen] == [(0.0, 0, 7), (0.5, 3, 7)]
