@@ -77,18 +77,19 @@ ROWS = (
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0,
             pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
-            sft_attn_layer=0)
+            sft_attn_layer=0, grpo_beta=-1.0)
 QUICK = dict(per_class=8, image_side=32, sft_steps=3, sft_lr=2e-3, grpo_steps=1, prompt_batch=2, group=4,
              mini_batch=2, grpo_lr=1e-4, max_new_tokens=64, eval_limit=6, seeds="0", layers=2, pretrain_steps=0,
              pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
-             sft_attn_layer=0)
+             sft_attn_layer=0, grpo_beta=-1.0)
 
 #: what each of FULL's options sets, for --help
 HELP = {"pretrain_layer": "PretrainConfig.token_layer", "pretrain_coord": "PretrainConfig.coord_aux",
         "pretrain_attn": "PretrainConfig.attn_aux (attention supervision in pretraining; 0 = off)",
         "pretrain_attn_layer": "PretrainConfig.attn_layer (1-based; 0 = the last)",
         "sft_attn_loss": "sft.attention_loss_weight of every SFT stage (0 = off)",
-        "sft_attn_layer": "sft.attention_loss_layer (1-based; 0 = the last)"}
+        "sft_attn_layer": "sft.attention_loss_layer (1-based; 0 = the last)",
+        "grpo_beta": "grpo.beta of every GRPO stage (the KL weight; -1 = each recipe's own)"}
 
 
 def pretrain_config(a):
@@ -140,6 +141,8 @@ def train_grpo(row: Row, base: dict, a, seed: int, sft_dirs: dict[str, Path], ou
         ov = {**base, "grpo.max_steps": a.grpo_steps, "grpo.lr": a.grpo_lr, "grpo.prompt_batch": a.prompt_batch,
               "grpo.group_size": a.group, "grpo.mini_batch": a.mini_batch, "grpo.max_new_tokens": a.max_new_tokens,
               "grpo.warmup_ratio": 0.0, "grpo.save_steps": 0, "grpo.lr_scheduler": "constant", "grpo.seed": seed}
+        if getattr(a, "grpo_beta", -1.0) >= 0:
+            ov["grpo.beta"] = a.grpo_beta
         if row.sft is not None:  # the recipe's init_adapter names the SFT run; point it at ours
             ov["grpo.init_adapter"] = str(sft_dirs[row.sft])
         r = load(row.recipe, "grpo", ov)

@@ -149,3 +149,21 @@ def test_command_line_sets_the_pretraining_and_the_sft_attention_loss(tmp_path, 
         t5.train_sft("sft", base, argparse.Namespace(sft_steps=7, sft_lr=1e-3, sft_attn_loss=weight,
                                                      sft_attn_layer=layer), 0, tmp_path / f"sft{weight}")
     assert [(t.attention_loss_weight, t.attention_loss_layer, t.max_steps) for t in seen] == [(0.0, 0, 7), (0.5, 3, 7)]
+
+
+def test_grpo_beta_from_the_command_line_or_the_recipe(tmp_path, monkeypatch):
+    """--grpo-beta overrides the KL weight of every GRPO stage; unset (-1) keeps each recipe's own beta."""
+    import mmrbench.train.grpo as grpo_mod
+
+    t5 = load_script()
+    seen = []
+    monkeypatch.setattr(grpo_mod, "run_grpo", lambda r, out, progress: seen.append(r.train))
+    base = t5.mini_overrides(tmp_path / "base", tmp_path / "m.jsonl", ["lm_head"], 0)
+    row = next(r for r in t5.ROWS if r.recipe == "grpo")
+    recipe_beta = t5.load("grpo", "grpo", base).train.beta
+    for beta in (-1.0, 0.0, 0.01):
+        a = argparse.Namespace(grpo_steps=2, grpo_lr=1e-4, prompt_batch=2, group=4, mini_batch=2, max_new_tokens=8,
+                               grpo_beta=beta)
+        t5.train_grpo(row, base, a, 0, {"sft": tmp_path / "sft"}, tmp_path / f"grpo{beta}")
+    assert [t.beta for t in seen] == [recipe_beta, 0.0, 0.01]
+    assert t5.FULL["grpo_beta"] == t5.QUICK["grpo_beta"] == -1.0
