@@ -13,6 +13,9 @@ Stages per seed, shared where the recipes share them: four SFT runs (``sft``, ``
 ``no-reference-sft``, ``domain-knowledge-sft``) and six GRPO runs (full, answer-only, no-reference,
 no-cold-start, no-contrastive, domain-knowledge); "w/o RL" is the ``sft`` adapter itself
 (``no-rl-sft`` extends ``sft.toml`` without changing anything, so it is not trained twice).
+A stage whose folder under ``--out`` already holds an adapter is reused as it is, so a stopped run resumes; the
+options it was trained with are not compared, so after changing a stage's options use ``--fresh`` or delete that
+stage's folder (and ``eval/``).
 
 Each row is evaluated through the harness (``mmrbench.runner.run_eval`` with the ``hf`` provider) on
 the held-out split with the recipe's prompt variant; the protocol's own scorer writes
@@ -142,7 +145,7 @@ def train_grpo(row: Row, base: dict, a, seed: int, sft_dirs: dict[str, Path], ou
         ov = {**base, "grpo.max_steps": a.grpo_steps, "grpo.lr": a.grpo_lr, "grpo.prompt_batch": a.prompt_batch,
               "grpo.group_size": a.group, "grpo.mini_batch": a.mini_batch, "grpo.max_new_tokens": a.max_new_tokens,
               "grpo.warmup_ratio": 0.0, "grpo.save_steps": 0, "grpo.lr_scheduler": "constant", "grpo.seed": seed}
-        if getattr(a, "grpo_beta", -1.0) >= 0:
+        if a.grpo_beta != -1.0:  # the sentinel only: any other value, negatives too, goes to the recipe's checks
             ov["grpo.beta"] = a.grpo_beta
         if row.sft is not None:  # the recipe's init_adapter names the SFT run; point it at ours
             ov["grpo.init_adapter"] = str(sft_dirs[row.sft])

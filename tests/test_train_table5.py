@@ -161,9 +161,20 @@ def test_grpo_beta_from_the_command_line_or_the_recipe(tmp_path, monkeypatch):
     base = t5.mini_overrides(tmp_path / "base", tmp_path / "m.jsonl", ["lm_head"], 0)
     row = next(r for r in t5.ROWS if r.recipe == "grpo")
     recipe_beta = t5.load("grpo", "grpo", base).train.beta
-    for beta in (-1.0, 0.0, 0.01):
+    assert recipe_beta not in (0.0, 0.01)  # else the default and an override could not be told apart
+
+    def grpo(beta):
         a = argparse.Namespace(grpo_steps=2, grpo_lr=1e-4, prompt_batch=2, group=4, mini_batch=2, max_new_tokens=8,
                                grpo_beta=beta)
         t5.train_grpo(row, base, a, 0, {"sft": tmp_path / "sft"}, tmp_path / f"grpo{beta}")
+
+    for beta in (-1.0, 0.0, 0.01):
+        grpo(beta)
     assert [t.beta for t in seen] == [recipe_beta, 0.0, 0.01]
     assert t5.FULL["grpo_beta"] == t5.QUICK["grpo_beta"] == -1.0
+    # only the sentinel -1 means "the recipe's own": another negative is an error, not silently ignored
+    from mmrbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"grpo\.beta must be in \[0, 100\], got -0\.5"):
+        grpo(-0.5)
+    assert len(seen) == 3
