@@ -13,9 +13,9 @@ Stages per seed, shared where the recipes share them: four SFT runs (``sft``, ``
 ``no-reference-sft``, ``domain-knowledge-sft``) and six GRPO runs (full, answer-only, no-reference,
 no-cold-start, no-contrastive, domain-knowledge); "w/o RL" is the ``sft`` adapter itself
 (``no-rl-sft`` extends ``sft.toml`` without changing anything, so it is not trained twice).
-A stage whose folder under ``--out`` already holds an adapter is reused as it is, so a stopped run resumes; the
-options it was trained with are not compared, so after changing a stage's options use ``--fresh`` or delete that
-stage's folder (and ``eval/``).
+A stage whose folder under ``--out`` already holds an adapter trained with the same settings (its saved
+``*_recipe.json``) is reused, so a stopped run resumes; one trained with other settings stops the script with the
+settings that differ (use ``--fresh`` or delete that stage's folder). Held-out evaluations are always re-run.
 
 Each row is evaluated through the harness (``mmrbench.runner.run_eval`` with the ``hf`` provider) on
 the held-out split with the recipe's prompt variant; the protocol's own scorer writes
@@ -124,16 +124,42 @@ def load(recipe: str, kind: str, overrides: dict):
     return load_recipe(RECIPES / f"{recipe}.toml", kind, overrides)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def finished(out: Path, recipe) -> bool:
+    """Whether ``out`` holds an adapter trained with ``recipe`` (then it is reused, so a stopped run
+    resumes). An adapter trained with other settings stops the script with the settings that differ:
+    reusing it would put another configuration's figures in this table."""
+    if not (out / "adapter_config.json").exists():
+        return False
+    saved_path = out / f"{recipe.kind}_recipe.json"
+    if not saved_path.exists():
+        raise SystemExit(f"{out} holds an adapter but no {saved_path.name}: its settings are unknown; "
+                         f"delete the folder or run with --fresh")
+    want = _flat(json.loads(json.dumps(recipe.to_json())))
+    saved = _flat(json.loads(saved_path.read_text()))
+    diff = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in want.items() if k != "source" and saved.get(k) != v]
+    if diff:
+        raise SystemExit(f"{out} holds an adapter trained with other settings ({'; '.join(diff)}); "
+                         f"delete that folder or run with --fresh")
+    return True
+
+
 def train_sft(name: str, base: dict, a, seed: int, out: Path) -> Path:
     from mmrbench.train.sft import run_sft
 
-    if not (out / "adapter_config.json").exists():
-        r = load(name, "sft", {**base, "sft.max_steps": a.sft_steps, "sft.lr": a.sft_lr, "sft.batch_size": 8,
-                               "sft.warmup_ratio": 0.05, "sft.weight_decay": 0.0, "sft.save_steps": 0,
-                               "sft.lr_scheduler": "cosine", "sft.seed": seed,
-                               **({"sft.attention_loss_weight": a.sft_attn_loss,
-                                   "sft.attention_loss_layer": a.sft_attn_layer}
-                                  if getattr(a, "sft_attn_loss", 0.0) else {})})
+    r = load(name, "sft", {**base, "sft.max_steps": a.sft_steps, "sft.lr": a.sft_lr, "sft.batch_size": 8,
+                           "sft.warmup_ratio": 0.05, "sft.weight_decay": 0.0, "sft.save_steps": 0,
+                           "sft.lr_scheduler": "cosine", "sft.seed": seed,
+                           **({"sft.attention_loss_weight": a.sft_attn_loss,
+                               "sft.attention_loss_layer": a.sft_attn_layer}
+                              if getattr(a, "sft_attn_loss", 0.0) else {})})
+    if not finished(out, r):
         run_sft(r, out, progress=False)
     return out
 
@@ -141,17 +167,17 @@ def train_sft(name: str, base: dict, a, seed: int, out: Path) -> Path:
 def train_grpo(row: Row, base: dict, a, seed: int, sft_dirs: dict[str, Path], out: Path) -> Path:
     from mmrbench.train.grpo import run_grpo
 
-    if not (out / "adapter_config.json").exists():
-        ov = {**base, "grpo.max_steps": a.grpo_steps, "grpo.lr": a.grpo_lr, "grpo.prompt_batch": a.prompt_batch,
-              "grpo.group_size": a.group, "grpo.mini_batch": a.mini_batch, "grpo.max_new_tokens": a.max_new_tokens,
-              "grpo.warmup_ratio": 0.0, "grpo.save_steps": 0, "grpo.lr_scheduler": "constant", "grpo.seed": seed}
-        if a.grpo_beta != -1.0:  # the sentinel only: any other value, negatives too, goes to the recipe's checks
-            ov["grpo.beta"] = a.grpo_beta
-        if row.sft is not None:  # the recipe's init_adapter names the SFT run; point it at ours
-            ov["grpo.init_adapter"] = str(sft_dirs[row.sft])
-        r = load(row.recipe, "grpo", ov)
-        if row.sft is None:
-            assert not r.train.init_adapter, "no-cold-start must not start from an adapter"
+    ov = {**base, "grpo.max_steps": a.grpo_steps, "grpo.lr": a.grpo_lr, "grpo.prompt_batch": a.prompt_batch,
+          "grpo.group_size": a.group, "grpo.mini_batch": a.mini_batch, "grpo.max_new_tokens": a.max_new_tokens,
+          "grpo.warmup_ratio": 0.0, "grpo.save_steps": 0, "grpo.lr_scheduler": "constant", "grpo.seed": seed}
+    if a.grpo_beta != -1.0:  # the sentinel only: any other value, negatives too, goes to the recipe's checks
+        ov["grpo.beta"] = a.grpo_beta
+    if row.sft is not None:  # the recipe's init_adapter names the SFT run; point it at ours
+        ov["grpo.init_adapter"] = str(sft_dirs[row.sft])
+    r = load(row.recipe, "grpo", ov)
+    if row.sft is None:
+        assert not r.train.init_adapter, "no-cold-start must not start from an adapter"
+    if not finished(out, r):
         run_grpo(r, out, progress=False)
     return out
 

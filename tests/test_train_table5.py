@@ -178,3 +178,39 @@ def test_grpo_beta_from_the_command_line_or_the_recipe(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"grpo\.beta must be in \[0, 100\], got -0\.5"):
         grpo(-0.5)
     assert len(seen) == 3
+
+
+def test_a_finished_stage_is_reused_only_when_trained_with_the_same_recipe(tmp_path, monkeypatch):
+    """A stage folder holding an adapter is reused when its saved recipe equals the one asked for; trained
+    with other options (or without a saved recipe), the script stops and says which settings differ,
+    instead of silently scoring an adapter of another configuration."""
+    import mmrbench.train.sft as sft_mod
+    from mmrbench.train.common import write_run_info
+
+    t5 = load_script()
+    trained = []
+
+    def fake_run_sft(r, out, progress):  # what run_sft leaves behind: an adapter and its recipe
+        trained.append(r.train.max_steps)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "adapter_config.json").write_text("{}")
+        write_run_info(out, r, {"steps": r.train.max_steps})
+
+    monkeypatch.setattr(sft_mod, "run_sft", fake_run_sft)
+    base = t5.mini_overrides(tmp_path / "base", tmp_path / "m.jsonl", ["lm_head"], 0)
+
+    def sft(steps, attn=0.0):
+        return t5.train_sft("sft", base, argparse.Namespace(sft_steps=steps, sft_lr=1e-3, sft_attn_loss=attn,
+                                                            sft_attn_layer=3 if attn else 0), 0, tmp_path / "sft")
+
+    sft(7)
+    sft(7)  # same options: reused, not retrained
+    assert trained == [7]
+    with pytest.raises(SystemExit, match=r"sft\.max_steps: 7 -> 9.*--fresh"):
+        sft(9)
+    with pytest.raises(SystemExit, match=r"sft\.attention_loss_weight: 0\.0 -> 0\.5"):
+        sft(7, attn=0.5)
+    (tmp_path / "sft" / "sft_recipe.json").unlink()
+    with pytest.raises(SystemExit, match="no sft_recipe.json"):
+        sft(7)
+    assert trained == [7]

@@ -111,6 +111,18 @@ def training_data(work: Path, seed: int, per_class: int, name_augment: float = 0
                   "manifest_sha256": file_sha256(path)}
 
 
+def pretrain_summary(base: Path) -> dict | None:
+    """The base's pretraining record without its per-step losses (kept in the base's ``pretrain.json``)."""
+    path = base / "pretrain.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    losses = report.get("loss") or []
+    ev = {k: v for k, v in (report.get("grounding_eval") or {}).items() if k != "samples"}
+    return {"steps": report.get("steps"), "final_loss_mean_last_50": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+            "grounding_eval": ev}
+
+
 def versions() -> dict:
     """What a bit-identical rebuild needs to match (build.json)."""
     from mmrbench import __version__
@@ -153,6 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=4, help="language model layers")
     ap.add_argument("--name-augment", type=float, default=0.75,
                     help="share of training images named as another category (0 = their own names)")
+    ap.add_argument("--pretrain-steps", type=int, default=0,
+                    help="grounding pretraining of the base on generated marks (0 = a random base; "
+                         "mmrbench.testing.mini_pretrain)")
+    ap.add_argument("--pretrain-layer", type=int, default=0, help="PretrainConfig.token_layer (0 = the last)")
+    ap.add_argument("--pretrain-attn", type=float, default=0.0,
+                    help="PretrainConfig.attn_aux: head 0 of --pretrain-attn-layer looks at the mark while its box "
+                         "is written (0 = off)")
+    ap.add_argument("--pretrain-attn-layer", type=int, default=0, help="PretrainConfig.attn_layer (1-based; 0 = the last)")
+    ap.add_argument("--sft-steps", type=int, default=0, help="sft.max_steps (0 = the shipped sft.toml's)")
+    ap.add_argument("--sft-attn-loss", type=float, default=0.0,
+                    help="sft.attention_loss_weight: the same head looks at the query's defect in SFT (0 = off)")
+    ap.add_argument("--sft-attn-layer", type=int, default=0, help="sft.attention_loss_layer (1-based; 0 = the last)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for a 1M model)")
     ap.add_argument("--bundled", default=None, help="a `mmrbench bundled` folder: evaluate the result on it")
     ap.add_argument("--install", action="store_true", help="copy the result into baselines/anomaly-r1-mini/")
@@ -164,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from mmrbench.testing.mini_pretrain import PretrainConfig
     from mmrbench.testing.mini_qwen import build_model
 
     torch.set_num_threads(a.threads)
@@ -175,11 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     train, data_info = training_data(work, a.data_seed, 4 if a.quick else a.per_class, a.name_augment)
     log(f"training data: {data_info}")
-    base = build_model(work, a.seed, 128, 128, a.layers, train, "default")
+    pretrain = (PretrainConfig(2 if a.quick else a.pretrain_steps, token_layer=a.pretrain_layer,
+                               attn_aux=a.pretrain_attn, attn_layer=a.pretrain_attn_layer)
+                if a.pretrain_steps else None)
+    base = build_model(work, a.seed, 128, 128, a.layers, train, "default", pretrain)
     times["data_and_base_s"] = time.perf_counter() - t0
 
     seeds = ["--set", f"sft.seed={a.seed}"]
-    quick_sft = ["--set", "sft.max_steps=2"] if a.quick else []
+    sft_steps = 2 if a.quick else a.sft_steps
+    quick_sft = [*(["--set", f"sft.max_steps={sft_steps}"] if sft_steps else []),
+                 *([x for kv in (f"sft.attention_loss_weight={a.sft_attn_loss:g}",
+                                 f"sft.attention_loss_layer={a.sft_attn_layer}") for x in ("--set", kv)]
+                   if a.sft_attn_loss else [])]
     quick_grpo = [x for kv in ("grpo.max_steps=1", "grpo.prompt_batch=2", "grpo.group_size=4", "grpo.mini_batch=2",
                                "grpo.max_new_tokens=16") for x in ("--set", kv)] if a.quick else []
     t = time.perf_counter()
@@ -201,11 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(model)
     cli("train", "export", "--adapter", str(work / "grpo"), "--out", str(model))
     times["total_s"] = times["data_and_base_s"] + times["sft_s"] + times["grpo_s"]
-    build = {"seed": a.seed, "layers": a.layers, "data": data_info, "times": {k: round(v, 1) for k, v in times.items()},
+    options = {k: getattr(a, k) for k in ("pretrain_steps", "pretrain_layer", "pretrain_attn", "pretrain_attn_layer",
+                                          "sft_steps", "sft_attn_loss", "sft_attn_layer")}
+    build = {"seed": a.seed, "layers": a.layers, "options": options,
+             "pretrain": pretrain_summary(base), "data": data_info, "times": {k: round(v, 1) for k, v in times.items()},
              "threads": a.threads, "versions": versions(),
              "quick": a.quick,
              "commands": [f"python tools/build_anomaly_r1_mini.py --work WORK --seed {a.seed} --data-seed {a.data_seed} "
                           f"--per-class {a.per_class} --layers {a.layers} --name-augment {a.name_augment:g}"
+                          + "".join(f" --{k.replace('_', '-')} {v:g}" for k, v in options.items() if v)
                           + (" --quick" if a.quick else "")]}
     (work / "build.json").write_text(json.dumps(build, indent=1) + "\n")
     log(f"built {model} in {times['total_s'] / 60:.1f} min")
