@@ -65,6 +65,27 @@ def test_build_tool_trains_exports_evaluates_and_installs(synth_small, tmp_path,
     assert result["model"]["model_id"] == "WORK/model"
 
 
+def test_build_tool_on_an_attention_supervised_base(tmp_path, one_torch_thread):
+    """--pretrain-* pretrain the base on generated marks (head 0 of a layer supervised to look at the mark),
+    --sft-attn-* add the SFT attention loss; build.json records the options, the base's pretraining check
+    (without its per-step losses) and a command that rebuilds it."""
+    work = tmp_path / "work"
+    assert _tool().main(["--work", str(work), "--quick", "--pretrain-steps", "1500", "--pretrain-layer", "2",
+                         "--pretrain-attn", "1", "--pretrain-attn-layer", "3", "--sft-attn-loss", "1",
+                         "--sft-attn-layer", "3"]) == 0
+    build = json.loads((work / "build.json").read_text())
+    assert build["options"] == {"pretrain_steps": 1500, "pretrain_layer": 2, "pretrain_attn": 1.0,
+                                "pretrain_attn_layer": 3, "sft_steps": 0, "sft_attn_loss": 1.0, "sft_attn_layer": 3}
+    assert build["pretrain"]["steps"] == 2  # --quick: two pretraining steps
+    assert {"presence", "recall_iou01"} <= set(build["pretrain"]["grounding_eval"]) and "loss" not in build["pretrain"]
+    assert build["commands"][0].endswith("--pretrain-steps 1500 --pretrain-layer 2 --pretrain-attn 1 "
+                                         "--pretrain-attn-layer 3 --sft-attn-loss 1 --sft-attn-layer 3 --quick")
+    sft_log = [json.loads(x) for x in (work / "sft" / "sft_log.jsonl").read_text().splitlines()]
+    assert len(sft_log) == 2 and all(x["attention_loss"] > 0 for x in sft_log)
+    assert json.loads((work / "sft" / "sft_recipe.json").read_text())["sft"]["attention_loss_layer"] == 3
+    assert any(p.name.endswith("t1@3") for p in work.glob("model-v3-*"))  # the base folder names its pretraining
+
+
 def test_name_augmentation_is_deterministic_and_avoids_benchmark_categories():
     tool = _tool()
     from mmrbench.data.synth_categories import CATEGORIES
