@@ -141,6 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--attn-aux", type=float, default=d.attn_aux,
                     help="weight of the attention loss: one head looks at the mark while writing its box (0 = off)")
     ap.add_argument("--attn-layer", type=int, default=d.attn_layer, help="its decoder layer, 1-based (0 = the last)")
+    ap.add_argument("--rope-theta", type=float, default=10000.0,
+                    help="the base's rotary base (rope_parameters.rope_theta; 10000 = the mini base's default)")
     ap.add_argument("--save", action="store_true", help="save the pretrained base to --out/model (with its processor)")
     ap.add_argument("--train-vision", action="store_true")
     ap.add_argument("--eval-every", type=int, default=300)
@@ -167,7 +169,7 @@ def main(argv=None) -> int:
     mini = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mini)
     train_m, *_ = mini.make_data(out, 0, "large", ["foam", "carpet"], 180)  # table5_mini's data, for its tokenizer
-    base = mini.build_model(out, a.seed, a.image_side, 128, a.layers, train_m, "default", None)
+    base = mini.build_model(out, a.seed, a.image_side, 128, a.layers, train_m, "default", None, a.rope_theta)
     model = transformers.AutoModelForImageTextToText.from_pretrained(str(base))
     proc = load_processor(base)
     config = PretrainConfig(a.steps, batch=a.batch, lr=a.lr, curriculum=a.curriculum, token_aux=a.token_aux,

@@ -148,6 +148,16 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
     assert PretrainConfig(2, batch=2, attn_aux=1.0, attn_layer=3).tag() == PretrainConfig(2, batch=2).tag() + "t1@3"
     assert PretrainConfig(2, batch=2, coord_aux=1.0, coord_layer=3).tag() == PretrainConfig(2, batch=2).tag() + "x1@3"
     assert PretrainConfig(2, batch=2, value_aux=0.5).tag() == PretrainConfig(2, batch=2).tag() + "v0.5"
+    # the rotary base is part of the model: its own folder, and the language model rotates with it
+    import torch
+    import transformers
+
+    fast = build_model(tmp_path, 0, 32, 32, 1, train, rope_theta=20.0)
+    assert fast == plain.with_name(plain.name + "-rt20")
+    lm = transformers.AutoModelForImageTextToText.from_pretrained(str(fast)).model.language_model
+    head_dim = lm.config.hidden_size // lm.config.num_attention_heads
+    want = 20.0 ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    assert torch.allclose(lm.rotary_emb.inv_freq, want)
 
 
 def _aux_case(states_for, layer=0):

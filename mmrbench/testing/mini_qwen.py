@@ -54,11 +54,17 @@ def build_tokenizer(train_manifest: Path, vocab_size: int, variant: str = "defau
 
 
 def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int, train_manifest: Path,
-                variant: str = "default", pretrain: PretrainConfig | None = None) -> Path:
+                variant: str = "default", pretrain: PretrainConfig | None = None, rope_theta: float = 10000.0) -> Path:
     """A random mini Qwen2.5-VL, then grounding pretraining when ``pretrain`` is given.
 
     Pretraining (:mod:`mmrbench.testing.mini_pretrain`) trains the language model on generic marks on
     procedural textures, none of the benchmark's images; the folder's ``pretrain.json`` keeps its losses.
+
+    ``rope_theta``: the language model's rotary base. M-RoPE gives the (temporal, height, width) sections of
+    the rotary frequencies in that order, fastest first, so the width gets the slowest ones: at the default
+    10,000 with 32-dimensional heads they turn at most 0.047 rad across the 16 image columns (the height's
+    fastest, 1.5 rad across the rows), and no head can tell two columns apart by position. A smaller base
+    (its own folder, ``-rt`` in the name) speeds every frequency up (docs/training.md, December 2).
     """
     import torch
     import transformers
@@ -68,7 +74,8 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     from mmrbench.testing import tiny_qwen as tq
 
     pt = f"-{pretrain.tag()}" if pretrain else ""
-    path = out / f"model-v3-{train_manifest.parent.name}-{train_manifest.stem}-{variant}-h{hidden}-l{layers}-s{image_side}{pt}"
+    rt = f"-rt{rope_theta:g}" if rope_theta != 10000.0 else ""
+    path = out / f"model-v3-{train_manifest.parent.name}-{train_manifest.stem}-{variant}-h{hidden}-l{layers}-s{image_side}{rt}{pt}"
     if (path / "config.json").exists():
         return path
     tok = build_tokenizer(train_manifest, 1024, variant)
@@ -82,7 +89,8 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     t.num_attention_heads, t.num_key_value_heads = 4, 2
     t.layer_types = ["full_attention"] * layers
     half = hidden // t.num_attention_heads // 2  # M-RoPE splits half the head dim over (t, h, w), Qwen's 1:1.5:1.5
-    t.rope_parameters = {**t.rope_parameters, "mrope_section": [half // 4, half * 3 // 8, half - half // 4 - half * 3 // 8]}
+    t.rope_parameters = {**t.rope_parameters, "mrope_section": [half // 4, half * 3 // 8, half - half // 4 - half * 3 // 8],
+                         "rope_theta": rope_theta}
     v = cfg.vision_config
     v.hidden_size, v.intermediate_size, v.out_hidden_size, v.num_heads = 64, 128, hidden, 2
     torch.manual_seed(seed)
