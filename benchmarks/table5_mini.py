@@ -81,11 +81,11 @@ ROWS = (
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0,
             pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
-            sft_attn_layer=0, grpo_beta=-1.0)
+            sft_attn_layer=0, grpo_beta=-1.0, rope_theta=10000.0)
 QUICK = dict(per_class=8, image_side=32, sft_steps=3, sft_lr=2e-3, grpo_steps=1, prompt_batch=2, group=4,
              mini_batch=2, grpo_lr=1e-4, max_new_tokens=64, eval_limit=6, seeds="0", layers=2, pretrain_steps=0,
              pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
-             sft_attn_layer=0, grpo_beta=-1.0)
+             sft_attn_layer=0, grpo_beta=-1.0, rope_theta=10000.0)
 
 #: what each of FULL's options sets, for --help
 HELP = {"pretrain_layer": "PretrainConfig.token_layer", "pretrain_coord": "PretrainConfig.coord_aux",
@@ -93,7 +93,9 @@ HELP = {"pretrain_layer": "PretrainConfig.token_layer", "pretrain_coord": "Pretr
         "pretrain_attn_layer": "PretrainConfig.attn_layer (1-based; 0 = the last)",
         "sft_attn_loss": "sft.attention_loss_weight of every SFT stage (0 = off)",
         "sft_attn_layer": "sft.attention_loss_layer (1-based; 0 = the last)",
-        "grpo_beta": "grpo.beta of every GRPO stage (the KL weight; -1 = each recipe's own)"}
+        "grpo_beta": "grpo.beta of every GRPO stage (the KL weight; -1 = each recipe's own)",
+        "rope_theta": "the base's rotary base (rope_parameters.rope_theta; a smaller one lets heads tell image columns "
+                      "apart, mmrbench.testing.mini_qwen.build_model)"}
 
 
 def pretrain_config(a):
@@ -336,7 +338,8 @@ def main(argv=None) -> int:
                 f"{a.budget_min:.0f} min, not started")
             break
         sd = out / f"seed{seed}"
-        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default", pretrain_config(a))
+        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default", pretrain_config(a),
+                                     a.rope_theta)
         base = mini_overrides(model_dir, train_m, mini.trained_modules("frozen", False, head=not a.lora_only), seed)
         sft_dirs: dict[str, Path] = {}
         for row in rows:

@@ -124,9 +124,10 @@ def test_quick_mode_with_attention_supervision_in_pretraining_and_sft(tmp_path, 
     t5 = load_script()
     assert t5.main(["--quick", "--out", str(tmp_path), "--rows", "no-rl-sft", "--pretrain-steps", "2",
                     "--pretrain-layer", "1", "--pretrain-attn", "1", "--pretrain-attn-layer", "2",
-                    "--sft-attn-loss", "0.5", "--sft-attn-layer", "2"]) == 0
+                    "--sft-attn-loss", "0.5", "--sft-attn-layer", "2", "--rope-theta", "20"]) == 0
     bases = list((tmp_path / "seed0").glob("model-v3-*"))
-    assert len(bases) == 1 and bases[0].name.endswith("-pt2b8lr0.001c0.7a1L1t1@2")  # the setting names the base
+    assert len(bases) == 1 and bases[0].name.endswith("-rt20-pt2b8lr0.001c0.7a1L1t1@2")  # the setting names the base
+    assert json.loads((bases[0] / "config.json").read_text())["text_config"]["rope_parameters"]["rope_theta"] == 20
     sft_log = [json.loads(line) for line in (tmp_path / "seed0/sft/sft_log.jsonl").open()]
     assert sft_log and all("attention_loss" in r and r["attention_loss"] > 0 for r in sft_log)
     assert "w/o RL" in capsys.readouterr().out
