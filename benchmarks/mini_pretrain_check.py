@@ -2,6 +2,7 @@
 
     python benchmarks/mini_pretrain_check.py --out /tmp/ptc --steps 1500 --token-layer 2 [--seed 0]
     python benchmarks/mini_pretrain_check.py --probe BASE_DIR     # the writer probe alone, on a saved base
+    python benchmarks/mini_pretrain_check.py --init BASE_DIR --out /tmp/ptc2 --steps 1000 --curriculum 0 ...  # continue
 
 Builds the random mini base that ``table5_mini.py --layers 4`` builds (same data, tokenizer and seed),
 pretrains it with :class:`mmrbench.testing.mini_pretrain.PretrainConfig` as the flags say, and prints the
@@ -143,6 +144,9 @@ def main(argv=None) -> int:
     ap.add_argument("--attn-layer", type=int, default=d.attn_layer, help="its decoder layer, 1-based (0 = the last)")
     ap.add_argument("--rope-theta", type=float, default=10000.0,
                     help="the base's rotary base (rope_parameters.rope_theta; 10000 = the mini base's default)")
+    ap.add_argument("--init", metavar="BASE_DIR",
+                    help="continue from a saved base (another run's --save) instead of a random one; "
+                         "--rope-theta is then the saved base's")
     ap.add_argument("--save", action="store_true", help="save the pretrained base to --out/model (with its processor)")
     ap.add_argument("--train-vision", action="store_true")
     ap.add_argument("--eval-every", type=int, default=300)
@@ -169,7 +173,8 @@ def main(argv=None) -> int:
     mini = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mini)
     train_m, *_ = mini.make_data(out, 0, "large", ["foam", "carpet"], 180)  # table5_mini's data, for its tokenizer
-    base = mini.build_model(out, a.seed, a.image_side, 128, a.layers, train_m, "default", None, a.rope_theta)
+    base = (Path(a.init) if a.init
+            else mini.build_model(out, a.seed, a.image_side, 128, a.layers, train_m, "default", None, a.rope_theta))
     model = transformers.AutoModelForImageTextToText.from_pretrained(str(base))
     proc = load_processor(base)
     config = PretrainConfig(a.steps, batch=a.batch, lr=a.lr, curriculum=a.curriculum, token_aux=a.token_aux,
