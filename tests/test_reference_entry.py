@@ -70,9 +70,9 @@ def test_build_tool_on_an_attention_supervised_base(tmp_path, one_torch_thread):
     --sft-attn-* add the SFT attention loss; build.json records the options, the base's pretraining check
     (without its per-step losses) and a command that rebuilds it."""
     work = tmp_path / "work"
-    assert _tool().main(["--work", str(work), "--quick", "--pretrain-steps", "1500", "--pretrain-layer", "2",
-                         "--pretrain-attn", "1", "--pretrain-attn-layer", "3", "--sft-attn-loss", "1",
-                         "--sft-attn-layer", "3"]) == 0
+    args = ["--work", str(work), "--quick", "--pretrain-steps", "1500", "--pretrain-layer", "2", "--pretrain-attn", "1",
+            "--pretrain-attn-layer", "3", "--sft-attn-loss", "1", "--sft-attn-layer", "3"]
+    assert _tool().main(args) == 0
     build = json.loads((work / "build.json").read_text())
     assert build["options"] == {"pretrain_steps": 1500, "pretrain_layer": 2, "pretrain_attn": 1.0,
                                 "pretrain_attn_layer": 3, "sft_steps": 0, "sft_attn_loss": 1.0, "sft_attn_layer": 3}
@@ -84,6 +84,9 @@ def test_build_tool_on_an_attention_supervised_base(tmp_path, one_torch_thread):
     assert len(sft_log) == 2 and all(x["attention_loss"] > 0 for x in sft_log)
     assert json.loads((work / "sft" / "sft_recipe.json").read_text())["sft"]["attention_loss_layer"] == 3
     assert any(p.name.endswith("t1@3") for p in work.glob("model-v3-*"))  # the base folder names its pretraining
+    # a rerun on the finished folder (to evaluate or install) keeps every stage's recorded time
+    assert _tool().main(args) == 0
+    assert json.loads((work / "build.json").read_text())["times"] == build["times"]
 
 
 def test_name_augmentation_is_deterministic_and_avoids_benchmark_categories():

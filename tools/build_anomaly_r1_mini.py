@@ -203,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     pretrain = (PretrainConfig(2 if a.quick else a.pretrain_steps, token_layer=a.pretrain_layer,
                                attn_aux=a.pretrain_attn, attn_layer=a.pretrain_attn_layer)
                 if a.pretrain_steps else None)
+    built_before = any((b / "config.json").exists() for b in work.glob("model-v3-*"))
     base = build_model(work, a.seed, 128, 128, a.layers, train, "default", pretrain)
     times["data_and_base_s"] = time.perf_counter() - t0
+    if built_before and "data_and_base_s" in prev.get("times", {}):  # the base was reused: keep its build time
+        times["data_and_base_s"] = prev["times"]["data_and_base_s"]
 
     seeds = ["--set", f"sft.seed={a.seed}"]
     sft_steps = 2 if a.quick else a.sft_steps
