@@ -294,6 +294,10 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-only", action="store_true",
                     help="do not train the output head fully: LoRA alone, as the paper on its pretrained base "
                          "(meant with --pretrain-steps)")
+    ap.add_argument("--base", default="", metavar="DIR",
+                    help="train every seed from this base model folder (e.g. one mini_pretrain_check.py --save wrote, "
+                         "its tokenizer trained on this data) instead of building one per seed; the seeds then vary "
+                         "the training runs only, and the --pretrain-*, --layers and --rope-theta options are the base's")
     ap.add_argument("--rows", default="", help="comma-separated recipe names to run (default: all seven rows)")
     ap.add_argument("--combine", default="", metavar="DIR,DIR",
                     help="only print the table of earlier runs' --out folders together (seeds run in parallel)")
@@ -338,8 +342,9 @@ def main(argv=None) -> int:
                 f"{a.budget_min:.0f} min, not started")
             break
         sd = out / f"seed{seed}"
-        model_dir = mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default", pretrain_config(a),
-                                     a.rope_theta)
+        model_dir = (Path(a.base) if a.base else
+                     mini.build_model(sd, seed, a.image_side, 128, a.layers, train_m, "default", pretrain_config(a),
+                                      a.rope_theta))
         base = mini_overrides(model_dir, train_m, mini.trained_modules("frozen", False, head=not a.lora_only), seed)
         sft_dirs: dict[str, Path] = {}
         for row in rows:

@@ -215,3 +215,14 @@ def test_a_finished_stage_is_reused_only_when_trained_with_the_same_recipe(tmp_p
     with pytest.raises(SystemExit, match="no sft_recipe.json"):
         sft(7)
     assert trained == [7]
+
+
+def test_quick_mode_from_a_given_base(tmp_path, capsys):
+    """--base: every seed trains from that folder; no base is built under --out."""
+    t5 = load_script()
+    assert t5.main(["--quick", "--out", str(tmp_path / "a"), "--rows", "no-rl-sft"]) == 0
+    base = next((tmp_path / "a" / "seed0").glob("model-v3-*"))
+    assert t5.main(["--quick", "--out", str(tmp_path / "b"), "--rows", "no-rl-sft", "--base", str(base)]) == 0
+    assert not list((tmp_path / "b" / "seed0").glob("model-v3-*"))
+    recipe = json.loads((tmp_path / "b" / "seed0" / "sft" / "sft_recipe.json").read_text())
+    assert recipe["model"]["base"] == str(base)
