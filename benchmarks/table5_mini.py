@@ -78,6 +78,10 @@ ROWS = (
 #: --sft-attn-loss 1 --sft-attn-layer 3, --sft-steps 400 --grpo-steps 16) all three seeds reach 93.8-96.6 % held-out
 #: detection but under 3 % localization, and GRPO adds nothing at --grpo-lr 1e-4 or 1e-5 or --grpo-beta 0
 #: (docs/training.md, December 1, eighth session)
+#: The base's rotary base decides whether boxes can follow a defect's column: at the default rope_theta 10,000 the width
+#: gets rotary frequencies too slow to tell columns apart; a base pretrained at --rope-theta 20 and continued at the
+#: final mark size (mini_pretrain_check.py --init) finds 35 % of marks and, given with --base, lifts one SFT seed's
+#: held-out localization from about 1 to 7.8 % (docs/training.md, December 2)
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0,
             pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
