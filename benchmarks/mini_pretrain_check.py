@@ -142,11 +142,11 @@ def main(argv=None) -> int:
     ap.add_argument("--attn-aux", type=float, default=d.attn_aux,
                     help="weight of the attention loss: one head looks at the mark while writing its box (0 = off)")
     ap.add_argument("--attn-layer", type=int, default=d.attn_layer, help="its decoder layer, 1-based (0 = the last)")
-    ap.add_argument("--rope-theta", type=float, default=10000.0,
-                    help="the base's rotary base (rope_parameters.rope_theta; 10000 = the mini base's default)")
+    ap.add_argument("--rope-theta", type=float, default=None,
+                    help="the base's rotary base (rope_parameters.rope_theta; default 10000, the mini base's)")
     ap.add_argument("--init", metavar="BASE_DIR",
-                    help="continue from a saved base (another run's --save) instead of a random one; "
-                         "--rope-theta is then the saved base's")
+                    help="continue from a saved base (another run's --save) instead of a random one "
+                         "(with its own rotary base: not with --rope-theta)")
     ap.add_argument("--save", action="store_true", help="save the pretrained base to --out/model (with its processor)")
     ap.add_argument("--train-vision", action="store_true")
     ap.add_argument("--eval-every", type=int, default=300)
@@ -173,8 +173,10 @@ def main(argv=None) -> int:
     mini = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mini)
     train_m, *_ = mini.make_data(out, 0, "large", ["foam", "carpet"], 180)  # table5_mini's data, for its tokenizer
-    base = (Path(a.init) if a.init
-            else mini.build_model(out, a.seed, a.image_side, 128, a.layers, train_m, "default", None, a.rope_theta))
+    if a.init and a.rope_theta is not None:
+        raise SystemExit("--rope-theta sets a new base's rotary base; a base given with --init keeps its own")
+    base = (Path(a.init) if a.init else mini.build_model(out, a.seed, a.image_side, 128, a.layers, train_m, "default",
+                                                         None, a.rope_theta or 10000.0))
     model = transformers.AutoModelForImageTextToText.from_pretrained(str(base))
     proc = load_processor(base)
     config = PretrainConfig(a.steps, batch=a.batch, lr=a.lr, curriculum=a.curriculum, token_aux=a.token_aux,

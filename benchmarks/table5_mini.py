@@ -112,6 +112,23 @@ def pretrain_config(a):
                           attn_aux=a.pretrain_attn, attn_layer=a.pretrain_attn_layer)
 
 
+#: options that build a base: with --base they would be ignored, so giving one is an error
+BASE_OPTIONS = ("pretrain_steps", "pretrain_layer", "pretrain_coord", "pretrain_attn", "pretrain_attn_layer",
+                "rope_theta")
+
+
+def check_base_options(a) -> None:
+    """With ``--base`` no base is built: an option that would build one is refused rather than ignored, and
+    ``--layers``, when given, must be the base's (a check that the command says what ran)."""
+    given = [f"--{k.replace('_', '-')}" for k in BASE_OPTIONS if getattr(a, k) is not None]
+    if given:
+        raise SystemExit(f"{', '.join(given)}: these build a base; --base {a.base} is already built")
+    config = json.loads((Path(a.base) / "config.json").read_text())
+    layers = config.get("text_config", config)["num_hidden_layers"]
+    if a.layers is not None and a.layers != layers:
+        raise SystemExit(f"--layers {a.layers}, but the base {a.base} has {layers} decoder layers")
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -130,28 +147,20 @@ def load(recipe: str, kind: str, overrides: dict):
     return load_recipe(RECIPES / f"{recipe}.toml", kind, overrides)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def finished(out: Path, recipe) -> bool:
     """Whether ``out`` holds an adapter trained with ``recipe`` (then it is reused, so a stopped run
     resumes). An adapter trained with other settings stops the script with the settings that differ:
     reusing it would put another configuration's figures in this table."""
+    from mmrbench.train.common import recipe_changes
+
     if not (out / "adapter_config.json").exists():
         return False
-    saved_path = out / f"{recipe.kind}_recipe.json"
-    if not saved_path.exists():
-        raise SystemExit(f"{out} holds an adapter but no {saved_path.name}: its settings are unknown; "
+    changes = recipe_changes(out, recipe)
+    if changes is None:
+        raise SystemExit(f"{out} holds an adapter but no {recipe.kind}_recipe.json: its settings are unknown; "
                          f"delete the folder or run with --fresh")
-    want = _flat(json.loads(json.dumps(recipe.to_json())))
-    saved = _flat(json.loads(saved_path.read_text()))
-    diff = [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in want.items() if k != "source" and saved.get(k) != v]
-    if diff:
-        raise SystemExit(f"{out} holds an adapter trained with other settings ({'; '.join(diff)}); "
+    if changes:
+        raise SystemExit(f"{out} holds an adapter trained with other settings ({'; '.join(changes)}); "
                          f"delete that folder or run with --fresh")
     return True
 
@@ -310,6 +319,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.combine:
         return combine([Path(d) for d in a.combine.split(",") if d])
+    if a.base:
+        check_base_options(a)
     for k, v in (QUICK if a.quick else FULL).items():
         if getattr(a, k) is None:
             setattr(a, k, v)

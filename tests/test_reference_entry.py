@@ -87,6 +87,9 @@ def test_build_tool_on_an_attention_supervised_base(tmp_path, one_torch_thread):
     # a rerun on the finished folder (to evaluate or install) keeps every stage's recorded time
     assert _tool().main(args) == 0
     assert json.loads((work / "build.json").read_text())["times"] == build["times"]
+    # a rerun with a changed training option does not reuse the finished stage: the trainer refuses to resume it
+    with pytest.raises(SystemExit, match="mmrbench train failed"):
+        _tool().main([*args[:-1], "2"])  # --sft-attn-layer 2; the finished SFT run was trained with 3
 
 
 def test_name_augmentation_is_deterministic_and_avoids_benchmark_categories():

@@ -89,6 +89,34 @@ def test_sft_resume_continues_from_checkpoint(sft_run, tiny, toy, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_resume_refuses_a_checkpoint_trained_with_other_settings(sft_run, tiny, toy, tmp_path):
+    """Resuming with changed settings would finish another configuration's run under this recipe (and the
+    saved recipe would be overwritten): SFT and GRPO stop, naming what differs, before any model loads;
+    resume=False starts over."""
+    import shutil
+
+    from mmrbench.errors import ConfigError
+    from mmrbench.train.grpo import run_grpo
+    from mmrbench.train.sft import run_sft
+
+    out = tmp_path / "run"
+    shutil.copytree(sft_run[0], out)
+    saved = (out / "sft_recipe.json").read_text()
+    with pytest.raises(ConfigError, match=r"sft\.lr: 0\.01 -> 0\.02.*--no-resume"):
+        run_sft(sft_recipe(tiny, toy, **{"sft.lr": 0.02}), out, progress=False)
+    assert (out / "sft_recipe.json").read_text() == saved  # the first run's record is kept
+    run_sft(sft_recipe(tiny, toy), out, progress=False)  # the same settings resume (here: nothing left to do)
+    run_sft(sft_recipe(tiny, toy, **{"sft.lr": 0.02}), out, resume=False, progress=False)
+    assert json.loads((out / "sft_recipe.json").read_text())["sft"]["lr"] == 0.02
+
+    g = tmp_path / "grpo"
+    (g / "checkpoint-1").mkdir(parents=True)
+    (g / "checkpoint-1" / "trainer_state.json").write_text('{"step": 1}')
+    (g / "grpo_recipe.json").write_text(json.dumps(grpo_recipe(tiny, toy).to_json()))
+    with pytest.raises(ConfigError, match=r"grpo\.max_steps: 1 -> 2"):
+        run_grpo(grpo_recipe(tiny, toy, **{"grpo.max_steps": 2}), g, progress=False)
+
+
 def test_labels_cover_the_assistant_turn_only(tiny, toy):
     from mmrbench.train.collate import IGNORE_INDEX, sft_batch
     from mmrbench.train.common import load_builder

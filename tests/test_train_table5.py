@@ -226,3 +226,8 @@ def test_quick_mode_from_a_given_base(tmp_path, capsys):
     assert not list((tmp_path / "b" / "seed0").glob("model-v3-*"))
     recipe = json.loads((tmp_path / "b" / "seed0" / "sft" / "sft_recipe.json").read_text())
     assert recipe["model"]["base"] == str(base)
+    # options that would build a base are refused with --base, not ignored; --layers must be the base's
+    with pytest.raises(SystemExit, match="--rope-theta: these build a base"):
+        t5.main(["--quick", "--out", str(tmp_path / "c"), "--base", str(base), "--rope-theta", "20"])
+    with pytest.raises(SystemExit, match="--layers 4, but the base .* has 2 decoder layers"):
+        t5.main(["--quick", "--out", str(tmp_path / "c"), "--base", str(base), "--layers", "4"])

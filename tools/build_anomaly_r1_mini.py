@@ -198,39 +198,38 @@ def main(argv: list[str] | None = None) -> int:
     # a rerun on a finished folder (to --install, or evaluate) keeps the stages' recorded times
     prev = json.loads((work / "build.json").read_text()) if (work / "build.json").exists() else {}
     t0 = time.perf_counter()
-    train, data_info = training_data(work, a.data_seed, 4 if a.quick else a.per_class, a.name_augment)
+    train_manifest, data_info = training_data(work, a.data_seed, 4 if a.quick else a.per_class, a.name_augment)
     log(f"training data: {data_info}")
     pretrain = (PretrainConfig(2 if a.quick else a.pretrain_steps, token_layer=a.pretrain_layer,
                                attn_aux=a.pretrain_attn, attn_layer=a.pretrain_attn_layer)
                 if a.pretrain_steps else None)
-    built_before = any((b / "config.json").exists() for b in work.glob("model-v3-*"))
-    base = build_model(work, a.seed, 128, 128, a.layers, train, "default", pretrain)
+    started = time.time()
+    base = build_model(work, a.seed, 128, 128, a.layers, train_manifest, "default", pretrain)
     times["data_and_base_s"] = time.perf_counter() - t0
-    if built_before and "data_and_base_s" in prev.get("times", {}):  # the base was reused: keep its build time
-        times["data_and_base_s"] = prev["times"]["data_and_base_s"]
+    if (base / "config.json").stat().st_mtime < started and "data_and_base_s" in prev.get("times", {}):
+        times["data_and_base_s"] = prev["times"]["data_and_base_s"]  # this base was built before: keep its time
 
-    seeds = ["--set", f"sft.seed={a.seed}"]
+    def train(stage: str, *argv: str) -> None:
+        """One ``mmrbench train`` command. A stage already finished in ``--work`` resumes at its last step,
+        so a rerun (to evaluate or install) costs seconds and keeps the stage's recorded time; the trainer
+        refuses to resume one trained with other settings (mmrbench.train.common.check_resume)."""
+        finished = (work / stage / "adapter_config.json").exists()
+        t = time.perf_counter()
+        cli("train", stage, *argv)
+        recorded = prev.get("times", {}).get(f"{stage}_s")
+        times[f"{stage}_s"] = recorded if finished and recorded is not None else time.perf_counter() - t
+
     sft_steps = 2 if a.quick else a.sft_steps
-    quick_sft = [*(["--set", f"sft.max_steps={sft_steps}"] if sft_steps else []),
-                 *([x for kv in (f"sft.attention_loss_weight={a.sft_attn_loss:g}",
-                                 f"sft.attention_loss_layer={a.sft_attn_layer}") for x in ("--set", kv)]
-                   if a.sft_attn_loss else [])]
+    sft_sets = [*(["--set", f"sft.max_steps={sft_steps}"] if sft_steps else []),
+                *([x for kv in (f"sft.attention_loss_weight={a.sft_attn_loss:g}",
+                                f"sft.attention_loss_layer={a.sft_attn_layer}") for x in ("--set", kv)]
+                  if a.sft_attn_loss else [])]
     quick_grpo = [x for kv in ("grpo.max_steps=1", "grpo.prompt_batch=2", "grpo.group_size=4", "grpo.mini_batch=2",
                                "grpo.max_new_tokens=16") for x in ("--set", kv)] if a.quick else []
-    t = time.perf_counter()
-    if not (work / "sft" / "adapter_config.json").exists():
-        cli("train", "sft", "--recipe", str(SHIPPED / "sft.toml"), "--model", str(base), "--data", str(train),
-            "--out", str(work / "sft"), *seeds, *quick_sft)
-        times["sft_s"] = time.perf_counter() - t
-    else:
-        times["sft_s"] = prev.get("times", {}).get("sft_s", float("nan"))
-    t = time.perf_counter()
-    if not (work / "grpo" / "adapter_config.json").exists():
-        cli("train", "grpo", "--recipe", str(SHIPPED / "grpo.toml"), "--model", str(base), "--data", str(train),
-            "--init-adapter", str(work / "sft"), "--out", str(work / "grpo"), "--set", f"grpo.seed={a.seed}", *quick_grpo)
-        times["grpo_s"] = time.perf_counter() - t
-    else:
-        times["grpo_s"] = prev.get("times", {}).get("grpo_s", float("nan"))
+    train("sft", "--recipe", str(SHIPPED / "sft.toml"), "--model", str(base), "--data", str(train_manifest),
+          "--out", str(work / "sft"), "--set", f"sft.seed={a.seed}", *sft_sets)
+    train("grpo", "--recipe", str(SHIPPED / "grpo.toml"), "--model", str(base), "--data", str(train_manifest),
+          "--init-adapter", str(work / "sft"), "--out", str(work / "grpo"), "--set", f"grpo.seed={a.seed}", *quick_grpo)
     model = work / "model"
     if model.exists():
         shutil.rmtree(model)

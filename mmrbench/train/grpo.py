@@ -28,7 +28,7 @@ import torch
 
 from mmrbench.train import checkpoint as ck
 from mmrbench.train.collate import prompt_inputs
-from mmrbench.train.common import load_builder, write_run_info
+from mmrbench.train.common import check_resume, load_builder, write_run_info
 from mmrbench.train.contrastive import NegativeSource, all_positive
 from mmrbench.train.data import Example, ExampleBuilder
 from mmrbench.train.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, broadcast_params, shard
@@ -257,6 +257,8 @@ class GRPOTrainer:
 
 def run_grpo(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, resume: bool = True,
              progress: bool = True, negatives_api: Any | None = None) -> GRPOTrainer:
+    if resume and ck.latest_checkpoint(out_dir) is not None:  # before the models load: fail fast
+        check_resume(Path(out_dir), recipe)
     trainer = GRPOTrainer(recipe, out_dir, dist=dist, negatives_api=negatives_api, progress=progress)
     trainer.train(resume=resume)
     return trainer

@@ -19,7 +19,7 @@ import torch
 
 from mmrbench.train import checkpoint as ck
 from mmrbench.train.collate import IGNORE_INDEX, sft_batch
-from mmrbench.train.common import load_builder, write_run_info
+from mmrbench.train.common import check_resume, load_builder, write_run_info
 from mmrbench.train.distributed import Dist, all_reduce_grads, all_reduce_sum, barrier, broadcast_params, shard
 from mmrbench.train.policy import Policy, load_policy, make_optimizer, to_device
 from mmrbench.train.recipe import Recipe
@@ -135,6 +135,8 @@ def run_sft(recipe: Recipe, out_dir: str | Path, *, dist: Dist | None = None, re
     dist = dist or Dist()
     cfg = recipe.train
     out = Path(out_dir)
+    if resume and ck.latest_checkpoint(out) is not None:  # before the model loads: fail fast
+        check_resume(out, recipe)
     torch.manual_seed(cfg.seed)  # same LoRA initialisation on every rank ...
     policy = load_policy(recipe.model, recipe.lora, local_rank=dist.local_rank)
     broadcast_params(policy.trainable_parameters(), dist)  # ... and made certain
