@@ -85,11 +85,11 @@ ROWS = (
 FULL = dict(per_class=180, image_side=128, sft_steps=250, sft_lr=2e-3, grpo_steps=4, prompt_batch=8, group=8,
             mini_batch=4, grpo_lr=1e-4, max_new_tokens=96, eval_limit=0, seeds="0,1,2", layers=2, pretrain_steps=0,
             pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
-            sft_attn_layer=0, grpo_beta=-1.0, rope_theta=10000.0)
+            sft_attn_layer=0, grpo_beta=-1.0, rope_theta=10000.0, grpo_box_reward="paper")
 QUICK = dict(per_class=8, image_side=32, sft_steps=3, sft_lr=2e-3, grpo_steps=1, prompt_batch=2, group=4,
              mini_batch=2, grpo_lr=1e-4, max_new_tokens=64, eval_limit=6, seeds="0", layers=2, pretrain_steps=0,
              pretrain_layer=0, pretrain_coord=0.0, pretrain_attn=0.0, pretrain_attn_layer=0, sft_attn_loss=0.0,
-             sft_attn_layer=0, grpo_beta=-1.0, rope_theta=10000.0)
+             sft_attn_layer=0, grpo_beta=-1.0, rope_theta=10000.0, grpo_box_reward="paper")
 
 #: what each of FULL's options sets, for --help
 HELP = {"pretrain_layer": "PretrainConfig.token_layer", "pretrain_coord": "PretrainConfig.coord_aux",
@@ -98,6 +98,9 @@ HELP = {"pretrain_layer": "PretrainConfig.token_layer", "pretrain_coord": "Pretr
         "sft_attn_loss": "sft.attention_loss_weight of every SFT stage (0 = off)",
         "sft_attn_layer": "sft.attention_loss_layer (1-based; 0 = the last)",
         "grpo_beta": "grpo.beta of every GRPO stage (the KL weight; -1 = each recipe's own)",
+        "grpo_box_reward": "grpo.box_reward of every GRPO stage: paper, or giou (graded, not the paper's; its stages, "
+                           "evaluations and table go to <recipe>-giou folders and table5-giou.json beside the paper's, "
+                           "so both share the SFT adapters)",
         "rope_theta": "the base's rotary base (rope_parameters.rope_theta; a smaller one lets heads tell image columns "
                       "apart, mmrbench.testing.mini_qwen.build_model)"}
 
@@ -127,6 +130,18 @@ def check_base_options(a) -> None:
     layers = config.get("text_config", config)["num_hidden_layers"]
     if a.layers is not None and a.layers != layers:
         raise SystemExit(f"--layers {a.layers}, but the base {a.base} has {layers} decoder layers")
+
+
+def stage_name(recipe: str, a) -> str:
+    """A GRPO stage's folder (and its evaluation's, and the ``model.recipe`` written): the recipe's name, with the
+    box reward appended when it is not the paper's, so both rewards' runs can sit in one ``--out`` and share the
+    SFT adapters."""
+    name = recipe.split("/")[-1]
+    return name if a.grpo_box_reward == "paper" else f"{name}-{a.grpo_box_reward}"
+
+
+def table_name(a) -> str:
+    return "table5.json" if a.grpo_box_reward == "paper" else f"table5-{a.grpo_box_reward}.json"
 
 
 def log(msg: str) -> None:
@@ -185,6 +200,8 @@ def train_grpo(row: Row, base: dict, a, seed: int, sft_dirs: dict[str, Path], ou
     ov = {**base, "grpo.max_steps": a.grpo_steps, "grpo.lr": a.grpo_lr, "grpo.prompt_batch": a.prompt_batch,
           "grpo.group_size": a.group, "grpo.mini_batch": a.mini_batch, "grpo.max_new_tokens": a.max_new_tokens,
           "grpo.warmup_ratio": 0.0, "grpo.save_steps": 0, "grpo.lr_scheduler": "constant", "grpo.seed": seed}
+    if a.grpo_box_reward != "paper":
+        ov["grpo.box_reward"] = a.grpo_box_reward
     if a.grpo_beta != -1.0:  # the sentinel only: any other value, negatives too, goes to the recipe's checks
         ov["grpo.beta"] = a.grpo_beta
     if row.sft is not None:  # the recipe's init_adapter names the SFT run; point it at ours
@@ -273,16 +290,22 @@ def render(table: dict[str, dict[int, dict]], majority: float, seeds: list[int])
 
 
 def combine(dirs: list[Path]) -> int:
-    """Print one table from several runs' ``table5.json`` (seeds run in parallel processes): they must
-    share the held-out split; a seed may come from one run only."""
+    """Print one table from several runs' ``table5.json`` (seeds run in parallel processes; a path ending in
+    ``.json`` names the file, e.g. a ``table5-giou.json``): they must share the held-out split and the GRPO
+    reward; a seed may come from one run only."""
     table: dict[str, dict[int, dict]] = {}
     seeds: list[int] = []
     data = None
+    reward = None
     for d in dirs:
-        t = json.loads((d / "table5.json").read_text())
+        t = json.loads((d if d.suffix == ".json" else d / "table5.json").read_text())
         if data is not None and t["data"] != data:
             raise SystemExit(f"{d}: another data split than {dirs[0]} ({t['data']} vs {data})")
         data = t["data"]
+        r = t.get("args", {}).get("grpo_box_reward", "paper")  # runs before the option trained with the paper's
+        if reward is not None and r != reward:
+            raise SystemExit(f"{d}: GRPO rows trained with box reward {r!r}, {dirs[0]} with {reward!r}")
+        reward = r
         for s in t["seeds"]:
             if s in seeds:
                 raise SystemExit(f"{d}: seed {s} is in two of the runs")
@@ -292,6 +315,8 @@ def combine(dirs: list[Path]) -> int:
                 table.setdefault(label, {})[int(s)] = m
     assert data is not None
     print(render(table, data["majority_rate"], sorted(seeds)))
+    if reward != "paper":
+        print(f"GRPO rows trained with grpo.box_reward = {reward!r} (graded; not the paper's reward)")
     return 0
 
 
@@ -370,9 +395,10 @@ def main(argv=None) -> int:
                 adapter = sft_dirs[row.sft]
                 variant = load(row.recipe, "sft", base).data.prompt_variant
             else:
-                adapter = train_grpo(row, base, a, seed, sft_dirs, sd / row.recipe.split("/")[-1])
+                adapter = train_grpo(row, base, a, seed, sft_dirs, sd / stage_name(row.recipe, a))
                 variant = load(row.recipe, "grpo", {**base, **({"grpo.init_adapter": str(sft_dirs[row.sft])} if row.sft else {})}).data.prompt_variant
-            name = row.recipe.split("/")[-1]
+            # a GRPO row trained with another reward is named after it: the board must not take it for the recipe
+            name = row.recipe.split("/")[-1] if row.recipe.endswith("-sft") else stage_name(row.recipe, a)
             m = evaluate(adapter, eval_m, variant, name, sd / "eval" / name, a.max_new_tokens)
             table.setdefault(row.label, {})[seed] = m
             log(f"seed {seed} {row.label}: det {m['det']:.1%} loc {m['loc']:.1%} ({time.perf_counter() - ts:.0f} s)")
@@ -380,10 +406,12 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     print()
     print(render(table, stats["majority_rate"], done))
+    if a.grpo_box_reward != "paper":
+        print(f"GRPO rows trained with grpo.box_reward = {a.grpo_box_reward!r} (graded; not the paper's reward)")
     if len(done) < len(seeds):
         print(f"seeds not run (time budget {a.budget_min:.0f} min): {[s for s in seeds if s not in done]}")
     print(f"wall time {wall / 60:.1f} min; result.json per row under {out}/seed*/eval/<recipe>/")
-    (out / "table5.json").write_text(json.dumps({"data": stats, "seeds": done, "seeds_asked": seeds, "args": vars(a), "wall_s": wall,
+    (out / table_name(a)).write_text(json.dumps({"data": stats, "seeds": done, "seeds_asked": seeds, "args": vars(a), "wall_s": wall,
                                                  "rows": {k: {str(s): v for s, v in d.items()} for k, d in table.items()}},
                                                 indent=1))
     return 0

@@ -166,7 +166,7 @@ def test_grpo_beta_from_the_command_line_or_the_recipe(tmp_path, monkeypatch):
 
     def grpo(beta):
         a = argparse.Namespace(grpo_steps=2, grpo_lr=1e-4, prompt_batch=2, group=4, mini_batch=2, max_new_tokens=8,
-                               grpo_beta=beta)
+                               grpo_beta=beta, grpo_box_reward="paper")
         t5.train_grpo(row, base, a, 0, {"sft": tmp_path / "sft"}, tmp_path / f"grpo{beta}")
 
     for beta in (-1.0, 0.0, 0.01):
@@ -231,3 +231,33 @@ def test_quick_mode_from_a_given_base(tmp_path, capsys):
         t5.main(["--quick", "--out", str(tmp_path / "c"), "--base", str(base), "--rope-theta", "20"])
     with pytest.raises(SystemExit, match="--layers 4, but the base .* has 2 decoder layers"):
         t5.main(["--quick", "--out", str(tmp_path / "c"), "--base", str(base), "--layers", "4"])
+
+
+def test_graded_box_reward_runs_beside_the_papers_and_shares_its_sft(tmp_path, capsys):
+    """--grpo-box-reward giou: the GRPO stage, its evaluation and its table get their own names in the same
+    --out (so the SFT adapter is reused, not retrained), the result names a recipe the board does not take
+    for the shipped one, and --combine refuses to pool the two rewards."""
+    t5 = load_script()
+    out = tmp_path / "r"
+    assert t5.main(["--quick", "--out", str(out), "--rows", "grpo,no-rl-sft"]) == 0
+    sft_mtime = (out / "seed0" / "sft" / "adapter_config.json").stat().st_mtime_ns
+    paper_table = (out / "table5.json").read_text()
+    assert t5.main(["--quick", "--out", str(out), "--rows", "grpo,no-rl-sft", "--grpo-box-reward", "giou"]) == 0
+    printed = capsys.readouterr().out
+    assert "grpo.box_reward = 'giou'" in printed
+    assert (out / "seed0" / "sft" / "adapter_config.json").stat().st_mtime_ns == sft_mtime
+    recipe = json.loads((out / "seed0" / "grpo-giou" / "grpo_recipe.json").read_text())
+    assert recipe["grpo"]["box_reward"] == "giou"
+    assert json.loads((out / "seed0" / "grpo" / "grpo_recipe.json").read_text())["grpo"]["box_reward"] == "paper"
+    result = json.loads((out / "seed0" / "eval" / "grpo-giou" / "result.json").read_text())
+    assert result["model"]["recipe"] == "grpo-giou"
+    from mmrbench.leaderboard.board import ablation_recipe
+
+    assert ablation_recipe(result) is None  # not filed beside Table 5's row for the shipped recipe
+    assert (out / "table5.json").read_text() == paper_table
+    giou = json.loads((out / "table5-giou.json").read_text())
+    assert giou["args"]["grpo_box_reward"] == "giou" and "Anomaly-R1 (full)" in giou["rows"]
+    assert t5.main(["--combine", str(out / "table5-giou.json")]) == 0
+    assert "'giou' (graded" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="box reward 'giou'"):
+        t5.main(["--combine", f"{out},{out / 'table5-giou.json'}"])

@@ -5,7 +5,8 @@ One *step* = one rollout of ``prompt_batch`` prompts (global, shared out over ra
 mini-batches of ``mini_batch`` prompts. Per group:
 
 1. generate G responses (G-1 plus the verified positive with contrastive sampling);
-2. reward every response (:func:`mmrbench.train.rewards.anomaly_reward`); when all are positive,
+2. reward every response (:func:`mmrbench.train.rewards.anomaly_reward`, or the graded variant that
+   ``box_reward`` names); when all are positive,
    swap ``n_negatives`` policy responses for opposite-hint negatives (:mod:`.contrastive`);
 3. group-normalised advantages, shared by all tokens of a response;
 4. snapshot the old-policy log-probs (before any update of this rollout) and, when ``beta > 0``,
@@ -35,7 +36,7 @@ from mmrbench.train.distributed import Dist, all_reduce_grads, all_reduce_sum, b
 from mmrbench.train.grpo_math import group_advantages, grpo_loss
 from mmrbench.train.policy import Policy, load_policy, make_optimizer
 from mmrbench.train.recipe import Recipe
-from mmrbench.train.rewards import accuracy_reward, anomaly_reward
+from mmrbench.train.rewards import BOX_REWARDS, accuracy_reward
 from mmrbench.train.rollout import completion_log_probs, generate, pad_completions, text_to_completion
 from mmrbench.train.sft import batch_order
 
@@ -103,7 +104,7 @@ class GRPOTrainer:
         group.texts = [tok.decode(c, skip_special_tokens=True) for c in group.completions]
         cols = group.example.reward_columns()
         kw = {k: [v] * len(group.texts) for k, v in cols.items()}
-        group.rewards = anomaly_reward(None, group.texts, **kw)
+        group.rewards = BOX_REWARDS[self.cfg.box_reward](None, group.texts, **kw)
         group.accuracy = accuracy_reward(None, group.texts, **kw)
 
     def make_group(self, example: Example, completions: list[list[int]], sources: list[str],

@@ -92,6 +92,8 @@ class GRPOSection:
     beta: float = 0.001                         # k3 KL to the reference (adapter disabled)
     kl_estimator: str = "k3"                    # k3 (paper, TRL use_bias_correction_kl=False) | k3_ratio (TRL's
                                                 # default: k3 x importance ratio, unbiased reverse-KL gradient)
+    box_reward: str = "paper"                   # paper (-0.2 per defect not boxed at IoU > 0.5) | giou (graded by
+                                                # generalized IoU; a departure, mmrbench.train.rewards)
     epochs: float = 1.0
     max_steps: int = 0                          # rollouts; 0 = from epochs
     warmup_ratio: float = 0.1
@@ -270,6 +272,10 @@ def validate(r: Recipe) -> None:
 
         if t.kl_estimator not in KL_ESTIMATORS:
             raise ConfigError(f"grpo.kl_estimator '{t.kl_estimator}' unknown (known: {', '.join(KL_ESTIMATORS)})")
+        from mmrbench.train.rewards import BOX_REWARDS
+
+        if t.box_reward not in BOX_REWARDS:
+            raise ConfigError(f"grpo.box_reward '{t.box_reward}' unknown (known: {', '.join(BOX_REWARDS)})")
         if t.contrastive and t.n_negatives > t.group_size - 1:
             raise ConfigError("grpo.n_negatives must leave room for the positive in the group")
     elif t.batch_size <= 0:

@@ -82,7 +82,7 @@ def build_trl_trainer(recipe: Recipe, output_dir: str | Path, *, samples=None, m
 
     from mmrbench.adapters.hf_inputs import load_processor
     from mmrbench.data.manifest import read_manifest
-    from mmrbench.train.rewards import anomaly_reward
+    from mmrbench.train.rewards import BOX_REWARDS
 
     m = read_manifest(recipe.data.manifest)
     if samples is None:
@@ -98,7 +98,7 @@ def build_trl_trainer(recipe: Recipe, output_dir: str | Path, *, samples=None, m
     cfg = GRPOConfig(**trl_config_kwargs(recipe, output_dir, max_steps=max_steps))
     # TRL annotates reward functions as returning list[float | None]; list is invariant, so mypy rejects a
     # function returning list[float] although TRL accepts it (a reward of None only means "not applicable")
-    trainer = GRPOTrainer(model=model, reward_funcs=[anomaly_reward], args=cfg,  # type: ignore[list-item]
+    trainer = GRPOTrainer(model=model, reward_funcs=[BOX_REWARDS[recipe.train.box_reward]], args=cfg,  # type: ignore[list-item]
                           train_dataset=ds,
                           processing_class=proc)
     use_base_model_as_reference(trainer)
