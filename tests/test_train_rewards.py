@@ -58,6 +58,15 @@ def test_column_length_mismatch():
         accuracy_reward(None, ["a", "b"], label=["normal"])
 
 
+def test_boxes_without_the_image_size_are_an_error_not_a_guess():
+    from mmrbench.train.rewards import graded_consistency_reward
+
+    kw = cols(1, size=None)
+    for fn in (consistency_reward, graded_consistency_reward):
+        with pytest.raises(ValueError, match=f"{fn.__name__} needs the 'image_size' column"):
+            fn(None, ["<answer>Yes. [1, 1, 5, 5]</answer>"], **kw)
+
+
 # -- the graded variant (grpo.box_reward = "giou"): hand-computed ------------------------------------------------
 
 def test_giou_by_hand():

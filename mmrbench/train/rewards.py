@@ -102,8 +102,9 @@ def missed_boxes(text: str, gt_boxes: Sequence[Sequence[float]], convention: str
     return len(gt_boxes) - len(matches)
 
 
-def consistency_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs) -> list[float]:
-    """-0.2 per ground-truth box left unmatched at IoU > 0.5."""
+def _penalties(completions: Sequence[Any], kwargs: dict, penalty, who: str) -> list[float]:
+    """Minus ``penalty(text, gt_boxes, convention, sent_size, image_size)`` for every completion, the columns
+    read as TRL passes them."""
     n = len(completions)
     gts = _column(kwargs, "gt_boxes", n, [])
     sizes = _column(kwargs, "image_size", n)
@@ -112,9 +113,14 @@ def consistency_reward(prompts: Sequence[Any] | None, completions: Sequence[Any]
     out = []
     for comp, g, size, ss, cv in zip(completions, gts, sizes, sent, conv):
         if g and size is None:
-            raise ValueError("consistency_reward needs the 'image_size' column to map boxes")
-        out.append(-PENALTY_PER_MISSED_BOX * missed_boxes(completion_text(comp), g or [], cv or "pixel", ss, size))
+            raise ValueError(f"{who} needs the 'image_size' column to map boxes")
+        out.append(-penalty(completion_text(comp), g or [], cv or "pixel", ss, size))
     return out
+
+
+def consistency_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs) -> list[float]:
+    """-0.2 per ground-truth box left unmatched at IoU > 0.5."""
+    return _penalties(completions, kwargs, lambda *a: PENALTY_PER_MISSED_BOX * missed_boxes(*a), "consistency_reward")
 
 
 def anomaly_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs) -> list[float]:
@@ -147,17 +153,7 @@ def graded_box_penalty(text: str, gt_boxes: Sequence[Sequence[float]], conventio
 
 def graded_consistency_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs) -> list[float]:
     """Minus the graded penalty of every completion (``box_reward = "giou"``)."""
-    n = len(completions)
-    gts = _column(kwargs, "gt_boxes", n, [])
-    sizes = _column(kwargs, "image_size", n)
-    sent = _column(kwargs, "sent_size", n)
-    conv = _column(kwargs, "convention", n, "pixel")
-    out = []
-    for comp, g, size, ss, cv in zip(completions, gts, sizes, sent, conv):
-        if g and size is None:
-            raise ValueError("graded_consistency_reward needs the 'image_size' column to map boxes")
-        out.append(-graded_box_penalty(completion_text(comp), g or [], cv or "pixel", ss, size))
-    return out
+    return _penalties(completions, kwargs, graded_box_penalty, "graded_consistency_reward")
 
 
 def graded_anomaly_reward(prompts: Sequence[Any] | None, completions: Sequence[Any], **kwargs) -> list[float]:
