@@ -140,6 +140,12 @@ def stage_name(recipe: str, a) -> str:
     return name if a.grpo_box_reward == "paper" else f"{name}-{a.grpo_box_reward}"
 
 
+def print_reward_note(box_reward: str | None) -> None:
+    """Under a table whose GRPO rows did not train with the paper's reward, say so."""
+    if box_reward != "paper":
+        print(f"GRPO rows trained with grpo.box_reward = {box_reward!r} (graded; not the paper's reward)")
+
+
 def table_name(a) -> str:
     return "table5.json" if a.grpo_box_reward == "paper" else f"table5-{a.grpo_box_reward}.json"
 
@@ -315,8 +321,7 @@ def combine(dirs: list[Path]) -> int:
                 table.setdefault(label, {})[int(s)] = m
     assert data is not None
     print(render(table, data["majority_rate"], sorted(seeds)))
-    if reward != "paper":
-        print(f"GRPO rows trained with grpo.box_reward = {reward!r} (graded; not the paper's reward)")
+    print_reward_note(reward)
     return 0
 
 
@@ -392,13 +397,13 @@ def main(argv=None) -> int:
             if row.sft is not None and row.sft not in sft_dirs:
                 sft_dirs[row.sft] = train_sft(row.sft, base, a, seed, sd / row.sft.split("/")[-1])
             if row.recipe.endswith("-sft"):   # w/o RL: the SFT adapter itself
+                name = row.recipe.split("/")[-1]
                 adapter = sft_dirs[row.sft]
                 variant = load(row.recipe, "sft", base).data.prompt_variant
-            else:
-                adapter = train_grpo(row, base, a, seed, sft_dirs, sd / stage_name(row.recipe, a))
+            else:  # trained with another reward, named after it: the board must not take it for the recipe
+                name = stage_name(row.recipe, a)
+                adapter = train_grpo(row, base, a, seed, sft_dirs, sd / name)
                 variant = load(row.recipe, "grpo", {**base, **({"grpo.init_adapter": str(sft_dirs[row.sft])} if row.sft else {})}).data.prompt_variant
-            # a GRPO row trained with another reward is named after it: the board must not take it for the recipe
-            name = row.recipe.split("/")[-1] if row.recipe.endswith("-sft") else stage_name(row.recipe, a)
             m = evaluate(adapter, eval_m, variant, name, sd / "eval" / name, a.max_new_tokens)
             table.setdefault(row.label, {})[seed] = m
             log(f"seed {seed} {row.label}: det {m['det']:.1%} loc {m['loc']:.1%} ({time.perf_counter() - ts:.0f} s)")
@@ -406,8 +411,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     print()
     print(render(table, stats["majority_rate"], done))
-    if a.grpo_box_reward != "paper":
-        print(f"GRPO rows trained with grpo.box_reward = {a.grpo_box_reward!r} (graded; not the paper's reward)")
+    print_reward_note(a.grpo_box_reward)
     if len(done) < len(seeds):
         print(f"seeds not run (time budget {a.budget_min:.0f} min): {[s for s in seeds if s not in done]}")
     print(f"wall time {wall / 60:.1f} min; result.json per row under {out}/seed*/eval/<recipe>/")

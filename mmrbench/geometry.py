@@ -6,7 +6,7 @@ verifier in exact agreement.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -36,11 +36,9 @@ def giou(a: BoxLike, b: BoxLike) -> float:
     hull = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
     if hull <= 0:
         return -1.0
-    i = iou(a, b)
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = box_area(a) + box_area(b) - float(iw) * float(ih)
-    return i - (float(hull) - union) / float(hull)
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = box_area(a) + box_area(b) - float(inter)
+    return (inter / union if union > 0 else 0.0) - (float(hull) - union) / float(hull)
 
 
 def iou_matrix(preds: Sequence[BoxLike], gts: Sequence[BoxLike]) -> np.ndarray:
@@ -62,6 +60,22 @@ def iou_matrix(preds: Sequence[BoxLike], gts: Sequence[BoxLike]) -> np.ndarray:
     return out
 
 
+def take_one_to_one(ranked: Iterable[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Keep each ``(pred_index, gt_index, value)`` pair of ``ranked`` (best first) whose prediction and
+    ground-truth box are both still free: greedy one-to-one pairing, shared by the matching below and
+    the graded GRPO reward, which ranks by GIoU instead of IoU."""
+    used_p: set[int] = set()
+    used_g: set[int] = set()
+    out = []
+    for p, g, v in ranked:
+        if p in used_p or g in used_g:
+            continue
+        used_p.add(p)
+        used_g.add(g)
+        out.append((p, g, v))
+    return out
+
+
 def match_boxes(
     preds: Sequence[BoxLike], gts: Sequence[BoxLike], threshold: float, *, strict: bool = False
 ) -> list[tuple[int, int, float]]:
@@ -80,17 +94,7 @@ def match_boxes(
                 v = iou(pb, gb)
                 if v > 0 and (v > threshold if strict else v >= threshold):
                     cands.append((-v, p, g))
-        cands.sort()
-        used_p: set[int] = set()
-        used_g: set[int] = set()
-        out = []
-        for nv, p, g in cands:
-            if p in used_p or g in used_g:
-                continue
-            used_p.add(p)
-            used_g.add(g)
-            out.append((p, g, -nv))
-        return out
+        return take_one_to_one((p, g, -nv) for nv, p, g in sorted(cands))
     m = iou_matrix(preds, gts)
     ok = m > threshold if strict else m >= threshold
     ok &= m > 0  # a zero-overlap pair never matches, even at threshold 0
@@ -99,14 +103,4 @@ def match_boxes(
         return []
     vals = m[pi, gi]
     order = np.lexsort((gi, pi, -vals))
-    used_p = set()
-    used_g = set()
-    out = []
-    for k in order:
-        p, g = int(pi[k]), int(gi[k])
-        if p in used_p or g in used_g:
-            continue
-        used_p.add(p)
-        used_g.add(g)
-        out.append((p, g, float(vals[k])))
-    return out
+    return take_one_to_one((int(pi[k]), int(gi[k]), float(vals[k])) for k in order)

@@ -35,7 +35,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from mmrbench.coords import to_original
-from mmrbench.geometry import giou, iou, match_boxes
+from mmrbench.geometry import giou, iou, match_boxes, take_one_to_one
 from mmrbench.parsing import parse_answer
 
 PENALTY_PER_MISSED_BOX = 0.2
@@ -137,17 +137,12 @@ def graded_box_penalty(text: str, gt_boxes: Sequence[Sequence[float]], conventio
         return 0.0
     _, preds = predicted_boxes_original(text, convention, sent_size, image_size)
     gts = [tuple(g) for g in gt_boxes]
-    # all pairs by decreasing GIoU, ties by prediction then ground-truth index (deterministic)
-    pairs = sorted((-giou(p, g), i, j) for i, p in enumerate(preds) for j, g in enumerate(gts))
-    used_p: set[int] = set()
-    quality = [0.0] * len(gts)
-    paired: set[int] = set()
-    for neg, i, j in pairs:
-        if i in used_p or j in paired:
-            continue
-        used_p.add(i)
-        paired.add(j)
-        quality[j] = 1.0 if iou(preds[i], gts[j]) > MATCH_IOU else min(1.0, max(0.0, (1.0 - neg) / 1.5))
+    # all pairs by decreasing GIoU, ties by prediction then ground-truth index (as match_boxes breaks them)
+    ranked = sorted((-giou(p, g), i, j) for i, p in enumerate(preds) for j, g in enumerate(gts))
+    quality = [0.0] * len(gts)  # an unpaired ground-truth box keeps 0: the full 0.2
+    for i, j, gi in take_one_to_one((i, j, -neg) for neg, i, j in ranked):
+        # GIoU <= IoU <= 0.5 here, so (GIoU + 1) / 1.5 lies in [0, 1]
+        quality[j] = 1.0 if iou(preds[i], gts[j]) > MATCH_IOU else (gi + 1.0) / 1.5
     return sum(PENALTY_PER_MISSED_BOX * (1.0 - q) for q in quality)
 
 
