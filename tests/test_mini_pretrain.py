@@ -160,6 +160,39 @@ def test_build_model_pretrains_into_its_own_folder(synth_small, tmp_path, one_to
     assert torch.allclose(lm.rotary_emb.inv_freq, want)
 
 
+
+def test_staged_pretraining_equals_continuing_a_saved_base(synth_small, tmp_path, one_torch_thread):
+    """Two stages in one build_model call give the weights of the two-command path the measurements used
+    (pretrain and save, then load and pretrain again with a fresh optimizer: mini_pretrain_check --init),
+    in a folder that names both stages."""
+    pytest.importorskip("transformers")
+    import torch
+    import transformers
+
+    from mmrbench.adapters.hf_inputs import load_processor
+    from mmrbench.data.manifest import read_manifest, write_manifest
+    from mmrbench.testing.mini_pretrain import PretrainConfig, run_pretraining
+    from mmrbench.testing.mini_qwen import build_model
+
+    train = tmp_path / "data" / "train.jsonl"
+    train.parent.mkdir()
+    for sub in ("images", "masks"):
+        (train.parent / sub).symlink_to(synth_small.parent / sub)
+    write_manifest(train, [s for s in read_manifest(synth_small).samples if s.split == "test"][:8])
+    first, second = PretrainConfig(steps=2, batch=2), PretrainConfig(steps=3, batch=2, curriculum=0.0)
+    staged = build_model(tmp_path, 0, 32, 32, 1, train, pretrain=[first, second], rope_theta=20.0)
+    assert staged.name.endswith(f"-rt20-{first.tag()}+{second.tag()}")
+    report = json.loads((staged / "pretrain.json").read_text())
+    assert report["stages"] == [first.tag(), second.tag()] and len(report["loss"]) == report["steps"] == 5
+
+    one = build_model(tmp_path, 0, 32, 32, 1, train, pretrain=first, rope_theta=20.0)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(str(one))
+    run_pretraining(model, load_processor(one), second, side=32, seed=0)
+    want = model.state_dict()
+    got = transformers.AutoModelForImageTextToText.from_pretrained(str(staged)).state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
 def _aux_case(states_for, layer=0):
     """A batch of one image, 2 x 2 merged tokens at 8 x 8 px, the mark in the top-left cell; the states
     sit at ``layer`` of two decoder layers (0 = the last), every other layer's are NaN."""

@@ -71,15 +71,22 @@ def test_build_tool_on_an_attention_supervised_base(tmp_path, one_torch_thread):
     (without its per-step losses) and a command that rebuilds it."""
     work = tmp_path / "work"
     args = ["--work", str(work), "--quick", "--pretrain-steps", "1500", "--pretrain-layer", "2", "--pretrain-attn", "1",
-            "--pretrain-attn-layer", "3", "--sft-attn-loss", "1", "--sft-attn-layer", "3"]
+            "--pretrain-attn-layer", "3", "--pretrain-more", "1000", "--rope-theta", "20",
+            "--sft-attn-loss", "1", "--sft-attn-layer", "3"]
     assert _tool().main(args) == 0
     build = json.loads((work / "build.json").read_text())
     assert build["options"] == {"pretrain_steps": 1500, "pretrain_layer": 2, "pretrain_attn": 1.0,
-                                "pretrain_attn_layer": 3, "sft_steps": 0, "sft_attn_loss": 1.0, "sft_attn_layer": 3}
-    assert build["pretrain"]["steps"] == 2  # --quick: two pretraining steps
+                                "pretrain_attn_layer": 3, "pretrain_more": 1000, "sft_steps": 0, "sft_attn_loss": 1.0,
+                                "sft_attn_layer": 3, "rope_theta": 20.0}
+    assert build["pretrain"]["steps"] == 4  # --quick: two pretraining steps per stage
+    # the second stage keeps the first's losses at the final mark sizes (curriculum 0)
+    assert build["pretrain"]["stages"] == ["pt2b8lr0.001c0.7a1L2t1@3", "pt2b8lr0.001c0a1L2t1@3"]
     assert {"presence", "recall_iou01"} <= set(build["pretrain"]["grounding_eval"]) and "loss" not in build["pretrain"]
     assert build["commands"][0].endswith("--pretrain-steps 1500 --pretrain-layer 2 --pretrain-attn 1 "
-                                         "--pretrain-attn-layer 3 --sft-attn-loss 1 --sft-attn-layer 3 --quick")
+                                         "--pretrain-attn-layer 3 --pretrain-more 1000 --sft-attn-loss 1 "
+                                         "--sft-attn-layer 3 --rope-theta 20 --quick")
+    base = next(work.glob("model-v3-*-rt20-*"))  # the rotary base is part of the base's folder name
+    assert json.loads((base / "config.json").read_text())["text_config"]["rope_parameters"]["rope_theta"] == 20.0
     sft_log = [json.loads(x) for x in (work / "sft" / "sft_log.jsonl").read_text().splitlines()]
     assert len(sft_log) == 2 and all(x["attention_loss"] > 0 for x in sft_log)
     assert json.loads((work / "sft" / "sft_recipe.json").read_text())["sft"]["attention_loss_layer"] == 3
@@ -90,6 +97,7 @@ def test_build_tool_on_an_attention_supervised_base(tmp_path, one_torch_thread):
     # a rerun with a changed training option does not reuse the finished stage: the trainer refuses to resume it
     with pytest.raises(SystemExit, match="mmrbench train failed"):
         _tool().main([*args[:-1], "2"])  # --sft-attn-layer 2; the finished SFT run was trained with 3
+    # the build tool's two stages are exactly the pretraining check's --init continuation (tested in test_mini_pretrain)
 
 
 def test_name_augmentation_is_deterministic_and_avoids_benchmark_categories():

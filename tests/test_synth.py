@@ -127,3 +127,38 @@ def test_bad_arguments():
         generate("/nonexistent/never", scale="huge")
     with pytest.raises(MMRBenchError, match="no known category"):
         generate("/nonexistent/never", categories=["unicorn"])
+
+
+def test_the_reference_benchmark_is_what_this_opencv_draws(synth_small):
+    """synth_small is seed 0 at the small scale: with the pinned OpenCV its manifest is the recorded
+    reference one, and info.json names the OpenCV that drew it. (The default scale's reference is checked
+    byte for byte against the shipped eval.json in test_reference_entry.)"""
+    import cv2
+
+    from mmrbench.data.synth import REFERENCE_MANIFESTS, REFERENCE_OPENCV, SYNTH_VERSION, reference_mismatch
+
+    info = json.loads((synth_small.parent / "info.json").read_text())
+    assert info["opencv"] == cv2.__version__ and cv2.__version__.startswith(REFERENCE_OPENCV[:3])
+    assert info["manifest_sha256"] == REFERENCE_MANIFESTS[(SYNTH_VERSION, 0, "small")]
+    assert reference_mismatch(info) is None
+
+
+def test_a_benchmark_drawn_otherwise_is_named_as_not_the_reference():
+    from mmrbench.data.synth import REFERENCE_MANIFESTS, reference_mismatch
+
+    ref = REFERENCE_MANIFESTS[("2", 0, "default")]
+    info = {"generator_version": "2", "seed": 0, "scale": "default", "manifest_sha256": "f" * 64, "opencv": "5.1.0"}
+    why = reference_mismatch(info)
+    assert why is not None and "OpenCV 5.1.0 drew it" in why and ref[:12] in why and "ffffffffffff" in why
+    assert "opencv-python-headless>=5.0.0,<5.1" in why
+    assert reference_mismatch({**info, "manifest_sha256": ref}) is None
+    assert reference_mismatch({**info, "seed": 7}) is None  # no reference recorded for that seed: nothing to say
+
+
+def test_bundled_warns_when_its_benchmark_is_not_the_reference(tmp_path, capsys, monkeypatch):
+    from mmrbench.commands import bundled
+    from mmrbench.data import synth
+
+    monkeypatch.setitem(synth.REFERENCE_MANIFESTS, ("2", 0, "small"), "0" * 64)  # as if this OpenCV drew otherwise
+    bundled.ensure_benchmark(tmp_path / "data", 0, "small", progress=False)
+    assert "is not byte-identical to the reference" in capsys.readouterr().err

@@ -119,7 +119,7 @@ def pretrain_summary(base: Path) -> dict | None:
     report = json.loads(path.read_text())
     losses = report.get("loss") or []
     ev = {k: v for k, v in (report.get("grounding_eval") or {}).items() if k != "samples"}
-    return {"steps": report.get("steps"), "final_loss_mean_last_50": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
+    return {"steps": report.get("steps"), "stages": report.get("stages"), "final_loss_mean_last_50": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
             "grounding_eval": ev}
 
 
@@ -173,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="PretrainConfig.attn_aux: head 0 of --pretrain-attn-layer looks at the mark while its box "
                          "is written (0 = off)")
     ap.add_argument("--pretrain-attn-layer", type=int, default=0, help="PretrainConfig.attn_layer (1-based; 0 = the last)")
+    ap.add_argument("--pretrain-more", type=int, default=0,
+                    help="a second pretraining stage of this many steps at the final mark sizes (curriculum 0), "
+                         "the same losses, a fresh optimizer (0 = none)")
+    ap.add_argument("--rope-theta", type=float, default=10000.0,
+                    help="the language model's rotary base (20 lets the width's frequencies tell columns apart; "
+                         "docs/training.md, December 2)")
     ap.add_argument("--sft-steps", type=int, default=0, help="sft.max_steps (0 = the shipped sft.toml's)")
     ap.add_argument("--sft-attn-loss", type=float, default=0.0,
                     help="sft.attention_loss_weight: the same head looks at the query's defect in SFT (0 = off)")
@@ -200,11 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     train_manifest, data_info = training_data(work, a.data_seed, 4 if a.quick else a.per_class, a.name_augment)
     log(f"training data: {data_info}")
-    pretrain = (PretrainConfig(2 if a.quick else a.pretrain_steps, token_layer=a.pretrain_layer,
-                               attn_aux=a.pretrain_attn, attn_layer=a.pretrain_attn_layer)
+    losses = {"token_layer": a.pretrain_layer, "attn_aux": a.pretrain_attn, "attn_layer": a.pretrain_attn_layer}
+    pretrain = ([PretrainConfig(2 if a.quick else a.pretrain_steps, **losses)]
+                + ([PretrainConfig(2 if a.quick else a.pretrain_more, curriculum=0.0, **losses)] if a.pretrain_more else [])
                 if a.pretrain_steps else None)
     started = time.time()
-    base = build_model(work, a.seed, 128, 128, a.layers, train_manifest, "default", pretrain)
+    base = build_model(work, a.seed, 128, 128, a.layers, train_manifest, "default", pretrain, a.rope_theta)
     times["data_and_base_s"] = time.perf_counter() - t0
     if (base / "config.json").stat().st_mtime < started and "data_and_base_s" in prev.get("times", {}):
         times["data_and_base_s"] = prev["times"]["data_and_base_s"]  # this base was built before: keep its time
@@ -237,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     # the sum of the stages as recorded (rounded), so a rerun that keeps them records the same total
     times["total_s"] = sum(round(times[k], 1) for k in ("data_and_base_s", "sft_s", "grpo_s"))
     options = {k: getattr(a, k) for k in ("pretrain_steps", "pretrain_layer", "pretrain_attn", "pretrain_attn_layer",
-                                          "sft_steps", "sft_attn_loss", "sft_attn_layer")}
+                                          "pretrain_more", "sft_steps", "sft_attn_loss", "sft_attn_layer")}
+    if a.rope_theta != 10000.0:
+        options["rope_theta"] = a.rope_theta
     build = {"seed": a.seed, "layers": a.layers, "options": options,
              "pretrain": pretrain_summary(base), "data": data_info, "times": {k: round(v, 1) for k, v in times.items()},
              "threads": a.threads, "versions": versions(),

@@ -266,11 +266,13 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
     return losses
 
 
-def save_report(path: Path, losses: list[float], evaluation: dict | None = None) -> None:
-    """``pretrain.json`` beside the weights: every step's loss and the grounding check after training."""
+def save_report(path: Path, losses: list[float], evaluation: dict | None = None,
+                stages: list[str] | None = None) -> None:
+    """``pretrain.json`` beside the weights: every step's loss (all stages in order), the stages' settings
+    (:meth:`PretrainConfig.tag`) and the grounding check after training."""
     import json
 
-    path.write_text(json.dumps({"steps": len(losses), "grounding_eval": evaluation,
+    path.write_text(json.dumps({"steps": len(losses), "stages": stages, "grounding_eval": evaluation,
                                 "loss": [round(x, 5) for x in losses]}) + "\n")
 
 

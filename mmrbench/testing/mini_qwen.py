@@ -9,6 +9,7 @@ writes is a normal transformers checkpoint, loaded by the ``hf`` provider and th
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,11 +55,15 @@ def build_tokenizer(train_manifest: Path, vocab_size: int, variant: str = "defau
 
 
 def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int, train_manifest: Path,
-                variant: str = "default", pretrain: PretrainConfig | None = None, rope_theta: float = 10000.0) -> Path:
+                variant: str = "default", pretrain: PretrainConfig | Sequence[PretrainConfig] | None = None,
+                rope_theta: float = 10000.0) -> Path:
     """A random mini Qwen2.5-VL, then grounding pretraining when ``pretrain`` is given.
 
     Pretraining (:mod:`mmrbench.testing.mini_pretrain`) trains the language model on generic marks on
     procedural textures, none of the benchmark's images; the folder's ``pretrain.json`` keeps its losses.
+    A sequence of configs runs them one after the other on the same weights, each with its own optimizer
+    and schedule, as ``benchmarks/mini_pretrain_check.py --init`` continues a saved base: the measured
+    base is 1,500 steps with shrinking marks, then 1,000 at the final sizes (docs/training.md, December 2).
 
     ``rope_theta``: the language model's rotary base. M-RoPE gives the (temporal, height, width) sections of
     the rotary frequencies in that order, fastest first, so the width gets the slowest ones: at the default
@@ -73,7 +78,8 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     from mmrbench.adapters.qwen_vision import image_only_processor_class
     from mmrbench.testing import tiny_qwen as tq
 
-    pt = f"-{pretrain.tag()}" if pretrain else ""
+    stages = [] if pretrain is None else [pretrain] if not isinstance(pretrain, Sequence) else list(pretrain)
+    pt = f"-{'+'.join(c.tag() for c in stages)}" if stages else ""
     rt = f"-rt{rope_theta:g}" if rope_theta != 10000.0 else ""
     path = out / f"model-v3-{train_manifest.parent.name}-{train_manifest.stem}-{variant}-h{hidden}-l{layers}-s{image_side}{rt}{pt}"
     if (path / "config.json").exists():
@@ -98,15 +104,16 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     model.generation_config = transformers.GenerationConfig(
         eos_token_id=[t.eos_token_id, t.bos_token_id], pad_token_id=t.pad_token_id, bos_token_id=t.bos_token_id,
         do_sample=False)
-    if pretrain:
+    if stages:
         from mmrbench.testing.mini_pretrain import grounding_eval, run_pretraining, save_report
 
-        losses = run_pretraining(model, proc, pretrain, side=image_side, seed=seed, log=lambda m: print(m, flush=True))
+        losses = [x for c in stages
+                  for x in run_pretraining(model, proc, c, side=image_side, seed=seed, log=lambda m: print(m, flush=True))]
         check = grounding_eval(model, proc, side=image_side, seed=seed)
         print(f"pretrained: presence {check['presence']:.1%}, marks found at IoU 0.1 {check['recall_iou01']:.1%}, "
               f"at 0.5 {check['recall_iou05']:.1%}", flush=True)
         path.mkdir(parents=True, exist_ok=True)
-        save_report(path / "pretrain.json", losses, check)
+        save_report(path / "pretrain.json", losses, check, stages=[c.tag() for c in stages])
     model.save_pretrained(path)
     proc.save_pretrained(path)
     return path
