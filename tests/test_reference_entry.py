@@ -97,8 +97,16 @@ def test_build_tool_on_an_attention_supervised_base(tmp_path, one_torch_thread):
     # a rerun with a changed training option does not reuse the finished stage: the trainer refuses to resume it
     with pytest.raises(SystemExit, match="mmrbench train failed"):
         _tool().main([*args[:-1], "2"])  # --sft-attn-layer 2; the finished SFT run was trained with 3
-    # the build tool's two stages are exactly the pretraining check's --init continuation (tested in test_mini_pretrain)
 
+
+
+def test_build_tool_refuses_pretraining_options_without_pretraining(tmp_path, capsys):
+    """--pretrain-more (or any --pretrain-* setting) without --pretrain-steps would build a random base and say
+    nothing: refused before any work."""
+    with pytest.raises(SystemExit):
+        _tool().main(["--work", str(tmp_path / "w"), "--quick", "--pretrain-more", "1000", "--rope-theta", "20"])
+    assert "--pretrain-more: pretraining options, which only take effect with --pretrain-steps" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 def test_name_augmentation_is_deterministic_and_avoids_benchmark_categories():
     tool = _tool()

@@ -135,30 +135,64 @@ def test_the_reference_benchmark_is_what_this_opencv_draws(synth_small):
     byte for byte against the shipped eval.json in test_reference_entry.)"""
     import cv2
 
-    from mmrbench.data.synth import REFERENCE_MANIFESTS, REFERENCE_OPENCV, SYNTH_VERSION, reference_mismatch
+    from mmrbench.data.synth import REFERENCE_MANIFESTS, SYNTH_VERSION, reference_mismatch
 
     info = json.loads((synth_small.parent / "info.json").read_text())
-    assert info["opencv"] == cv2.__version__ and cv2.__version__.startswith(REFERENCE_OPENCV[:3])
+    assert info["opencv"] == cv2.__version__ and cv2.__version__.startswith("5.0.")
     assert info["manifest_sha256"] == REFERENCE_MANIFESTS[(SYNTH_VERSION, 0, "small")]
     assert reference_mismatch(info) is None
 
 
+def test_the_package_pins_the_opencv_the_reference_needs():
+    from mmrbench.data.synth import OPENCV_PIN
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert f'"{OPENCV_PIN}"' in pyproject
+
+
+def _default_info(**changes):
+    from mmrbench.data.synth_categories import CATEGORIES, SUBDATASETS
+    info = {"generator_version": "2", "seed": 0, "scale": "default", "manifest_sha256": "f" * 64, "opencv": "5.1.0",
+            "reference": "retrieval",
+            "categories": {s: [c.name for c in CATEGORIES if c.subdataset == s] for s in SUBDATASETS}}
+    return {**info, **changes}
+
+
 def test_a_benchmark_drawn_otherwise_is_named_as_not_the_reference():
-    from mmrbench.data.synth import REFERENCE_MANIFESTS, reference_mismatch
+    from mmrbench.data.synth import OPENCV_PIN, REFERENCE_MANIFESTS, reference_mismatch
 
     ref = REFERENCE_MANIFESTS[("2", 0, "default")]
-    info = {"generator_version": "2", "seed": 0, "scale": "default", "manifest_sha256": "f" * 64, "opencv": "5.1.0"}
-    why = reference_mismatch(info)
+    why = reference_mismatch(_default_info())
     assert why is not None and "OpenCV 5.1.0 drew it" in why and ref[:12] in why and "ffffffffffff" in why
-    assert "opencv-python-headless>=5.0.0,<5.1" in why
-    assert reference_mismatch({**info, "manifest_sha256": ref}) is None
-    assert reference_mismatch({**info, "seed": 7}) is None  # no reference recorded for that seed: nothing to say
+    assert f"pip install '{OPENCV_PIN}'" in why
+    assert reference_mismatch(_default_info(manifest_sha256=ref)) is None
+    assert reference_mismatch(_default_info(seed=7)) is None  # no reference recorded for that seed: nothing to say
+    # a benchmark asked to differ (another reference choice, a category subset) is not blamed on OpenCV
+    assert reference_mismatch(_default_info(reference="random")) is None
+    assert reference_mismatch(_default_info(categories={"SynMVTecAD": ["carpet"]})) is None
 
 
-def test_bundled_warns_when_its_benchmark_is_not_the_reference(tmp_path, capsys, monkeypatch):
+def test_bundled_warns_when_its_benchmark_is_not_the_reference_generated_or_reused(tmp_path, capsys, monkeypatch):
     from mmrbench.commands import bundled
     from mmrbench.data import synth
 
     monkeypatch.setitem(synth.REFERENCE_MANIFESTS, ("2", 0, "small"), "0" * 64)  # as if this OpenCV drew otherwise
     bundled.ensure_benchmark(tmp_path / "data", 0, "small", progress=False)
+    out = capsys.readouterr()
+    assert "generating" in out.out and "is not byte-identical to the reference" in out.err
+    bundled.ensure_benchmark(tmp_path / "data", 0, "small", progress=False)  # a folder from an earlier run
+    out = capsys.readouterr()
+    assert "reusing" in out.out and "is not byte-identical to the reference" in out.err
+    monkeypatch.undo()
+    bundled.ensure_benchmark(tmp_path / "data", 0, "small", progress=False)
+    assert capsys.readouterr().err == ""  # the reference benchmark: nothing to warn about
+
+
+def test_data_synth_warns_only_for_the_full_benchmark(tmp_path, capsys, monkeypatch):
+    from mmrbench.data import synth
+
+    monkeypatch.setitem(synth.REFERENCE_MANIFESTS, ("2", 0, "small"), "0" * 64)
+    assert main(["data", "synth", "--out", str(tmp_path / "sub"), "--scale", "small", "--categories", "carpet"]) == 0
+    assert "warning" not in capsys.readouterr().err  # a subset differs by design
+    assert main(["data", "synth", "--out", str(tmp_path / "all"), "--scale", "small"]) == 0
     assert "is not byte-identical to the reference" in capsys.readouterr().err

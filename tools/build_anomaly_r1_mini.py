@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="a smoke run (2 SFT steps, 1 small GRPO step, 4 images per class): checks the pipeline, "
                          "builds nothing worth installing")
     a = ap.parse_args(argv)
+    orphans = [f"--{k.replace('_', '-')}" for k in ("pretrain_layer", "pretrain_attn", "pretrain_attn_layer", "pretrain_more")
+               if getattr(a, k)]
+    if orphans and not a.pretrain_steps:
+        ap.error(f"{', '.join(orphans)}: pretraining options, which only take effect with --pretrain-steps")
 
     import torch
 
@@ -206,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     train_manifest, data_info = training_data(work, a.data_seed, 4 if a.quick else a.per_class, a.name_augment)
     log(f"training data: {data_info}")
-    losses = {"token_layer": a.pretrain_layer, "attn_aux": a.pretrain_attn, "attn_layer": a.pretrain_attn_layer}
-    pretrain = ([PretrainConfig(2 if a.quick else a.pretrain_steps, **losses)]
-                + ([PretrainConfig(2 if a.quick else a.pretrain_more, curriculum=0.0, **losses)] if a.pretrain_more else [])
-                if a.pretrain_steps else None)
+    pretrain: list[PretrainConfig] = []
+    if a.pretrain_steps:
+        settings = {"token_layer": a.pretrain_layer, "attn_aux": a.pretrain_attn, "attn_layer": a.pretrain_attn_layer}
+        pretrain.append(PretrainConfig(2 if a.quick else a.pretrain_steps, **settings))
+        if a.pretrain_more:  # the measured base's second stage: the final mark sizes from its first step
+            pretrain.append(PretrainConfig(2 if a.quick else a.pretrain_more, curriculum=0.0, **settings))
     started = time.time()
     base = build_model(work, a.seed, 128, 128, a.layers, train_manifest, "default", pretrain, a.rope_theta)
     times["data_and_base_s"] = time.perf_counter() - t0

@@ -19,11 +19,12 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import sys
     from pathlib import Path
 
     from tabulate import tabulate
 
-    from mmrbench.data.synth import generate, summary_rows
+    from mmrbench.data.synth import generate, reference_mismatch, summary_rows
 
     kw = {} if args.reference is None else {"reference": args.reference}
     if args.categories:
@@ -37,4 +38,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"anomaly types: {', '.join(info['anomaly_types'])}")
     print(f"manifest: {manifest}")
     print(f"sha256:   {info['manifest_sha256']}")
+    why = reference_mismatch(info)
+    if why:
+        print(f"warning: {why}", file=sys.stderr)
     return 0

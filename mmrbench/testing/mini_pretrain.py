@@ -266,8 +266,7 @@ def run_pretraining(model, processor, config: PretrainConfig, *, side: int, seed
     return losses
 
 
-def save_report(path: Path, losses: list[float], evaluation: dict | None = None,
-                stages: list[str] | None = None) -> None:
+def save_report(path: Path, losses: list[float], evaluation: dict | None, stages: list[str]) -> None:
     """``pretrain.json`` beside the weights: every step's loss (all stages in order), the stages' settings
     (:meth:`PretrainConfig.tag`) and the grounding check after training."""
     import json

@@ -78,7 +78,10 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
     from mmrbench.adapters.qwen_vision import image_only_processor_class
     from mmrbench.testing import tiny_qwen as tq
 
-    stages = [] if pretrain is None else [pretrain] if not isinstance(pretrain, Sequence) else list(pretrain)
+    if pretrain is None:
+        stages = []
+    else:
+        stages = list(pretrain) if isinstance(pretrain, Sequence) else [pretrain]
     pt = f"-{'+'.join(c.tag() for c in stages)}" if stages else ""
     rt = f"-rt{rope_theta:g}" if rope_theta != 10000.0 else ""
     path = out / f"model-v3-{train_manifest.parent.name}-{train_manifest.stem}-{variant}-h{hidden}-l{layers}-s{image_side}{rt}{pt}"
@@ -113,7 +116,7 @@ def build_model(out: Path, seed: int, image_side: int, hidden: int, layers: int,
         print(f"pretrained: presence {check['presence']:.1%}, marks found at IoU 0.1 {check['recall_iou01']:.1%}, "
               f"at 0.5 {check['recall_iou05']:.1%}", flush=True)
         path.mkdir(parents=True, exist_ok=True)
-        save_report(path / "pretrain.json", losses, check, stages=[c.tag() for c in stages])
+        save_report(path / "pretrain.json", losses, check, [c.tag() for c in stages])
     model.save_pretrained(path)
     proc.save_pretrained(path)
     return path
